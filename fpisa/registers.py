@@ -1,0 +1,120 @@
+"""The switch's register arrays: one row per (slot, shadow set).
+
+A software switch (the emulator) keeps its aggregation state in a
+:class:`SlotRegisters` and calls ``accumulate`` once per arriving packet;
+underneath run the same Numba element kernels as :func:`fpisa.aggregate`,
+so "the switch aggregated it" and "the numerics core says" cannot drift
+apart. ``accumulate(first=True)`` is the first arrival's write, which is
+the slot's implicit reset (SwitchML's trick: no clear is ever needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from .formats import RegisterLayout, Rounding, get_format, get_rounding
+from .protocol import FLAG_OVERFLOW, FLAG_OVERWRITE, FLAG_SPECIAL
+
+__all__ = [
+    "SlotRegisters",
+    "REGISTER_MODES",
+    "ELEMENT_POS_INF",
+    "ELEMENT_NEG_INF",
+    "ELEMENT_NAN",
+    "ELEMENT_OVERFLOW",
+    "ELEMENT_OVERWRITE",
+]
+
+ELEMENT_POS_INF = K.POS_INF
+ELEMENT_NEG_INF = K.NEG_INF
+ELEMENT_NAN = K.NAN
+ELEMENT_OVERFLOW = K.OVERFLOW
+ELEMENT_OVERWRITE = K.OVERWRITE
+
+#: "switchml" sums int32 (wrapping like the hardware); "int-max" is SwitchML's
+#: block-exponent exchange
+REGISTER_MODES = ("fpisa", "fpisa-a", "switchml", "int-max")
+
+
+class SlotRegisters:
+    """Register arrays for ``num_rows`` slots of ``num_elements`` elements."""
+
+    def __init__(self, mode: str, num_rows: int, num_elements: int, fmt="fp32",
+                 register_bits: int = 32):
+        if mode not in REGISTER_MODES:
+            raise ValueError(f"unknown register mode {mode!r}; expected one of {REGISTER_MODES}")
+        if num_rows < 1 or num_elements < 1:
+            raise ValueError(f"need >= 1 row and element, got {num_rows} x {num_elements}")
+        self.mode = mode
+        self.fmt = get_format(fmt)
+        self.layout = RegisterLayout(self.fmt, register_bits)
+        self.num_rows = num_rows
+        self.num_elements = num_elements
+        shape = (num_rows, num_elements)
+        self.exponent_register = np.zeros(shape, np.int64)
+        self.mantissa_register = np.zeros(shape, np.int64)  # int32 values in int modes
+        self.element_flags = np.zeros(shape, np.uint8)
+        self.overwrites = np.zeros(shape, np.int64)
+        self._eb = self.fmt.exponent_bits
+        self._m = self.fmt.fraction_bits
+        self._w = self.layout.register_bits
+
+    @property
+    def is_float(self) -> bool:
+        return self.mode in ("fpisa", "fpisa-a")
+
+    def _check(self, row: int, values: np.ndarray) -> np.ndarray:
+        if not 0 <= row < self.num_rows:
+            raise ValueError(f"row {row} outside 0..{self.num_rows - 1}")
+        if values.shape != (self.num_elements,):
+            raise ValueError(f"{values.shape} values for {self.num_elements} elements")
+        if self.is_float:
+            return np.ascontiguousarray(values, dtype=self.fmt.bits_dtype)
+        return np.ascontiguousarray(values, dtype=np.int32)
+
+    def accumulate(self, row: int, values, first: bool) -> None:
+        """Fold one packet's values into ``row``; ``first`` resets it first."""
+        values = self._check(row, np.asarray(values))
+        E = self.exponent_register[row]
+        A = self.mantissa_register[row]
+        if self.mode == "fpisa":
+            K.accumulate_row_fpisa(E, A, self.element_flags[row], values, first,
+                                   self._eb, self._m, self._w)
+        elif self.mode == "fpisa-a":
+            K.accumulate_row_fpisa_a(E, A, self.element_flags[row], self.overwrites[row], values,
+                                     first, self._eb, self._m, self._w)
+        elif first:
+            A[:] = values
+        elif self.mode == "switchml":
+            # int32 wrap-around add, like the switch's ALU
+            A[:] = (A + values).astype(np.int32)
+        else:
+            np.maximum(A, values, out=A)
+
+    def read(self, row: int, rounding: str | Rounding = "rz") -> np.ndarray:
+        """The row's result: normalized bits (float modes) or int32."""
+        if not self.is_float:
+            return self.mantissa_register[row].astype(np.int32)
+        nearest = get_rounding(rounding) is Rounding.NEAREST_EVEN
+        out = np.empty(self.num_elements, self.fmt.bits_dtype)
+        K.normalize_array(self.exponent_register[row], self.mantissa_register[row],
+                          self.element_flags[row], self._eb, self._m, nearest, out)
+        return out
+
+    def raw(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mantissa int64, exponent uint16) registers before normalization."""
+        return (self.mantissa_register[row].copy(),
+                self.exponent_register[row].astype(np.uint16))
+
+    def row_flags(self, row: int) -> int:
+        """Protocol FLAG_* bits summarizing the row's element flags."""
+        f = int(np.bitwise_or.reduce(self.element_flags[row]))
+        out = 0
+        if f & K.OVERFLOW:
+            out |= FLAG_OVERFLOW
+        if f & K.OVERWRITE:
+            out |= FLAG_OVERWRITE
+        if f & K.SPECIALS:
+            out |= FLAG_SPECIAL
+        return out
