@@ -1,0 +1,66 @@
+// FPISA-A (numerics section 3), written the way a Tofino-class target forces
+// it: shift distances select table actions with constant shifts, the stored
+// mantissa is never shifted (only the incoming value moves: into the
+// headroom, or overwrite), read-out normalization via a ternary leading-one
+// table.
+//
+// This file only instantiates and wires the per-concern controls in include/;
+// docs/p4.md describes the design. Build: fpisa p4 build
+#include <core.p4>
+#include <v1model.p4>
+
+#include "include/headers.p4"
+#include "include/parser.p4"
+#include "include/validate_packet.p4"
+#include "include/worker_check.p4"
+#include "include/worker_bitmap.p4"
+#include "include/worker_count.p4"
+#include "include/lanes.p4"
+#include "include/result.p4"
+#include "include/generated/fpisa_a_lanes.p4"
+
+control FpisaAIngress(inout headers_t hdr, inout metadata_t meta,
+                  inout standard_metadata_t standard_metadata) {
+    ValidatePacket(MODE_FPISA_A, MODE_FPISA_A, true) validate;
+    WorkerCheck() worker_check;
+    UpdateAndCheckWorkerBitmap() worker_bitmap;
+    CountWorkers() worker_count;
+    PrepareRawRegisters(true) prepare_raw;
+    FpisaALanes() lanes;
+    ResultHeader() result;
+    CountOutcome() count_outcome;
+
+    apply {
+        meta.first = false;
+        meta.update = false;
+        meta.readout = false;
+        meta.retransmit = false;
+        meta.want_raw = false;
+        meta.is_multicast = false;
+        meta.row_flags = 0;
+        validate.apply(hdr, meta);
+        if (meta.drop_counter == 0) {
+            meta.int_max_mode = hdr.agg.mode == MODE_INT_MAX;
+            worker_check.apply(hdr, meta);
+        }
+        if (meta.drop_counter == 0) {
+            worker_bitmap.apply(hdr, meta);
+            worker_count.apply(hdr, meta);
+        }
+        if (meta.drop_counter == 0) {
+            prepare_raw.apply(hdr, meta);
+            lanes.apply(hdr, meta);
+            if (meta.readout) {
+                result.apply(hdr, meta, standard_metadata);
+            } else {
+                mark_to_drop(standard_metadata);  // folded in; the last arrival answers
+            }
+        } else {
+            mark_to_drop(standard_metadata);
+        }
+        count_outcome.apply(meta);
+    }
+}
+
+V1Switch(AggregationParser(), NoChecksumVerification(), FpisaAIngress(), ResultEgress(),
+         Ipv4ChecksumUpdate(), AggregationDeparser()) main;

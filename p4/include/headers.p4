@@ -1,0 +1,90 @@
+// Header and metadata types shared by all three programs.
+#ifndef FPISA_HEADERS_P4
+#define FPISA_HEADERS_P4
+
+#include "constants.p4"
+#include "generated/configuration.p4"
+
+header ethernet_t {
+    bit<48> dst_addr;
+    bit<48> src_addr;
+    bit<16> ether_type;
+}
+
+header ipv4_t {
+    bit<4>  version;
+    bit<4>  ihl;
+    bit<8>  diffserv;
+    bit<16> total_len;
+    bit<16> identification;
+    bit<3>  flags;
+    bit<13> frag_offset;
+    bit<8>  ttl;
+    bit<8>  protocol;
+    bit<16> hdr_checksum;
+    bit<32> src_addr;
+    bit<32> dst_addr;
+}
+
+header udp_t {
+    bit<16> src_port;
+    bit<16> dst_port;
+    bit<16> length;
+    bit<16> checksum;
+}
+
+// One payload element as it is on the wire: fp32 little-endian (fpisa,
+// fpisa-a: the switch does the byte swap) or int32 big-endian (switchml,
+// int-max). fp16/bf16 payloads are not aggregated by the P4 programs.
+header element_t {
+    bit<32> value;
+}
+
+// Results with FLAG_RAW: the registers before normalization, big-endian.
+header raw_mantissa_t {
+    bit<64> value;  // the W=32-bit mantissa register, sign-extended
+}
+
+header raw_exponent_t {
+    bit<16> value;
+}
+
+struct headers_t {
+    ethernet_t ethernet;
+    ipv4_t ipv4;
+    udp_t udp;
+    agg_t agg;
+    element_t[N_ELEMENTS] elements;
+    raw_mantissa_t[N_ELEMENTS] raw_mantissa;
+    raw_exponent_t[N_ELEMENTS] raw_exponent;
+}
+
+struct metadata_t {
+    bit<8>  parsed_elements;
+    // why the packet stops here (an index into switch_counter), 0 = goes on
+    bit<32> drop_counter;
+    // from the job table
+    bit<8>  job_num_workers;
+    bit<16> job_pool_base;
+    bit<16> job_pool_size;
+    bit<16> job_mcast_grp;
+    // from the worker table
+    bit<8>  rank;
+    // (slot, shadow set) -> row of every register array
+    bit<32> row;
+    bool    duplicate;
+    // first arrival: registers are written (implicit reset), not added to
+    bool    first;
+    // fold this packet's payload into the row
+    bool    update;
+    // produce a result from the row (last arrival or retransmission)
+    bool    readout;
+    bool    retransmit;
+    bool    want_raw;
+    // OR of the per-element flags of the row, as protocol FLAG_* bits
+    bit<8>  row_flags;
+    bool    int_max_mode;
+    bool    is_multicast;
+}
+
+#endif

@@ -1,0 +1,126 @@
+// Result addressing. Ingress turns the packet that completes a row (or asks
+// for a completed row again) into the result: message type, flags, lengths,
+// the switch's address as source. A completed row goes to the job's
+// multicast group (one replica per worker, egress_rid = rank); egress writes
+// each replica's destination from the worker address table. A
+// retransmission goes back to the asker only.
+#ifndef FPISA_RESULT_P4
+#define FPISA_RESULT_P4
+
+#include "headers.p4"
+#include "generated/raw_headers.p4"
+
+// switch_counter: what happened to each packet, indexed by the C_*
+// constants (p4/__init__.py SWITCH_COUNTERS); drop_counter 0 = not dropped.
+control CountOutcome(in metadata_t meta) {
+    counter(NUM_SWITCH_COUNTERS, CounterType.packets) switch_counter;
+
+    apply {
+        switch_counter.count(C_RECEIVED);
+        if (meta.drop_counter != 0) {
+            switch_counter.count(meta.drop_counter);
+        } else {
+            if (meta.update) {
+                switch_counter.count(C_AGGREGATED);
+            }
+            if (meta.readout) {
+                if (meta.retransmit) {
+                    switch_counter.count(C_RESULTS_RETRANSMITTED);
+                } else {
+                    switch_counter.count(C_RESULTS_MULTICAST);
+                }
+            }
+        }
+    }
+}
+
+// Before the lanes run: raw-register headers must be valid before the lanes
+// write them (setValid may clear a header's fields).
+control PrepareRawRegisters(inout headers_t hdr, inout metadata_t meta)(bool float_modes) {
+    SetRawHeadersValid() set_valid;
+
+    apply {
+        meta.want_raw = float_modes && meta.readout && (hdr.agg.flags & FLAG_RAW) != 0;
+        if (meta.want_raw) {
+            set_valid.apply(hdr);
+        }
+    }
+}
+
+control ResultHeader(inout headers_t hdr, inout metadata_t meta,
+                     inout standard_metadata_t standard_metadata) {
+    apply {
+        if (meta.retransmit) {
+            hdr.agg.msg_type = MSG_RESULT_RETX;
+        } else {
+            hdr.agg.msg_type = MSG_RESULT;
+        }
+        bit<8> flags = meta.row_flags;
+        bit<16> udp_length = DATA_UDP_LENGTH;
+        if (meta.want_raw) {
+            flags = flags | FLAG_RAW;
+            udp_length = udp_length + RAW_BYTES;
+        }
+        hdr.agg.flags = flags;
+        hdr.udp.length = udp_length;
+        hdr.udp.checksum = 0;
+        hdr.ipv4.total_len = udp_length + 20;
+
+        // the switch answers from the address the workers sent to
+        bit<48> switch_mac = hdr.ethernet.dst_addr;
+        bit<32> switch_ip = hdr.ipv4.dst_addr;
+        if (meta.retransmit) {
+            hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+            hdr.ipv4.dst_addr = hdr.ipv4.src_addr;
+            hdr.udp.dst_port = hdr.udp.src_port;
+            standard_metadata.egress_spec = standard_metadata.ingress_port;
+            meta.is_multicast = false;
+        } else {
+            standard_metadata.mcast_grp = meta.job_mcast_grp;
+            meta.is_multicast = true;
+        }
+        hdr.ethernet.src_addr = switch_mac;
+        hdr.ipv4.src_addr = switch_ip;
+        hdr.udp.src_port = FPISA_UDP_PORT;
+    }
+}
+
+control ResultEgress(inout headers_t hdr, inout metadata_t meta,
+                     inout standard_metadata_t standard_metadata) {
+    // egress's own array (an extern belongs to one control); only
+    // C_DROP_NO_WORKER_ADDRESS is counted here
+    counter(NUM_SWITCH_COUNTERS, CounterType.packets) egress_counter;
+    bool address_known = false;
+
+    action set_worker_address(bit<48> mac, bit<32> ip, bit<16> udp_port) {
+        address_known = true;
+        hdr.ethernet.dst_addr = mac;
+        hdr.ipv4.dst_addr = ip;
+        hdr.udp.dst_port = udp_port;
+    }
+    action no_address() { address_known = false; }
+    table worker_address {
+        key = {
+            hdr.agg.job : exact;
+            standard_metadata.egress_rid : exact;
+        }
+        actions = { set_worker_address; no_address; }
+        default_action = no_address();
+        size = 4096;
+    }
+
+    apply {
+        if (meta.is_multicast) {
+            worker_address.apply();
+            if (address_known) {
+                // each replica names its destination rank
+                hdr.agg.rank = (bit<8>)standard_metadata.egress_rid;
+            } else {
+                egress_counter.count(C_DROP_NO_WORKER_ADDRESS);
+                mark_to_drop(standard_metadata);
+            }
+        }
+    }
+}
+
+#endif

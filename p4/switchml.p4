@@ -1,0 +1,67 @@
+// SwitchML: int32 sum of the workers' quantized values (big-endian on the
+// wire) and the max of their block exponents; mode int-max is SwitchML's
+// exponent exchange (int32 max).
+//
+// This file only instantiates and wires the per-concern controls in include/;
+// docs/p4.md describes the design. Build: fpisa p4 build
+#include <core.p4>
+#include <v1model.p4>
+
+#include "include/headers.p4"
+#include "include/parser.p4"
+#include "include/validate_packet.p4"
+#include "include/worker_check.p4"
+#include "include/worker_bitmap.p4"
+#include "include/worker_count.p4"
+#include "include/block_exponent.p4"
+#include "include/lanes.p4"
+#include "include/result.p4"
+#include "include/generated/switchml_lanes.p4"
+
+control SwitchmlIngress(inout headers_t hdr, inout metadata_t meta,
+                  inout standard_metadata_t standard_metadata) {
+    ValidatePacket(MODE_SWITCHML, MODE_INT_MAX, false) validate;
+    WorkerCheck() worker_check;
+    UpdateAndCheckWorkerBitmap() worker_bitmap;
+    CountWorkers() worker_count;
+    BlockExponentMax() block_exponent;
+    PrepareRawRegisters(false) prepare_raw;
+    SwitchmlLanes() lanes;
+    ResultHeader() result;
+    CountOutcome() count_outcome;
+
+    apply {
+        meta.first = false;
+        meta.update = false;
+        meta.readout = false;
+        meta.retransmit = false;
+        meta.want_raw = false;
+        meta.is_multicast = false;
+        meta.row_flags = 0;
+        validate.apply(hdr, meta);
+        if (meta.drop_counter == 0) {
+            meta.int_max_mode = hdr.agg.mode == MODE_INT_MAX;
+            worker_check.apply(hdr, meta);
+        }
+        if (meta.drop_counter == 0) {
+            worker_bitmap.apply(hdr, meta);
+            worker_count.apply(hdr, meta);
+        }
+        if (meta.drop_counter == 0) {
+            block_exponent.apply(hdr, meta);
+            prepare_raw.apply(hdr, meta);
+            lanes.apply(hdr, meta);
+            if (meta.readout) {
+                result.apply(hdr, meta, standard_metadata);
+            } else {
+                mark_to_drop(standard_metadata);  // folded in; the last arrival answers
+            }
+        } else {
+            mark_to_drop(standard_metadata);
+        }
+        count_outcome.apply(meta);
+    }
+}
+
+V1Switch(AggregationParser(), NoChecksumVerification(), SwitchmlIngress(), ResultEgress(),
+         Ipv4ChecksumUpdate(), AggregationDeparser()) main;
