@@ -1,0 +1,12 @@
+"""The software switch: FPISA / SwitchML aggregation behind UDP or raw Ethernet.
+
+- :mod:`emulator.pipeline`: the data plane (slots, shadow sets, bitmaps,
+  the numerics core's registers), transport independent.
+- :mod:`emulator.server`: the loop that feeds a pipeline from a transport,
+  injects faults and reports statistics.
+- :mod:`emulator.cli`: ``fpisa switch``.
+"""
+
+from .pipeline import JobConfig, SwitchCounters, SwitchPipeline
+
+__all__ = ["JobConfig", "SwitchPipeline", "SwitchCounters"]

@@ -1,0 +1,377 @@
+"""The software switch's data plane: SwitchML's slot protocol around FPISA registers.
+
+:class:`SwitchPipeline` is transport independent: ``process(packet bytes,
+source address)`` returns the ``(destination, packet bytes)`` pairs to send,
+so tests drive it with packets in memory and the server loop
+(:mod:`emulator.server`) drives it from UDP or raw Ethernet.
+
+State per (slot i, shadow set s), one *row* = s * pool_size + i:
+registers (:class:`fpisa.registers.SlotRegisters`, the numerics core's own
+kernels, one instance per wire mode the job uses), a worker bitmap, an
+arrival count, a completed flag, the max of the header block exponents and,
+when recording, the arrival order. The algorithm is SwitchML's
+(anchors-switchml.md):
+
+- a DATA packet from worker r for (i, s) sets bit r of bitmap[i][s] and
+  clears it in bitmap[i][1-s]; it is a duplicate if the bit was set;
+- not a duplicate: the first arrival of a generation *writes* the registers
+  (SlotRegisters ``first=True``: the implicit reset), later ones *add*; the
+  last one completes the slot and the result goes to every worker (one
+  RESULT per worker, with the destination rank in the header);
+- a duplicate for a completed slot: RESULT_RETX to the sender only;
+  a duplicate for an incomplete slot: dropped.
+
+Why this is loss tolerant: a worker sends slot i in set 1-s only after it
+got the result of (i, s), so (i, s) is overwritten only when every worker
+has had its result.
+
+Nothing raises on a bad packet: every rejection is a counted drop with a
+reason (``SwitchCounters.dropped``).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from fpisa.formats import RegisterLayout, get_format, get_rounding
+from fpisa.protocol import (
+    FLAG_RAW,
+    HEADER_BYTES,
+    HEADER_FIELDS,
+    MAX_ELEMENTS,
+    MAX_SLOTS,
+    RAW_EXPONENT_DTYPE,
+    RAW_MANTISSA_DTYPE,
+    VERSION,
+    MalformedPacket,
+    MsgType,
+    WireMode,
+    element_dtype,
+    format_code,
+    payload_bytes,
+    unpack,
+)
+from fpisa.registers import SlotRegisters
+
+__all__ = ["JobConfig", "SwitchPipeline", "SwitchCounters", "DROP_REASONS", "MAX_WORKERS",
+           "header_struct"]
+
+#: one bit per worker in a 32-bit bitmap register, as in SwitchML
+MAX_WORKERS = 32
+
+#: every drop reason except the malformed:<reason> family from protocol.unpack
+DROP_REASONS = (
+    "not_data",
+    "wrong_job",
+    "unknown_worker",
+    "rank_mismatch",
+    "config_mismatch",
+    "slot_out_of_range",
+    "duplicate_incomplete",
+)
+
+_STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
+
+
+def header_struct() -> struct.Struct:
+    """A struct for the header, derived from protocol.HEADER_FIELDS (the fast
+    path's parser: one call instead of a numpy record per packet)."""
+    return struct.Struct(">" + "".join(_STRUCT_CODES[t] for _, t, _, _ in HEADER_FIELDS))
+
+
+_HEADER = header_struct()
+assert _HEADER.size == HEADER_BYTES
+_RANK_OFFSET = [name for name, *_ in HEADER_FIELDS].index("rank")  # 1-byte fields come first
+_DATA_VT = (VERSION << 4) | MsgType.DATA
+_RESULT_VT = (VERSION << 4) | MsgType.RESULT
+_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
+_SWITCH_MODES = ("fpisa", "fpisa-a", "switchml")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One aggregation job as installed in the switch (its control plane)."""
+
+    num_workers: int
+    #: transport addresses by rank (UDP: (ip, port); raw Ethernet: EthEndpoint)
+    workers: tuple
+    mode: str = "fpisa"
+    fmt: str = "fp32"
+    job: int = 0
+    #: elements per packet (one slot's width)
+    num_elements: int = 64
+    register_bits: int = 32
+    #: slots per shadow set
+    pool_size: int = 256
+    #: always append the raw (mantissa, exponent) registers to float results
+    raw_registers: bool = False
+    #: the switch's read-out normalization; a real switch truncates ("rz")
+    rounding: str = "rz"
+    #: keep each completed slot's arrival order (for bit-exact checks)
+    record_orders: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(msg: str):
+            raise ValueError(f"JobConfig: {msg}")
+
+        def is_int(x) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+        if self.mode not in _SWITCH_MODES:
+            bad(f"mode {self.mode!r} does not run in the switch; expected one of {_SWITCH_MODES}")
+        get_format(self.fmt)  # raises ValueError for unknown formats
+        get_rounding(self.rounding)
+        if not is_int(self.num_workers) or not 1 <= self.num_workers <= MAX_WORKERS:
+            bad(f"num_workers must be 1..{MAX_WORKERS}, got {self.num_workers!r}")
+        if not is_int(self.job) or not 0 <= self.job <= 255:
+            bad(f"job must be 0..255, got {self.job!r}")
+        if not is_int(self.num_elements) or not 1 <= self.num_elements <= MAX_ELEMENTS:
+            bad(f"num_elements must be 1..{MAX_ELEMENTS}, got {self.num_elements!r}")
+        if not is_int(self.pool_size) or not 1 <= self.pool_size <= MAX_SLOTS:
+            bad(f"pool_size must be 1..{MAX_SLOTS}, got {self.pool_size!r}")
+        workers = tuple(self.workers)
+        object.__setattr__(self, "workers", workers)
+        if len(workers) != self.num_workers:
+            bad(f"{len(workers)} worker addresses for {self.num_workers} workers")
+        try:
+            distinct = len(set(workers)) == len(workers)
+        except TypeError:
+            bad("worker addresses must be hashable (e.g. (ip, port) tuples)")
+        if not distinct:
+            bad(f"worker addresses must be distinct, got {workers}")
+        RegisterLayout.of(self.fmt, self.register_bits)  # raises for a bad width
+
+    @property
+    def wire_mode(self) -> WireMode:
+        return WireMode.of(self.mode)
+
+    @property
+    def fmt_code(self) -> int:
+        return format_code(self.fmt)
+
+    def wire_modes(self) -> tuple[WireMode, ...]:
+        """The modes the job's packets may use: SwitchML adds its exponent exchange."""
+        if self.mode == "switchml":
+            return (WireMode.SWITCHML, WireMode.INT_MAX)
+        return (self.wire_mode,)
+
+
+@dataclass
+class SwitchCounters:
+    received: int = 0
+    #: data packets folded into a slot (not duplicates)
+    aggregated: int = 0
+    #: slots completed (last arrival seen)
+    completed: int = 0
+    #: RESULT packets sent (one per worker per completed slot)
+    multicast: int = 0
+    #: RESULT_RETX packets sent (duplicate for a completed slot)
+    retransmitted: int = 0
+    dropped: dict = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def as_dict(self) -> dict:
+        return {"received": self.received, "aggregated": self.aggregated,
+                "completed": self.completed, "multicast": self.multicast,
+                "retransmitted": self.retransmitted, "dropped_total": self.dropped_total,
+                "dropped": dict(sorted(self.dropped.items()))}
+
+
+class SwitchPipeline:
+    """The switch for one job; see the module docstring for the algorithm."""
+
+    def __init__(self, config: JobConfig):
+        self.config = config
+        c = config
+        self.counters = SwitchCounters()
+        self._rank_of: dict[Hashable, int] = {addr: r for r, addr in enumerate(c.workers)}
+        rows = 2 * c.pool_size
+        self.registers: dict[WireMode, SlotRegisters] = {
+            m: SlotRegisters(_register_mode(m), rows, c.num_elements, c.fmt, c.register_bits)
+            for m in c.wire_modes()
+        }
+        self._fmt_code = c.fmt_code
+        self._pool = c.pool_size
+        self._all_workers = (1 << c.num_workers) - 1
+        # per wire mode: (payload dtype, expected DATA length)
+        self._data_layout = {
+            int(m): (element_dtype(m, self._fmt_code), HEADER_BYTES + payload_bytes(m, self._fmt_code, c.num_elements))
+            for m in c.wire_modes()
+        }
+        # per-row state; plain lists: faster than numpy for scalar access
+        self.bitmap = [0] * rows
+        self.count = [0] * rows
+        self.completed = [False] * rows
+        self.block_exponent = [0] * rows
+        self.row_mode = [int(c.wire_modes()[0])] * rows
+        self._result_payload: list[bytes | None] = [None] * rows
+        self._result_flags = [0] * rows
+        self._orders: list[list[int]] | None = [[] for _ in range(rows)] if c.record_orders else None
+        #: (packet_id, wire mode, arrival order) per completed slot, when recording
+        self.recorded: list[tuple[int, int, tuple[int, ...]]] = []
+        self._rounding = get_rounding(c.rounding)
+
+    # -- the data plane --------------------------------------------------------
+
+    def process(self, data: bytes, source: Hashable) -> list[tuple[Hashable, bytes]]:
+        """One arriving packet -> the packets to send (possibly none)."""
+        counters = self.counters
+        counters.received += 1
+        c = self.config
+        try:
+            (vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, pid) = _HEADER.unpack_from(data)
+        except struct.error:
+            return self._drop_malformed(data)
+        layout = self._data_layout.get(mode)
+        if (vt != _DATA_VT or layout is None or len(data) != layout[1] or nw != c.num_workers
+                or ne != c.num_elements or (mode <= WireMode.FPISA_A and fmt != self._fmt_code)):
+            return self._classify_drop(data)
+        if job != c.job:
+            counters.drop("wrong_job")
+            return []
+        r = self._rank_of.get(source)
+        if r is None:
+            counters.drop("unknown_worker")
+            return []
+        if rank != r:
+            counters.drop("rank_mismatch")
+            return []
+        slot = pidx & (MAX_SLOTS - 1)
+        if slot >= self._pool:
+            counters.drop("slot_out_of_range")
+            return []
+        s = pidx >> 15
+        row = s * self._pool + slot
+        other = (1 - s) * self._pool + slot
+        bit = 1 << r
+        bitmap = self.bitmap
+        if bitmap[row] & bit:  # duplicate
+            if self.completed[row]:
+                counters.retransmitted += 1
+                return [(source, self._result_packet(row, _RETX_VT, r, pid, flags))]
+            counters.drop("duplicate_incomplete")
+            return []
+        first = self.completed[row] or self.count[row] == 0
+        if not first and mode != self.row_mode[row]:
+            # workers disagree about what this slot generation aggregates
+            counters.drop("config_mismatch")
+            return []
+        bitmap[row] |= bit
+        bitmap[other] &= ~bit
+        payload = np.frombuffer(data, layout[0], c.num_elements, HEADER_BYTES)
+        self.registers[mode].accumulate(row, payload, first)
+        counters.aggregated += 1
+        if first:
+            self.completed[row] = False
+            self.count[row] = 1
+            self.row_mode[row] = mode
+            self.block_exponent[row] = bexp
+            if self._orders is not None:
+                self._orders[row] = [r]
+        else:
+            self.count[row] += 1
+            if bexp > self.block_exponent[row]:
+                self.block_exponent[row] = bexp
+            if self._orders is not None:
+                self._orders[row].append(r)
+        if self.count[row] < c.num_workers:
+            return []
+        return self._complete(row, pid, flags)
+
+    def _complete(self, row: int, packet_id: int, flags: int) -> list[tuple[Hashable, bytes]]:
+        c = self.config
+        mode = WireMode(self.row_mode[row])
+        regs = self.registers[mode]
+        if mode.is_float:
+            payload = regs.read(row, self._rounding).astype(element_dtype(mode, self._fmt_code)).tobytes()
+            result_flags = regs.row_flags(row)
+            if c.raw_registers or flags & FLAG_RAW:
+                mantissa, exponent = regs.raw(row)
+                payload += (mantissa.astype(RAW_MANTISSA_DTYPE).tobytes()
+                            + exponent.astype(RAW_EXPONENT_DTYPE).tobytes())
+                result_flags |= FLAG_RAW
+        else:
+            payload = regs.read(row).astype(">i4").tobytes()
+            result_flags = 0
+        self.completed[row] = True
+        self._result_payload[row] = payload
+        self._result_flags[row] = result_flags
+        self.counters.completed += 1
+        if self._orders is not None:
+            self.recorded.append((packet_id, int(mode), tuple(self._orders[row])))
+        header = bytearray(self._result_header(row, _RESULT_VT, 0, packet_id))
+        out = []
+        for r, address in enumerate(c.workers):
+            header[_RANK_OFFSET] = r
+            out.append((address, bytes(header) + payload))
+        self.counters.multicast += len(out)
+        return out
+
+    def _result_header(self, row: int, vt: int, rank: int, packet_id: int) -> bytes:
+        c = self.config
+        slot, s = row % self._pool, row // self._pool
+        bexp = max(-0x8000, min(0x7FFF, self.block_exponent[row]))
+        return _HEADER.pack(vt, self.row_mode[row], self._fmt_code, self._result_flags[row], c.job,
+                            rank, c.num_workers, c.num_elements, (s << 15) | slot, bexp, packet_id)
+
+    def _result_packet(self, row: int, vt: int, rank: int, packet_id: int, flags: int) -> bytes:
+        return self._result_header(row, vt, rank, packet_id) + self._result_payload[row]
+
+    # -- drops -------------------------------------------------------------------
+
+    def _drop_malformed(self, data) -> list:
+        try:
+            unpack(data)
+        except MalformedPacket as e:
+            self.counters.drop(f"malformed:{e.reason}")
+            return []
+        self.counters.drop("malformed:unparsed")  # unreachable if unpack is strict
+        return []
+
+    def _classify_drop(self, data) -> list:
+        """Why a packet missed the fast path (the slow, canonical parse)."""
+        try:
+            header, _, _ = unpack(data)
+        except MalformedPacket as e:
+            self.counters.drop(f"malformed:{e.reason}")
+            return []
+        c = self.config
+        if header.msg_type != MsgType.DATA:
+            self.counters.drop("not_data")
+        elif header.job != c.job:
+            self.counters.drop("wrong_job")
+        else:
+            # well formed, right job, but not this job's mode/format/size
+            self.counters.drop("config_mismatch")
+        return []
+
+    # -- the control plane's view ------------------------------------------------
+
+    def stats(self) -> dict:
+        c = self.config
+        return {"job": c.job, "mode": c.mode, "fmt": c.fmt, "num_workers": c.num_workers,
+                "num_elements": c.num_elements, "pool_size": c.pool_size,
+                "counters": self.counters.as_dict()}
+
+    def recorded_orders(self, wire_mode: WireMode | None = None) -> dict[int, tuple[int, ...]]:
+        """packet_id -> arrival order (ranks), for slots completed in ``wire_mode``
+        (default: the job's data mode). Later completions of the same id win."""
+        if self._orders is None:
+            raise ValueError("the job was configured without record_orders")
+        mode = int(self.config.wire_mode if wire_mode is None else wire_mode)
+        return {pid: order for pid, m, order in self.recorded if m == mode}
+
+
+def _register_mode(mode: WireMode) -> str:
+    return {WireMode.FPISA: "fpisa", WireMode.FPISA_A: "fpisa-a",
+            WireMode.SWITCHML: "switchml", WireMode.INT_MAX: "int-max"}[mode]

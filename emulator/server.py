@@ -1,0 +1,162 @@
+"""The switch's main loop, and the switch as a process the orchestrator can start.
+
+:func:`serve` moves packets between a transport (:mod:`fpisa.net`) and a
+:class:`~emulator.pipeline.SwitchPipeline`, passing what the switch sends
+through a :class:`fpisa.netem.FaultInjector` (switch -> worker faults), and
+reports statistics periodically and on exit.
+
+:func:`launch` starts the switch in its own process for ``fpisa allreduce``
+(hosts/allreduce.py gets it injected by the CLI, so ``hosts`` never imports
+``emulator``): the parent hands over a bound UDP socket, and at the end asks
+for the statistics and the recorded arrival orders over a pipe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from typing import Callable
+
+import numpy as np
+
+from fpisa.netem import FaultInjector, LinkFaults
+from fpisa.net import UdpTransport
+
+from .pipeline import JobConfig, SwitchPipeline
+
+__all__ = ["serve", "launch", "SwitchProcess", "warm_up"]
+
+#: how often the loop looks at its stop condition / stats timer
+_CHECK_INTERVAL_S = 0.02
+
+
+def warm_up(config: JobConfig) -> None:
+    """Run the register kernels once on scratch state, so the first real
+    packet does not pay Numba's (cached) compile/load time."""
+    probe = SwitchPipeline(JobConfig(**{**config.__dict__, "pool_size": 1, "record_orders": False}))
+    for regs in probe.registers.values():
+        values = np.zeros(config.num_elements, np.int32 if not regs.is_float else regs.fmt.bits_dtype)
+        regs.accumulate(0, values, True)
+        regs.accumulate(0, values, False)
+        regs.read(0)
+        regs.raw(0)
+        regs.row_flags(0)
+
+
+def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = None,
+          should_stop: Callable[[], bool] = lambda: False,
+          on_stats: Callable[[dict], None] | None = None, stats_interval_s: float | None = None,
+          batch: int = 256) -> dict:
+    """Run until ``should_stop()`` is true; return the final statistics."""
+    injector = FaultInjector(faults) if faults is not None and faults.active else None
+    process = pipeline.process
+    clock = time.monotonic
+    next_check = clock() + _CHECK_INTERVAL_S
+    next_stats = clock() + stats_interval_s if stats_interval_s else None
+    while True:
+        timeout = _CHECK_INTERVAL_S
+        if injector is not None:
+            deadline = injector.next_deadline()
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - clock()))
+        packets = transport.recv_batch(timeout, batch)
+        out = []
+        for data, source in packets:
+            out += process(data, source)
+        if injector is not None:
+            now = clock()
+            sends = injector.due(now)
+            for item in out:
+                sends += injector.submit(item, now)
+            out = sends
+        if out:
+            transport.send_batch(out)
+        now = clock()
+        if now >= next_check:
+            next_check = now + _CHECK_INTERVAL_S
+            if next_stats is not None and now >= next_stats:
+                next_stats = now + stats_interval_s
+                on_stats(statistics(pipeline, transport, injector))
+            if should_stop():
+                break
+    if injector is not None:
+        transport.send_batch(injector.flush())
+    return statistics(pipeline, transport, injector)
+
+
+def statistics(pipeline: SwitchPipeline, transport, injector: FaultInjector | None) -> dict:
+    stats = pipeline.stats()
+    stats["send_errors"] = getattr(transport, "send_errors", 0)
+    if injector is not None:
+        stats["faults"] = injector.counters.as_dict()
+    return stats
+
+
+# -- the switch as a child process of the orchestrator ---------------------------
+
+def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
+    try:
+        config = JobConfig(**spec)
+        warm_up(config)
+        pipeline = SwitchPipeline(config)
+        transport = UdpTransport(sock)
+    except Exception as e:  # report, don't hang the parent
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    stats = serve(pipeline, transport, faults=faults, should_stop=conn.poll)
+    conn.recv()
+    recorded = pipeline.recorded
+    conn.send(("stats", stats, {
+        "packet_id": np.array([p for p, _, _ in recorded], np.int64),
+        "wire_mode": np.array([m for _, m, _ in recorded], np.int8),
+        "order": np.array([o for _, _, o in recorded], np.int16).reshape(len(recorded), config.num_workers),
+    }))
+    transport.close()
+
+
+class SwitchProcess:
+    """Handle on a switch child process (what :func:`launch` returns)."""
+
+    def __init__(self, process: mp.Process, conn):
+        self.process = process
+        self._conn = conn
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self._conn.poll(timeout):
+            self.kill()
+            raise RuntimeError(f"the switch did not start within {timeout:.0f} s")
+        try:
+            kind, detail = self._conn.recv()
+        except EOFError:
+            kind, detail = "error", f"the process exited (code {self.process.exitcode})"
+        if kind != "ready":
+            self.kill()
+            raise ValueError(f"the switch failed to start: {detail}")
+
+    def stop(self, timeout: float = 60.0) -> tuple[dict, dict]:
+        """Stop the switch; return (statistics, recorded orders as arrays)."""
+        self._conn.send("stop")
+        if not self._conn.poll(timeout):
+            self.kill()
+            raise RuntimeError("the switch did not report its statistics")
+        _, stats, recorded = self._conn.recv()
+        self.process.join(timeout)
+        return stats, recorded
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(5)
+
+
+def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    """Start the emulator switch for job ``spec`` (JobConfig fields) on ``sock``."""
+    JobConfig(**spec)  # validate here: a bad config is the caller's error, not the child's
+    ctx = context or mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_process_main, args=(spec, sock, faults, child),
+                          name="fpisa-switch", daemon=True)
+    process.start()
+    child.close()
+    return SwitchProcess(process, parent)

@@ -1,0 +1,168 @@
+"""Seeded fault injection on a link: loss, duplication, reordering, delay.
+
+The kernel on the project's machines has no netem qdisc, so the switch
+emulator and the worker hosts inject faults themselves, each on the packets
+it sends (so "per direction" means: the workers' injectors act on
+worker -> switch, the switch's injector on switch -> worker). It lives next
+to the wire format in ``fpisa`` because both ``emulator`` and ``hosts`` use
+it and neither may import the other.
+
+Semantics, per packet offered to :meth:`FaultInjector.submit`, in order:
+1. with probability ``loss`` it is dropped;
+2. with probability ``duplicate`` a second copy follows it;
+3. each copy, with probability ``reorder``, is *held back* and released
+   after ``reorder_gap`` later packets have passed (or ``reorder_max_ms``
+   elapsed, so a held packet cannot live forever when traffic stops);
+4. every packet that leaves is delayed by ``delay_ms`` (constant, FIFO).
+Packet lifetimes stay bounded on purpose: SwitchML's slot protocol relies on
+a stale packet never outliving two generations of its slot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LinkFaults", "FaultInjector"]
+
+
+@dataclass(frozen=True)
+class LinkFaults:
+    """Faults applied to the packets one sender puts on its link."""
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay_ms: float = 0.0
+    #: a reordered packet is released after this many later packets ...
+    reorder_gap: int = 3
+    #: ... or after this long, whichever comes first
+    reorder_max_ms: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder"):
+            p = getattr(self, name)
+            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} probability must be in [0, 1), got {p!r}")
+        if not self.delay_ms >= 0.0:
+            raise ValueError(f"delay_ms must be >= 0, got {self.delay_ms!r}")
+        if not (isinstance(self.reorder_gap, int) and self.reorder_gap >= 1):
+            raise ValueError(f"reorder_gap must be an int >= 1, got {self.reorder_gap!r}")
+        if not self.reorder_max_ms > 0.0:
+            raise ValueError(f"reorder_max_ms must be > 0, got {self.reorder_max_ms!r}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.loss or self.duplicate or self.reorder or self.delay_ms)
+
+    def with_seed(self, seed: int) -> "LinkFaults":
+        """The same faults with another seed (one stream per sender)."""
+        return LinkFaults(self.loss, self.duplicate, self.reorder, self.delay_ms,
+                          self.reorder_gap, self.reorder_max_ms, seed)
+
+
+@dataclass
+class FaultCounters:
+    offered: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    delayed: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class FaultInjector:
+    """Applies :class:`LinkFaults` to a stream of opaque packets.
+
+    ``submit(packet, now)`` returns the packets to send now; ``due(now)``
+    returns held/delayed packets whose time has come; ``next_deadline()``
+    tells a loop how long it may sleep. Times are seconds (any monotonic
+    clock, as long as the caller is consistent).
+    """
+
+    def __init__(self, faults: LinkFaults):
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+        self._delay = faults.delay_ms / 1e3
+        self._reorder_max = faults.reorder_max_ms / 1e3
+        self._passed = 0  # packets released so far (the reorder clock)
+        self._held: list[tuple[int, float, int, Any]] = []  # heap: (release count, deadline, seq, pkt)
+        self._seq = 0
+        self._delayed: deque[tuple[float, Any]] = deque()
+        self.counters = FaultCounters()
+
+    def submit(self, packet: Any, now: float) -> list:
+        f, rng = self.faults, self._rng
+        self.counters.offered += 1
+        if f.loss and rng.random() < f.loss:
+            self.counters.dropped += 1
+            return self.due(now)
+        copies = [packet]
+        if f.duplicate and rng.random() < f.duplicate:
+            self.counters.duplicated += 1
+            copies.append(packet)
+        out = []
+        for p in copies:
+            if f.reorder and rng.random() < f.reorder:
+                self.counters.reordered += 1
+                self._seq += 1
+                heapq.heappush(self._held, (self._passed + f.reorder_gap, now + self._reorder_max,
+                                            self._seq, p))
+            else:
+                out.append(p)
+        self._passed += len(out)
+        out += self._release_held(now)
+        return self._through_delay(out, now)
+
+    def _release_held(self, now: float) -> list:
+        out = []
+        # a heap on the release count; a timed-out packet further down is
+        # found by the scan below (held packets are few)
+        while self._held and self._held[0][0] <= self._passed:
+            out.append(heapq.heappop(self._held)[3])
+        if self._held and any(h[1] <= now for h in self._held):
+            keep = []
+            for h in self._held:
+                (out.append(h[3]) if h[1] <= now else keep.append(h))
+            self._held = keep
+            heapq.heapify(self._held)
+        self._passed += len(out)
+        return out
+
+    def _through_delay(self, packets: list, now: float) -> list:
+        if not self._delay:
+            return packets
+        for p in packets:
+            self.counters.delayed += 1
+            self._delayed.append((now + self._delay, p))
+        return self._pop_delayed(now)
+
+    def _pop_delayed(self, now: float) -> list:
+        out = []
+        while self._delayed and self._delayed[0][0] <= now:
+            out.append(self._delayed.popleft()[1])
+        return out
+
+    def due(self, now: float) -> list:
+        """Held or delayed packets whose release time has passed."""
+        out = self._release_held(now) if self._held else []
+        out = self._through_delay(out, now) if out else []
+        return out + self._pop_delayed(now) if self._delayed else out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [h[1] for h in self._held]
+        if self._delayed:
+            deadlines.append(self._delayed[0][0])
+        return min(deadlines) if deadlines else None
+
+    def flush(self) -> list:
+        """Everything still held or delayed (e.g. at shutdown), in order."""
+        out = [h[3] for h in sorted(self._held)] + [p for _, p in self._delayed]
+        self._held, self._delayed = [], deque()
+        return out

@@ -1,0 +1,369 @@
+"""A worker host's allreduce client: packets, a window of slots, retransmission.
+
+:class:`AllreduceClient` sums one array with the other workers of a job
+through the switch. The array is cut into packets of ``num_elements``
+(the last one zero padded). Packet g of the client's lifetime uses slot
+``g mod window`` in shadow set ``(g // window) mod 2``, and packet g+window
+is sent only when the result of packet g has arrived: SwitchML's rule that
+makes the switch's two shadow sets sufficient under loss. A packet without
+a result after the timeout is sent again, unchanged (same id, slot, set);
+duplicate results are ignored.
+
+FPISA modes send the array's bytes as they are (little-endian IEEE, the
+host does no per-element work: the point of the paper). SwitchML mode first
+exchanges per-block exponents (an ``int-max`` pass through the same slots),
+then quantizes to int32 (big-endian on the wire), sums, and dequantizes:
+the per-element host work FPISA removes. :class:`ConversionCost` records
+what that costs per element.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fpisa import switchml
+from fpisa.codec import normalize
+from fpisa.formats import get_format, get_rounding
+from fpisa.netem import FaultInjector, LinkFaults
+from fpisa.protocol import (
+    FLAG_RAW,
+    HEADER_BYTES,
+    HEADER_FIELDS,
+    MAX_ELEMENTS,
+    MAX_SLOTS,
+    RAW_EXPONENT_DTYPE,
+    RAW_MANTISSA_DTYPE,
+    VERSION,
+    MsgType,
+    WireMode,
+    format_code,
+    raw_bytes,
+)
+
+__all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
+
+_STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
+# derived from the protocol's one definition of the header, not re-typed
+_HEADER = struct.Struct(">" + "".join(_STRUCT_CODES[t] for _, t, _, _ in HEADER_FIELDS))
+_DATA_VT = (VERSION << 4) | MsgType.DATA
+_RESULT_VTS = ((VERSION << 4) | MsgType.RESULT, (VERSION << 4) | MsgType.RESULT_RETX)
+_I16 = (-0x8000, 0x7FFF)
+
+
+class AllreduceTimeout(RuntimeError):
+    """No progress for too long: the switch or another worker is gone."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    rank: int
+    num_workers: int
+    mode: str = "fpisa"
+    fmt: str = "fp32"
+    job: int = 0
+    num_elements: int = 64
+    #: outstanding packets = slots used; must not exceed the switch's pool
+    window: int = 256
+    #: lower bound of the adaptive retransmission timeout (doubles per
+    #: retry of the same packet, up to max_timeout_ms)
+    timeout_ms: float = 20.0
+    max_timeout_ms: float = 1000.0
+    #: give up after this long without any result
+    stall_s: float = 30.0
+    #: ask for the raw registers and normalize on the host (float modes)
+    raw_registers: bool = False
+    #: host-side normalization rounding when raw_registers (rz or rne)
+    rounding: str = "rne"
+
+    def __post_init__(self) -> None:
+        def bad(msg):
+            raise ValueError(f"WorkerConfig: {msg}")
+
+        if self.mode not in ("fpisa", "fpisa-a", "switchml"):
+            bad(f"mode must be fpisa, fpisa-a or switchml, got {self.mode!r}")
+        get_format(self.fmt)
+        get_rounding(self.rounding)
+        if not 1 <= self.num_workers <= 255:
+            bad(f"num_workers must be 1..255, got {self.num_workers}")
+        if not 0 <= self.rank < self.num_workers:
+            bad(f"rank {self.rank} outside 0..{self.num_workers - 1}")
+        if not 0 <= self.job <= 255:
+            bad(f"job must be 0..255, got {self.job}")
+        if not 1 <= self.num_elements <= MAX_ELEMENTS:
+            bad(f"num_elements must be 1..{MAX_ELEMENTS}, got {self.num_elements}")
+        if not 1 <= self.window <= MAX_SLOTS:
+            bad(f"window must be 1..{MAX_SLOTS}, got {self.window}")
+        if not 0 < self.timeout_ms <= self.max_timeout_ms:
+            bad(f"need 0 < timeout_ms <= max_timeout_ms, got {self.timeout_ms}, {self.max_timeout_ms}")
+        if self.raw_registers and self.mode == "switchml":
+            bad("raw registers exist only in the FPISA modes")
+
+
+@dataclass
+class ConversionCost:
+    """Host CPU time spent turning the array into wire payloads and back."""
+
+    encode_ns: int = 0
+    decode_ns: int = 0
+    elements: int = 0
+
+    @property
+    def ns_per_element(self) -> float:
+        return (self.encode_ns + self.decode_ns) / max(1, self.elements)
+
+    def as_dict(self) -> dict:
+        n = max(1, self.elements)
+        return {"encode_ns_per_element": self.encode_ns / n,
+                "decode_ns_per_element": self.decode_ns / n,
+                "ns_per_element": self.ns_per_element, "elements": self.elements}
+
+
+@dataclass
+class ClientCounters:
+    sent: int = 0
+    retransmitted: int = 0
+    results: int = 0
+    duplicate_results: int = 0
+    ignored: int = 0  # not a result for us / of this job / malformed
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class RetransmitTimer:
+    """TCP's retransmission timeout (RFC 6298: SRTT + 4 RTTVAR), floored at
+    the configured timeout: on a busy 2-core machine the round trip of a
+    full window is tens of ms, and a fixed short timeout retransmits nearly
+    every packet (which doubles the switch's load)."""
+
+    def __init__(self, min_s: float, max_s: float):
+        self.min_s, self.max_s = min_s, max_s
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.timeout = min_s
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar += (abs(self.srtt - rtt) - self.rttvar) / 4
+            self.srtt += (rtt - self.srtt) / 8
+        self.timeout = min(self.max_s, max(self.min_s, self.srtt + 4 * self.rttvar))
+
+
+class AllreduceClient:
+    """One worker's side of the allreduce, over any :mod:`fpisa.net` transport."""
+
+    def __init__(self, config: WorkerConfig, transport, switch_address,
+                 faults: LinkFaults | None = None, progress=None):
+        self.config = config
+        self.transport = transport
+        self.switch = switch_address
+        self._injector = FaultInjector(faults) if faults is not None and faults.active else None
+        self._fmt = get_format(config.fmt)
+        self._fmt_code = format_code(self._fmt)
+        #: packets this client has sent so far: the slot/set sequence number
+        self._sequence = 0
+        self.counters = ClientCounters()
+        self.conversion = ConversionCost()
+        #: optional multiprocessing.Value("q") counting completed packets
+        self._progress = progress
+        self._rto = RetransmitTimer(config.timeout_ms / 1e3, config.max_timeout_ms / 1e3)
+
+    # -- public -------------------------------------------------------------------
+
+    def allreduce(self, bits: np.ndarray) -> np.ndarray:
+        """Sum ``bits`` (the format's bit patterns, 1-D) over all workers."""
+        bits = np.asarray(bits)
+        if bits.ndim != 1 or bits.dtype != np.dtype(self._fmt.bits_dtype):
+            raise ValueError(f"expected 1-D {np.dtype(self._fmt.bits_dtype)} bit patterns of "
+                             f"{self._fmt.name}, got {bits.dtype} with shape {bits.shape}")
+        if self.config.mode == "switchml":
+            return self._allreduce_switchml(bits)
+        return self._allreduce_fpisa(bits)
+
+    @property
+    def packet_ids(self) -> int:
+        return self._sequence
+
+    # -- modes ----------------------------------------------------------------------
+
+    def _allreduce_fpisa(self, bits: np.ndarray) -> np.ndarray:
+        c = self.config
+        t0 = time.perf_counter_ns()
+        # the wire carries the host's little-endian bytes: on a little-endian
+        # host this is a view, no per-element work (FPISA's claim)
+        wire = bits.astype(bits.dtype.newbyteorder("<"), copy=False)
+        t1 = time.perf_counter_ns()
+        mode = WireMode.of(c.mode)
+        result, raw = self._run_pass(mode, wire, bexp=0, want_raw=c.raw_registers)
+        t2 = time.perf_counter_ns()
+        if raw is not None:
+            # host-side normalization with the rounding the switch cannot do
+            out = normalize(raw[1].astype(np.int64), raw[0], self._fmt, c.rounding)
+            out = np.asarray(out, self._fmt.bits_dtype)
+        else:
+            out = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
+        t3 = time.perf_counter_ns()
+        self.conversion.encode_ns += t1 - t0
+        self.conversion.decode_ns += t3 - t2
+        self.conversion.elements += bits.size
+        return out
+
+    def _allreduce_switchml(self, bits: np.ndarray) -> np.ndarray:
+        c = self.config
+        E, K = c.num_elements, c.num_workers
+        t0 = time.perf_counter_ns()
+        local = switchml.block_exponents(bits, self._fmt, E).astype(">i4")
+        t1 = time.perf_counter_ns()
+        exponents, _ = self._run_pass(WireMode.INT_MAX, local, bexp=0)
+        t2 = time.perf_counter_ns()
+        max_exponents = exponents.view(">i4")[: local.size].astype(np.int32)
+        quantized = switchml.quantize(bits, self._fmt, max_exponents, K, E).astype(">i4")
+        t3 = time.perf_counter_ns()
+        sums, _ = self._run_pass(WireMode.SWITCHML, quantized, bexp=max_exponents)
+        t4 = time.perf_counter_ns()
+        out = switchml.dequantize(sums.view(">i4")[: bits.size].astype(np.int32), self._fmt,
+                                  max_exponents, K, E)
+        t5 = time.perf_counter_ns()
+        self.conversion.encode_ns += (t1 - t0) + (t3 - t2)
+        self.conversion.decode_ns += t5 - t4
+        self.conversion.elements += bits.size
+        return np.asarray(out, self._fmt.bits_dtype)
+
+    # -- one pass through the switch ---------------------------------------------------
+
+    def _run_pass(self, mode: WireMode, wire: np.ndarray, bexp, want_raw: bool = False):
+        """Send ``wire`` (elements already in wire byte order) through the
+        switch in ``mode``; return (result array of the same dtype, raw
+        registers (mantissa int64[n], exponent uint16[n]) or None)."""
+        c = self.config
+        E, W = c.num_elements, c.window
+        n = wire.size
+        num_packets = -(-n // E)
+        itemsize = wire.dtype.itemsize
+        packet_bytes = E * itemsize
+        send_bytes = memoryview(np.ascontiguousarray(wire)).cast("B")
+        tail = bytes(send_bytes[(num_packets - 1) * packet_bytes:]).ljust(packet_bytes, b"\0")
+        result = bytearray(num_packets * packet_bytes)
+        raw_len = raw_bytes(E) if want_raw else 0
+        raw_mantissa = np.zeros(num_packets * E, RAW_MANTISSA_DTYPE) if want_raw else None
+        raw_exponent = np.zeros(num_packets * E, RAW_EXPONENT_DTYPE) if want_raw else None
+        flags = FLAG_RAW if want_raw else 0
+        per_block_exponent = not np.isscalar(bexp)
+        base = self._sequence
+        self._sequence += num_packets
+        header = _HEADER.pack
+        fixed = (_DATA_VT, int(mode), self._fmt_code, flags, c.job, c.rank, c.num_workers, E)
+        expected_len = HEADER_BYTES + packet_bytes + raw_len
+
+        def build(k: int) -> bytes:
+            g = base + k
+            pool_index = (((g // W) & 1) << 15) | (g % W)
+            e = int(np.clip(bexp[k], *_I16)) if per_block_exponent else bexp
+            payload = tail if k == num_packets - 1 else send_bytes[k * packet_bytes:(k + 1) * packet_bytes]
+            return header(*fixed, pool_index, e, g & 0xFFFFFFFF) + payload
+
+        outstanding: dict[int, bytes] = {}  # k -> packet, until its result arrives
+        sent_at: dict[int, float] = {}  # k -> first send time (RTT samples, Karn's rule)
+        retries: dict[int, int] = {}
+        timers: list[tuple[float, int, int]] = []  # heap (deadline, k, attempt)
+        clock = time.monotonic
+        out_queue: list[tuple] = []
+        switch = self.switch
+        injector = self._injector
+        rto = self._rto
+
+        def send(k: int, now: float) -> None:
+            packet = outstanding[k]
+            attempt = retries.get(k, 0)
+            wait = min(rto.max_s, rto.timeout * (1 << min(attempt, 16)))
+            heapq.heappush(timers, (now + wait, k, attempt))
+            if injector is None:
+                out_queue.append((switch, packet))
+            else:
+                out_queue.extend(injector.submit((switch, packet), now))
+
+        now = clock()
+        for k in range(min(W, num_packets)):
+            outstanding[k] = build(k)
+            sent_at[k] = now
+            send(k, now)
+        self.counters.sent += len(outstanding)
+        done = 0
+        last_progress = now
+        recv_batch = self.transport.recv_batch
+        counters = self.counters
+        unpack_from = _HEADER.unpack_from
+        while done < num_packets:
+            if out_queue:
+                self.transport.send_batch(out_queue)
+                out_queue.clear()
+            now = clock()
+            wait = timers[0][0] - now if timers else rto.timeout
+            if injector is not None:
+                deadline = injector.next_deadline()
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+            packets = recv_batch(max(0.0, wait), 256)
+            now = clock()
+            for data, _source in packets:
+                if len(data) != expected_len:
+                    counters.ignored += 1
+                    continue
+                vt, m, _, _, job, rank, _, _, pool_index, _, pid = unpack_from(data)
+                k = (pid - base) & 0xFFFFFFFF
+                if vt not in _RESULT_VTS or m != mode or job != c.job or rank != c.rank:
+                    counters.ignored += 1
+                    continue
+                if k >= num_packets or k not in outstanding:
+                    counters.duplicate_results += 1
+                    continue
+                del outstanding[k]
+                if k not in retries:
+                    rto.sample(now - sent_at[k])
+                del sent_at[k]
+                result[k * packet_bytes:(k + 1) * packet_bytes] = data[HEADER_BYTES:HEADER_BYTES + packet_bytes]
+                if want_raw:
+                    at = HEADER_BYTES + packet_bytes
+                    raw_mantissa[k * E:(k + 1) * E] = np.frombuffer(data, RAW_MANTISSA_DTYPE, E, at)
+                    raw_exponent[k * E:(k + 1) * E] = np.frombuffer(data, RAW_EXPONENT_DTYPE, E, at + 8 * E)
+                done += 1
+                counters.results += 1
+                nxt = k + W
+                if nxt < num_packets:
+                    outstanding[nxt] = build(nxt)
+                    sent_at[nxt] = now
+                    counters.sent += 1
+                    send(nxt, now)
+            if packets:
+                last_progress = now
+                if self._progress is not None:
+                    self._progress.value = self._progress_base + done
+            while timers and timers[0][0] <= now:
+                _, k, attempt = heapq.heappop(timers)
+                if k in outstanding and retries.get(k, 0) == attempt:
+                    retries[k] = attempt + 1
+                    counters.retransmitted += 1
+                    send(k, now)
+            if injector is not None:
+                out_queue.extend(injector.due(now))
+            if now - last_progress > c.stall_s:
+                raise AllreduceTimeout(f"rank {c.rank}: no result for {c.stall_s:.0f} s with "
+                                       f"{num_packets - done} of {num_packets} packets outstanding")
+        if injector is not None:
+            self.transport.send_batch(injector.flush())
+        if self._progress is not None:
+            self._progress_base += num_packets
+        values = np.frombuffer(bytes(result), wire.dtype)[:n]
+        raw = None
+        if want_raw:
+            raw = (raw_mantissa[:n].astype(np.int64), raw_exponent[:n].astype(np.uint16))
+        return values, raw
+
+    _progress_base = 0
