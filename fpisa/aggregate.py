@@ -126,6 +126,11 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
 def _aggregate_float32(bits: np.ndarray, orders: np.ndarray, fmt: Format):
     """Sequential float32 adds in arrival order (numpy float32 adds are IEEE RNE)."""
     x = from_bits(bits, fmt).astype(np.float32)  # fp16/bf16 widen exactly
+    with np.errstate(over="ignore", invalid="ignore"):  # Inf/NaN are data here
+        return _float32_sums(x, orders, fmt)
+
+
+def _float32_sums(x: np.ndarray, orders: np.ndarray, fmt: Format):
     n = x.shape[1]
     cols = np.arange(n)
     if orders.shape[0] == 1:
