@@ -32,7 +32,7 @@ from fpisa.netem import LinkFaults
 from fpisa.net import UdpTransport
 from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS, WireMode
 
-from .worker import AllreduceClient, WorkerConfig
+from .worker import AllreduceClient, WorkerConfig, pass_packets
 
 __all__ = ["AllreduceConfig", "run_allreduce", "gradient_like", "check_results"]
 
@@ -215,7 +215,7 @@ def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
             kind, rank, detail = conn.recv()
             if kind != "ready":
                 raise RuntimeError(f"worker {rank} failed to start: {detail}")
-        packets_per_worker = -(-config.elements // config.num_elements) * (2 if config.mode == "switchml" else 1)
+        packets_per_worker = sum(pass_packets(config.mode, config.elements, config.num_elements))
         bar = _Progress(packets_per_worker * K, sys.stderr.isatty() if progress is None else progress)
         go.set()
         reports: dict[int, dict] = {}
@@ -269,9 +269,8 @@ def check_results(config: AllreduceConfig, results: list[np.ndarray], recorded: 
     K, n, E = config.workers, config.elements, config.num_elements
     values = np.stack([gradient_like(n, r, config.seed, config.fmt) for r in range(K)])
     identical = all(np.array_equal(results[0], r) for r in results)
-    num_packets = -(-n // E)
     # the data pass's packet ids: SwitchML's exponent exchange used the first ones
-    base = num_packets if config.mode == "switchml" else 0
+    base, num_packets = pass_packets(config.mode, n, E)
     data_mode = int(WireMode.of(config.mode))
     mask = recorded["wire_mode"] == data_mode
     ids = recorded["packet_id"][mask] - base

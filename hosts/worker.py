@@ -45,7 +45,7 @@ from fpisa.protocol import (
     raw_bytes,
 )
 
-__all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
+__all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout", "pass_packets"]
 
 _STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
 # derived from the protocol's one definition of the header, not re-typed
@@ -53,6 +53,15 @@ _HEADER = struct.Struct(">" + "".join(_STRUCT_CODES[t] for _, t, _, _ in HEADER_
 _DATA_VT = (VERSION << 4) | MsgType.DATA
 _RESULT_VTS = ((VERSION << 4) | MsgType.RESULT, (VERSION << 4) | MsgType.RESULT_RETX)
 _I16 = (-0x8000, 0x7FFF)
+
+
+def pass_packets(mode: str, elements: int, num_elements: int) -> tuple[int, int]:
+    """(packets of SwitchML's exponent exchange, packets of the data pass)
+    for one allreduce; packet ids run through both in this order."""
+    data = -(-elements // num_elements)
+    # one exponent per data packet (block), num_elements exponents per packet
+    exchange = -(-data // num_elements) if mode == "switchml" else 0
+    return exchange, data
 
 
 class AllreduceTimeout(RuntimeError):

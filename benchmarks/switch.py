@@ -1,0 +1,107 @@
+"""Throughput of the switch emulator alone, on packets in memory (no sockets).
+
+Builds the DATA packets of K workers for a run of packets, feeds them to a
+fresh :class:`emulator.pipeline.SwitchPipeline` in a round-robin arrival
+order and times ``process``: packets/s in, elements/s aggregated, and the
+per-packet cost split into the Python slot logic and the register kernels
+(``SlotRegisters.accumulate`` / ``read``) measured in the same run.
+
+    .venv/bin/python benchmarks/switch.py [--workers 4] [--packets 20000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emulator.pipeline import JobConfig, SwitchPipeline  # noqa: E402
+from emulator.server import warm_up  # noqa: E402
+from fpisa.protocol import Header, MsgType, WireMode, format_code, pack, pool_index  # noqa: E402
+from fpisa.registers import SlotRegisters  # noqa: E402
+
+
+def build_packets(config: JobConfig, num_packets: int, seed: int = 0) -> list[tuple[bytes, tuple]]:
+    rng = np.random.default_rng(seed)
+    K, E, W = config.num_workers, config.num_elements, config.pool_size
+    mode = WireMode.of(config.mode)
+    out = []
+    for k in range(num_packets):
+        slot, s = k % W, (k // W) % 2
+        for r in range(K):
+            if mode.is_float:
+                payload = rng.standard_normal(E).astype(np.float32).view(np.uint32)
+            else:
+                payload = rng.integers(-2**20, 2**20, E).astype(np.int32)
+            h = Header(MsgType.DATA, mode, format_code(config.fmt), 0, config.job, r, K, E,
+                       pool_index(slot, s), 0, k)
+            out.append((pack(h, payload), config.workers[r]))
+    return out
+
+
+def bench_mode(mode: str, workers: int, num_elements: int, num_packets: int) -> dict:
+    config = JobConfig(num_workers=workers, workers=[("10.0.0.1", 5000 + r) for r in range(workers)],
+                       mode=mode, num_elements=num_elements)
+    warm_up(config)
+    packets = build_packets(config, num_packets)
+    pipeline = SwitchPipeline(config)
+    process = pipeline.process
+    t0 = time.perf_counter()
+    sent = 0
+    for data, source in packets:
+        sent += len(process(data, source))
+    seconds = time.perf_counter() - t0
+    assert pipeline.counters.completed == num_packets, pipeline.counters.as_dict()
+
+    # the register kernels alone, same shapes, same number of calls
+    regs = SlotRegisters({"switchml": "switchml"}.get(mode, mode), 2 * config.pool_size, num_elements)
+    values = [np.frombuffer(d, pipeline._data_layout[int(WireMode.of(mode))][0], num_elements, 16)
+              for d, _ in packets[: 4 * workers]]
+    t1 = time.perf_counter()
+    for i in range(len(packets)):
+        regs.accumulate(i % 8, values[i % len(values)], i % workers == 0)
+    accumulate_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    for i in range(num_packets):
+        regs.read(i % 8)
+    read_s = time.perf_counter() - t2
+    n_in = len(packets)
+    return {
+        "mode": mode, "workers": workers, "num_elements": num_elements,
+        "packets_in": n_in, "packets_out": sent, "seconds": seconds,
+        "packets_per_second": n_in / seconds,
+        "elements_per_second": num_packets * num_elements / seconds,
+        "us_per_packet": seconds / n_in * 1e6,
+        "kernel_us_per_packet": (accumulate_s + read_s) / n_in * 1e6,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--packets", type=int, default=20000, help="packets per worker")
+    ap.add_argument("--elements", type=int, nargs="+", default=[64, 255], help="elements per packet")
+    ap.add_argument("--modes", nargs="+", default=["fpisa", "fpisa-a", "switchml"])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rows = []
+    print(f"{'mode':9} {'K':>2} {'E':>4} {'pkts/s in':>11} {'elem/s':>12} {'us/pkt':>7} {'kernel us/pkt':>13}")
+    for mode in args.modes:
+        for e in args.elements:
+            r = bench_mode(mode, args.workers, e, args.packets)
+            rows.append(r)
+            print(f"{mode:9} {r['workers']:2d} {e:4d} {r['packets_per_second']:11.0f} "
+                  f"{r['elements_per_second']:12.0f} {r['us_per_packet']:7.2f} {r['kernel_us_per_packet']:13.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Fault injection (fpisa.netem): seeded, and each fault does what it says."""
+
+import pytest
+
+from fpisa.netem import FaultInjector, LinkFaults
+
+
+def run(faults, n=2000, step=1e-4):
+    inj = FaultInjector(faults)
+    out, t = [], 0.0
+    for i in range(n):
+        t += step
+        out += inj.submit(i, t)
+    out += inj.flush()
+    return inj, out
+
+
+def test_no_faults_is_identity():
+    _, out = run(LinkFaults())
+    assert out == list(range(2000))
+
+
+def test_same_seed_same_faults_other_seed_differs():
+    f = LinkFaults(loss=0.1, duplicate=0.1, reorder=0.1, seed=3)
+    assert run(f)[1] == run(f)[1]
+    assert run(f)[1] != run(f.with_seed(4))[1]
+
+
+def test_loss_rate_and_counting():
+    inj, out = run(LinkFaults(loss=0.2, seed=1), n=5000)
+    assert inj.counters.dropped == 5000 - len(out)
+    assert 0.17 < inj.counters.dropped / 5000 < 0.23
+    assert out == sorted(out)
+
+
+def test_duplicates_follow_their_original():
+    inj, out = run(LinkFaults(duplicate=0.3, seed=2))
+    assert len(out) == 2000 + inj.counters.duplicated and inj.counters.duplicated > 400
+    assert sorted(set(out)) == list(range(2000))
+
+
+def test_reordered_packets_come_later_but_not_much_later():
+    f = LinkFaults(reorder=0.1, reorder_gap=3, seed=5)
+    inj, out = run(f)
+    assert sorted(out) == list(range(2000)) and out != list(range(2000))
+    for position, packet in enumerate(out):
+        assert position - packet <= 3 * (inj.counters.reordered + 1)
+    late = sum(1 for pos, pkt in enumerate(out) if pos > pkt)
+    assert late > 0
+
+
+def test_held_packet_is_released_by_time_when_traffic_stops():
+    inj = FaultInjector(LinkFaults(reorder=0.999999, reorder_max_ms=2.0, seed=0))
+    assert inj.submit("a", 0.0) == []
+    assert inj.next_deadline() == pytest.approx(0.002)
+    assert inj.due(0.001) == []
+    assert inj.due(0.0021) == ["a"]
+
+
+def test_delay_is_constant_and_fifo():
+    inj = FaultInjector(LinkFaults(delay_ms=5.0))
+    assert inj.submit(1, 0.0) == [] and inj.submit(2, 0.001) == []
+    assert inj.due(0.0049) == []
+    assert inj.due(0.0051) == [1]
+    assert inj.submit(3, 0.0061) == [2]
+    assert inj.flush() == [3]
+
+
+@pytest.mark.parametrize("kw", [dict(loss=1.0), dict(duplicate=-0.1), dict(reorder=2),
+                                dict(delay_ms=-1), dict(reorder_gap=0), dict(reorder_max_ms=0)])
+def test_bad_fault_config_is_rejected(kw):
+    with pytest.raises(ValueError):
+        LinkFaults(**kw)

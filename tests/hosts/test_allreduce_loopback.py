@@ -1,0 +1,55 @@
+"""The main job end to end: a switch process and K worker processes on
+loopback UDP; results must be bit-identical across workers and to
+fpisa.aggregate given the switch's recorded arrival orders, with and
+without loss, duplication and reordering (in both directions)."""
+
+import pytest
+
+from emulator.server import launch
+from hosts.allreduce import AllreduceConfig, run_allreduce
+from hosts.worker import pass_packets
+
+FAULTS = dict(loss=0.1, duplicate=0.1, reorder=0.1)
+
+
+def run(**kw):
+    config = AllreduceConfig(**{"workers": 3, "elements": 2000, "window": 16, "seed": 7, **kw})
+    return run_allreduce(config, launch, progress=False)
+
+
+@pytest.mark.parametrize("faults", [{}, FAULTS], ids=["clean", "lossy"])
+@pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
+def test_bit_exact_against_numerics_core_with_recorded_orders(mode, faults):
+    report = run(mode=mode, **faults)
+    checks = report["checks"]
+    assert checks["identical_across_workers"]
+    assert checks["packets_without_recorded_order"] == 0
+    assert checks["bit_exact"], checks
+    assert checks["mismatched_elements"] == [0, 0, 0]
+    counters = report["switch"]["counters"]
+    packets = sum(pass_packets(mode, 2000, 64))
+    assert packets == (32 + 1 if mode == "switchml" else 32)
+    assert counters["completed"] == packets
+    if faults:
+        # the faults really happened and were survived
+        assert sum(w["retransmitted"] for w in report["workers"]) > 0
+        assert report["switch"]["faults"]["dropped"] > 0
+        assert counters["dropped"].get("duplicate_incomplete", 0) + counters["retransmitted"] > 0
+    else:
+        assert counters["dropped_total"] == 0
+    errors = checks["error_vs_exact"]
+    assert errors["elements"] == 2000 and errors["nan_mismatches"] == 0
+
+
+def test_fp16_and_host_side_rne_from_raw_registers():
+    report = run(mode="fpisa", fmt="fp16", raw_registers=True, rounding="rne", workers=2)
+    assert report["checks"]["bit_exact"], report["checks"]
+
+
+def test_report_has_what_the_summary_prints():
+    report = run(mode="switchml", workers=2, elements=500)
+    assert report["seconds"] > 0 and report["elements_per_second"] > 0
+    assert report["config"]["mode"] == "switchml"
+    # SwitchML converts every element on the host; FPISA does not
+    assert report["host_conversion_ns_per_element"] > 0
+    assert {"encode_ns_per_element", "decode_ns_per_element"} <= set(report["host_conversion"][0])
