@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LinkFaults", "FaultInjector"]
+__all__ = ["LinkFaults", "FaultInjector", "add_fault_arguments", "faults_from_args"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +166,18 @@ class FaultInjector:
         out = [h[3] for h in sorted(self._held)] + [p for _, p in self._delayed]
         self._held, self._delayed = [], deque()
         return out
+
+
+def add_fault_arguments(parser, direction: str) -> None:
+    """The CLI options of :class:`LinkFaults` (``--loss --dup --reorder --delay-ms``)."""
+    g = parser.add_argument_group(f"fault injection ({direction}; seeded by --seed)")
+    g.add_argument("--loss", type=float, default=0.0, metavar="P", help="drop probability")
+    g.add_argument("--dup", type=float, default=0.0, metavar="P", help="duplication probability")
+    g.add_argument("--reorder", type=float, default=0.0, metavar="P",
+                   help="probability that a packet is held back behind later ones")
+    g.add_argument("--delay-ms", type=float, default=0.0, metavar="MS", help="constant delay")
+
+
+def faults_from_args(args, seed: int) -> LinkFaults:
+    return LinkFaults(loss=args.loss, duplicate=args.dup, reorder=args.reorder,
+                      delay_ms=args.delay_ms, seed=seed)
