@@ -13,6 +13,7 @@
 #include "include/worker_check.p4"
 #include "include/worker_bitmap.p4"
 #include "include/worker_count.p4"
+#include "include/block_exponent.p4"
 #include "include/lanes.p4"
 #include "include/result.p4"
 #include "include/generated/fpisa_lanes.p4"
@@ -23,6 +24,7 @@ control FpisaIngress(inout headers_t hdr, inout metadata_t meta,
     WorkerCheck() worker_check;
     UpdateAndCheckWorkerBitmap() worker_bitmap;
     CountWorkers() worker_count;
+    BlockExponentMax() block_exponent;
     PrepareRawRegisters(true) prepare_raw;
     FpisaLanes() lanes;
     ResultHeader() result;
@@ -46,6 +48,7 @@ control FpisaIngress(inout headers_t hdr, inout metadata_t meta,
             worker_count.apply(hdr, meta);
         }
         if (meta.drop_counter == 0) {
+            block_exponent.apply(hdr, meta);
             prepare_raw.apply(hdr, meta);
             lanes.apply(hdr, meta);
             if (meta.readout) {

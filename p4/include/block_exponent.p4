@@ -1,5 +1,6 @@
 // SwitchML's block exponent: the max over the workers of the header's
-// block_exponent (signed 16 bit), returned in every result.
+// block_exponent (signed 16 bit), returned in every result. Every program
+// keeps it (the emulator does, whatever the mode), so results match.
 #ifndef FPISA_BLOCK_EXPONENT_P4
 #define FPISA_BLOCK_EXPONENT_P4
 

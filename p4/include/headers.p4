@@ -68,6 +68,7 @@ struct metadata_t {
     bit<16> job_pool_base;
     bit<16> job_pool_size;
     bit<16> job_mcast_grp;
+    bit<1>  job_raw_registers;
     // from the worker table
     bit<8>  rank;
     // (slot, shadow set) -> row of every register array

@@ -34,13 +34,29 @@ control CountOutcome(in metadata_t meta) {
     }
 }
 
-// Before the lanes run: raw-register headers must be valid before the lanes
-// write them (setValid may clear a header's fields).
+// Before the lanes run: does the result carry the raw registers? The
+// completing packet decides (FLAG_RAW, or the job's raw_registers setting)
+// and a retransmission repeats that choice, so a RESULT_RETX is the same
+// packet as the RESULT. The raw-register headers must be valid before the
+// lanes write them (setValid may clear a header's fields).
 control PrepareRawRegisters(inout headers_t hdr, inout metadata_t meta)(bool float_modes) {
+    register<bit<1>>(POOL_ROWS) result_has_raw;
     SetRawHeadersValid() set_valid;
 
     apply {
-        meta.want_raw = float_modes && meta.readout && (hdr.agg.flags & FLAG_RAW) != 0;
+        meta.want_raw = false;
+        if (float_modes && meta.readout) {
+            bit<1> has_raw = 0;
+            if (meta.retransmit) {
+                result_has_raw.read(has_raw, meta.row);
+            } else {
+                if (meta.job_raw_registers == 1 || (hdr.agg.flags & FLAG_RAW) != 0) {
+                    has_raw = 1;
+                }
+                result_has_raw.write(meta.row, has_raw);
+            }
+            meta.want_raw = has_raw == 1;
+        }
         if (meta.want_raw) {
             set_valid.apply(hdr);
         }

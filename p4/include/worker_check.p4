@@ -11,12 +11,15 @@ control WorkerCheck(inout headers_t hdr, inout metadata_t meta) {
     bool job_known = false;
     bool worker_known = false;
 
-    action set_job(bit<8> num_workers, bit<16> pool_base, bit<16> pool_size, bit<16> mcast_grp) {
+    // raw_registers = 1: every float result carries the raw registers
+    action set_job(bit<8> num_workers, bit<16> pool_base, bit<16> pool_size, bit<16> mcast_grp,
+                   bit<1> raw_registers) {
         job_known = true;
         meta.job_num_workers = num_workers;
         meta.job_pool_base = pool_base;
         meta.job_pool_size = pool_size;
         meta.job_mcast_grp = mcast_grp;
+        meta.job_raw_registers = raw_registers;
     }
     action unknown_job() { job_known = false; }
     table job {

@@ -1,0 +1,63 @@
+"""Compile the P4 programs with p4c-bm2-ss into p4/build/<program>.json."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from p4 import BUILD_DIR, PROGRAMS, Program, get_program
+from p4.generate import stale_files
+
+from .tools import P4C, require_tools, tool_path
+
+__all__ = ["BuildResult", "build_program", "build_all", "ensure_built", "P4C_ARGS"]
+
+P4C_ARGS = ("--arch", "v1model", "--std", "p4-16")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    program: str
+    json_path: Path
+    seconds: float
+    ok: bool
+    output: str
+
+
+def build_program(program: str | Program, out_dir: Path = BUILD_DIR) -> BuildResult:
+    """Run p4c-bm2-ss on one program; never raises for a compile error (ok=False)."""
+    program = get_program(program) if isinstance(program, str) else program
+    require_tools(P4C)
+    stale = stale_files()
+    if stale:
+        raise ValueError(
+            "generated P4 files are stale (run `fpisa p4 constants`): "
+            + ", ".join(str(p) for p in stale))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{program.name}.json"
+    cmd = [tool_path(P4C), *P4C_ARGS, "-o", str(json_path), str(program.source)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    ok = proc.returncode == 0 and json_path.exists()
+    return BuildResult(program.name, json_path, seconds, ok, (proc.stdout + proc.stderr).strip())
+
+
+def build_all(out_dir: Path = BUILD_DIR) -> list[BuildResult]:
+    return [build_program(p, out_dir) for p in PROGRAMS.values()]
+
+
+def ensure_built(program: str | Program, out_dir: Path = BUILD_DIR) -> Path:
+    """The program's JSON, compiled if missing or older than any P4 source."""
+    program = get_program(program) if isinstance(program, str) else program
+    json_path = out_dir / f"{program.name}.json"
+    sources = [program.source, *program.source.parent.glob("include/**/*.p4")]
+    newest = max(p.stat().st_mtime for p in sources)
+    if json_path.exists() and json_path.stat().st_mtime >= newest:
+        return json_path
+    result = build_program(program, out_dir)
+    if not result.ok:
+        raise RuntimeError(f"p4c-bm2-ss failed on {program.source}:\n{result.output}")
+    return result.json_path
