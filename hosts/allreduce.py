@@ -128,6 +128,7 @@ def _worker_main(config: AllreduceConfig, rank: int, sock, switch_address, conn,
         faults = config.faults(seed_offset=1 + rank)
         client = AllreduceClient(config.worker_config(rank), transport, switch_address,
                                  faults=faults if faults.active else None, progress=progress)
+        client.warm_up()
     except Exception as e:
         conn.send(("error", rank, f"{type(e).__name__}: {e}"))
         return

@@ -166,6 +166,7 @@ def run_worker_command(args) -> int:
         return 2
     bits = gradient_like(args.elements, args.rank, args.seed, args.fmt)
     client = AllreduceClient(config, transport, switch, faults=faults if faults.active else None)
+    client.warm_up()
     print("fpisa worker %d: bound to %s:%d, switch %s:%d" % (args.rank, *transport.address, *switch),
           file=sys.stderr)
     start = time.perf_counter()

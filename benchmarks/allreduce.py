@@ -1,0 +1,114 @@
+"""End-to-end allreduce throughput: fpisa through the emulator switch vs
+torch.distributed gloo, same K processes, same data size, same machine, same run.
+
+For each K: ``fpisa allreduce`` (K worker processes + 1 switch process on
+loopback UDP; time from the first worker's start to the last worker's end)
+and gloo's ``all_reduce`` of the same float32 arrays with K processes
+(median of ``--repeats`` after one warm-up). Prints elements/s and the
+ratio fpisa / gloo. Target: >= 0.1x gloo at K=4, n=2^22.
+
+    .venv/bin/python benchmarks/allreduce.py [--workers 2 4 8] [--elements 4194304]
+        [--packet-elements 64 255] [--modes fpisa] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emulator.server import launch  # noqa: E402
+from hosts.allreduce import AllreduceConfig, gradient_like, run_allreduce  # noqa: E402
+
+
+def _gloo_worker(rank, K, n, seed, port, repeats, queue):
+    import torch
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=K)
+    data = torch.from_numpy(gradient_like(n, rank, seed).view("float32").copy())
+    x = data.clone()
+    dist.all_reduce(x)  # warm-up: connections, buffers
+    times = []
+    for _ in range(repeats):
+        x = data.clone()
+        dist.barrier()
+        t = time.perf_counter()
+        dist.all_reduce(x)
+        times.append(time.perf_counter() - t)
+    queue.put((rank, times))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def gloo_seconds(K: int, n: int, seed: int, repeats: int) -> float:
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = tmp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_gloo_worker, args=(r, K, n, seed, port, repeats, queue)) for r in range(K)]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in range(K)]
+    for p in procs:
+        p.join()
+    # one all_reduce takes as long as its slowest rank
+    per_repeat = [max(times[i] for _, times in results) for i in range(repeats)]
+    return statistics.median(per_repeat)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--elements", type=int, default=1 << 22)
+    ap.add_argument("--packet-elements", type=int, nargs="+", default=[64, 255])
+    ap.add_argument("--modes", nargs="+", default=["fpisa"])
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3, help="gloo repeats (median)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--check", action="store_true", help="also check bit-exactness (slow)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rows = []
+    n = args.elements
+    print(f"n = {n:,} float32 elements per worker; loopback; {os.cpu_count()} CPUs")
+    print(f"{'K':>2} {'system':22} {'seconds':>8} {'elements/s':>14} {'vs gloo':>8}  notes")
+    for K in args.workers:
+        g = gloo_seconds(K, n, args.seed, args.repeats)
+        rows.append({"workers": K, "system": "gloo", "seconds": g, "elements_per_second": n / g})
+        print(f"{K:2d} {'gloo all_reduce':22} {g:8.3f} {n / g:14,.0f} {1.0:8.3f}")
+        for mode in args.modes:
+            for E in args.packet_elements:
+                config = AllreduceConfig(workers=K, elements=n, mode=mode, num_elements=E,
+                                         window=args.window, seed=args.seed, check=args.check)
+                report = run_allreduce(config, launch, progress=False)
+                s = report["seconds"]
+                c = report["switch"]["counters"]
+                ok = report["checks"].get("bit_exact", report["checks"]["identical_across_workers"])
+                name = f"fpisa {mode} E={E}"
+                rows.append({"workers": K, "system": name, "seconds": s, "elements_per_second": n / s,
+                             "ratio_vs_gloo": g / s, "switch": c, "checks_ok": ok,
+                             "host_conversion_ns_per_element": report["host_conversion_ns_per_element"]})
+                print(f"{K:2d} {name:22} {s:8.3f} {n / s:14,.0f} {g / s:8.3f}  "
+                      f"{'ok' if ok else 'RESULTS DIFFER'}; switch rx {c['received']}, "
+                      f"retx {c['retransmitted']}, drops {c['dropped_total']}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
