@@ -185,7 +185,7 @@ def read_counters(cli: SwitchCLI, info: ProgramInfo) -> dict[str, int]:
     names = [info.counter("count_outcome.switch_counter"), info.counter("egress_counter")]
     cmds = [f"counter_read {n} {i}" for n in names for i in range(len(SWITCH_COUNTERS))]
     out = cli.run(cmds)
-    packets = [int(p) for p in re.findall(r"packets=(\d+)", out)]
+    packets = [int(p) for p in re.findall(r"(\d+) packets\)", out)]
     if len(packets) != len(cmds):
         raise ControlPlaneError(f"could not parse counter_read output: {out[-500:]}")
     n = len(SWITCH_COUNTERS)
