@@ -66,3 +66,23 @@ def test_normalize_matches_the_oracle_on_wide_registers(fmt, rounding):
     expected = [_oracle.normalize(int(e), int(a), 0, f, rounding) for e, a in zip(exponent, mantissa)]
     assert_bits_equal(got, np.array(expected, f.bits_dtype), fmt,
                       np.stack([exponent, mantissa]), f"normalize {rounding}")
+
+
+def test_element_flag_values_match_the_spec():
+    assert (fpisa.ELEMENT_POS_INF, fpisa.ELEMENT_NEG_INF, fpisa.ELEMENT_NAN,
+            fpisa.ELEMENT_OVERFLOW, fpisa.ELEMENT_OVERWRITE) == (1, 2, 4, 8, 16)
+    assert (_oracle.ELEMENT_POS_INF, _oracle.ELEMENT_NEG_INF, _oracle.ELEMENT_NAN,
+            _oracle.ELEMENT_OVERFLOW, _oracle.ELEMENT_OVERWRITE) == (1, 2, 4, 8, 16)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16"])
+def test_specials_encode_to_empty_registers(fmt):
+    """Inf/NaN carry only their flag: exponent 0, mantissa 0 (docs/numerics.md 1)."""
+    f = get_format(fmt)
+    top, m = f.exponent_all_ones, f.fraction_bits
+    specials = np.array([_oracle.pack(s, top, frac, f) for s in (0, 1)
+                         for frac in (0, 1, 1 << (m - 1), (1 << m) - 1)], f.bits_dtype)
+    exponent, mantissa, flags = fpisa.encode(specials, fmt)
+    np.testing.assert_array_equal(exponent, 0)
+    np.testing.assert_array_equal(mantissa, 0)
+    np.testing.assert_array_equal(flags, [1, 4, 4, 4, 2, 4, 4, 4])
