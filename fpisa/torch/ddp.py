@@ -1,0 +1,147 @@
+"""A DDP communication hook that sums gradients the way an in-switch ALU would.
+
+Register it with ``ddp_model.register_comm_hook(FpisaHookState(mode=...),
+fpisa_allreduce_hook)``. For every bucket, each rank all-gathers the
+bucket's flattened gradients from every rank (any backend that has
+``all_gather``, e.g. gloo, any world size), stacks them in rank order, sums
+them with :func:`~fpisa.torch.aggregation.aggregate_gradients` in the
+seeded arrival order of :func:`~fpisa.torch.aggregation.arrival_order`
+(derived from (seed, step, bucket index) only, so no rank needs to be told
+it) and divides by the world size. Every rank computes the same sum from
+the same inputs in the same order, so every rank ends with identical bits.
+
+Where the division happens: PyTorch's default ``allreduce_hook`` divides
+each rank's gradients by the world size *before* the sum. Here the switch
+sums the raw gradients (that is what a switch receives) and the division
+happens *after* the in-switch sum, on the host, as one IEEE float32 (or the
+bucket's dtype) division per element, ``sum / world_size``. The K-worker
+simulator does the same, which is why the two agree bit for bit.
+
+Cost: an all-gather moves K times the data of an allreduce; this hook
+emulates the switch's numerics, not its bandwidth (the network hook in
+:mod:`fpisa.torch.network` sends real packets through an emulated switch).
+"""
+
+# no `from __future__ import annotations`: DDP compares the hook's return
+# annotation with the real torch.futures.Future[torch.Tensor] object
+from dataclasses import dataclass, field
+
+from fpisa.formats import get_mode, get_rounding
+
+from . import require_torch
+from .aggregation import ARRIVALS, AggregationStats, aggregate_gradients, arrival_order
+
+torch = require_torch()
+import torch.distributed as dist  # noqa: E402
+
+__all__ = ["FpisaHookState", "fpisa_allreduce_hook"]
+
+
+@dataclass
+class FpisaHookState:
+    """Configuration and running statistics of :func:`fpisa_allreduce_hook`.
+
+    ``arrival``: ``rank``, ``step`` or ``packet`` (see
+    :data:`~fpisa.torch.aggregation.ARRIVALS`); ``seed`` seeds it.
+    ``packet_elements``: elements per packet (SwitchML's block, and the
+    granularity of ``packet`` arrival orders). ``measure_error`` adds an
+    exact sum per bucket to fill the error fields of ``stats``.
+    """
+
+    mode: str = "fpisa"
+    arrival: str = "rank"
+    seed: int = 0
+    packet_elements: int = 64
+    rounding: str = "rz"
+    register_bits: int = 32
+    measure_error: bool = False
+    process_group: object | None = None
+    #: the model's parameters in registration order (``model.parameters()``),
+    #: or None. When given, each bucket is aggregated in this canonical
+    #: layout, not in DDP's bucket layout, which DDP rebuilds after the
+    #: first iteration (registration order, then gradient-ready order).
+    #: The layout matters where elements are grouped: SwitchML's blocks
+    #: and ``packet`` arrival orders. See :meth:`for_model`.
+    parameters: list | None = None
+    stats: AggregationStats = field(default_factory=AggregationStats)
+    #: aggregations done per bucket index: the step number of the next one
+    steps: dict = field(default_factory=dict)
+    _rank_of: dict | None = field(default=None, repr=False)
+    _layouts: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        get_mode(self.mode)
+        get_rounding(self.rounding)
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"FpisaHookState: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
+        if self.packet_elements < 1:
+            raise ValueError(f"FpisaHookState: packet_elements must be >= 1, got {self.packet_elements}")
+
+    @classmethod
+    def for_model(cls, model, **kwargs) -> "FpisaHookState":
+        """A state whose canonical layout is ``model``'s parameter order (what
+        :class:`~fpisa.torch.simulator.KWorkerSimulator` flattens)."""
+        return cls(parameters=list(model.parameters()), **kwargs)
+
+    def canonical_index(self, bucket):
+        """Element permutation from the bucket's layout to the canonical one
+        (None if they coincide or no canonical layout was given)."""
+        if self.parameters is None:
+            return None
+        if self._rank_of is None:
+            self._rank_of = {id(p): i for i, p in enumerate(self.parameters)}
+        params = bucket.parameters()
+        key = tuple(id(p) for p in params)
+        if key not in self._layouts:
+            try:
+                ranks = [self._rank_of[id(p)] for p in params]
+            except KeyError:
+                raise ValueError("a DDP bucket holds a parameter that is not in "
+                                 "FpisaHookState.parameters (pass model.parameters() of the "
+                                 "wrapped module)") from None
+            offsets, start = [], 0
+            for p in params:
+                offsets.append((start, p.numel()))
+                start += p.numel()
+            canonical = sorted(range(len(params)), key=ranks.__getitem__)
+            if canonical == list(range(len(params))):
+                self._layouts[key] = None
+            else:
+                self._layouts[key] = torch.cat([torch.arange(offsets[i][0], offsets[i][0] + offsets[i][1])
+                                                for i in canonical])
+        return self._layouts[key]
+
+    def next_step(self, bucket_index: int) -> int:
+        step = self.steps.get(bucket_index, 0)
+        self.steps[bucket_index] = step + 1
+        return step
+
+
+def fpisa_allreduce_hook(state: FpisaHookState, bucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: all-gather, in-switch sum in ``state.mode``, / world size."""
+    group = state.process_group if state.process_group is not None else dist.group.WORLD
+    world = dist.get_world_size(group)
+    tensor = bucket.buffer()
+    gathered = [torch.empty_like(tensor) for _ in range(world)]
+    work = dist.all_gather(gathered, tensor, group=group, async_op=True)
+    bucket_index = bucket.index()
+    index = state.canonical_index(bucket)
+    order = arrival_order(state.arrival, world, tensor.numel(), seed=state.seed,
+                          step=state.next_step(bucket_index), bucket=bucket_index,
+                          packet_elements=state.packet_elements)
+
+    def finish(fut):
+        fut.wait()
+        stack = torch.stack(gathered)
+        if index is not None:
+            stack = stack[:, index]
+        summed, stats = aggregate_gradients(
+            stack, state.mode, order=order, rounding=state.rounding,
+            register_bits=state.register_bits, packet_elements=state.packet_elements,
+            measure_error=state.measure_error)
+        state.stats.merge(stats)
+        if index is not None:
+            summed = torch.empty_like(summed).index_copy_(0, index, summed)
+        return summed.div_(world)
+
+    return work.get_future().then(finish)
