@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fpisa
+from fpisa.formats import get_format
 from oracle_helpers import FORMAT_NAMES, all_patterns, clustered_bits, oracle_aggregate
 
 
@@ -26,7 +27,7 @@ def test_fpisa_two_workers_commute(fmt):
         every = all_patterns(fmt)
         partners = rng.integers(0, 2**16, 64, dtype=np.uint16)
         values = np.stack([np.tile(every, 64), np.repeat(partners, every.size)])
-    for register_bits in (fpisa.RegisterLayout.of(fmt, 32).fmt.precision + 2, 32, 64):
+    for register_bits in (get_format(fmt).precision + 2, 32, 64):
         for rounding in ("rz", "rne"):
             a = fpisa.aggregate_detailed(values, "fpisa", fmt=fmt, order=[0, 1],
                                          rounding=rounding, register_bits=register_bits)

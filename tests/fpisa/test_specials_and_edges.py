@@ -9,7 +9,7 @@ import pytest
 
 import fpisa
 from fpisa import _oracle
-from fpisa.formats import RegisterLayout, get_format
+from fpisa.formats import get_format
 from oracle_helpers import (FORMAT_NAMES, FPISA_MODES, ROUNDINGS, assert_bits_equal,
                             clustered_bits, make_bits, oracle_aggregate)
 
