@@ -220,7 +220,7 @@ def normalize(
     return (sign << (fmt.storage_bits - 1)) | bits
 
 
-# ----------------------------------------------- exact rounding (baselines)
+# ------------------------------------- 6. baselines: exact rounding, float32
 def round_to_format(value: Fraction, fmt: Format, zero_sign: int = 0) -> int:
     """A rational rounded once to nearest, ties to even; overflow gives Inf."""
     if value == 0:
@@ -278,7 +278,7 @@ def narrow_from_float32(bits: int, fmt: Format) -> int:
     return round_to_format(value_of(bits, FP32), fmt, zero_sign=sign)
 
 
-# --------------------------------------------------------------- 5. switchml
+# ------------------------------------------------------ 6. baselines: switchml
 def block_exponent(block_bits: list[int], fmt: Format) -> int:
     """frexp exponent of max |x| over a worker's block: 2^e > max|x| >= 2^(e-1)."""
     largest = Fraction(0)
@@ -313,7 +313,7 @@ def dequantize(int_sum: int, fmt: Format, scale: float) -> int:
     return round_to_format(Fraction(y), fmt)
 
 
-# -------------------------------------------------------------- aggregate
+# ------------------------------------------------- aggregate (section 5: order)
 @dataclass
 class OracleResult:
     result: list[int]
@@ -324,7 +324,7 @@ class OracleResult:
 
 
 def arrival_orders(order, num_workers: int, num_elements: int) -> list[list[int]]:
-    """Per element, the workers in arrival order (section 5 of the spec)."""
+    """Per element, the workers in arrival order."""
     if order is None:
         return [list(range(num_workers))] * num_elements
     rows = [list(map(int, row)) for row in order] if _is_2d(order) else None
