@@ -93,6 +93,14 @@ def _const_entries(entries: list[str]) -> str:
     return "\n".join(f"            {e}" for e in entries)
 
 
+def arithmetic_shift_right(d: int) -> str:
+    """P4 statement: value = value >> d, arithmetic, with unsigned operations only
+    (a constant shift; the sign bit, 0 or 1, negated gives the fill mask)."""
+    if d == 0:
+        return "value = value;"
+    return f"value = (value >> {d}) | ((32w0 - (value >> 31)) << {32 - d});"
+
+
 def shift_tables() -> str:
     m = FRACTION_BITS
     w = REGISTER_BITS
@@ -100,10 +108,7 @@ def shift_tables() -> str:
 
     # incoming mantissa, e <= E: arithmetic right shift by E - e (0..W-1; the
     # default, distance >= W-1, gives 0 or -1 like any larger distance)
-    actions = [
-        f"    action shift_right_{d}() {{ value = (bit<32>)(((int<32>)value) >> {d}); }}"
-        for d in range(w)
-    ]
+    actions = [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d)} }}" for d in range(w)]
     names = [f"shift_right_{d}" for d in range(w)]
     entries = [f"{d} : shift_right_{d}();" for d in range(w - 1)]
     out.append("// fpisa_a: align the incoming signed mantissa to the stored exponent.")

@@ -57,10 +57,20 @@ def test_leading_one_table_covers_every_position_once():
             assert hits == [str(p)]
 
 
+def _eval_shift_right(statement: str, value: int) -> int:
+    """Evaluate the generated P4 statement on a 32-bit value (Python syntax
+    is the same for these operators; 32w0 is a 32-bit zero)."""
+    expr = statement.removeprefix("value = ").removesuffix(";").replace("32w0", "0")
+    return eval(expr, {"value": value}) & 0xFFFFFFFF
+
+
 @pytest.mark.parametrize("distance", range(32))
 def test_align_right_actions_are_arithmetic_shifts(distance):
-    text = generate.shift_tables()
-    assert f"action shift_right_{distance}() {{ value = (bit<32>)(((int<32>)value) >> {distance}); }}" in text
+    statement = generate.arithmetic_shift_right(distance)
+    assert f"action shift_right_{distance}() {{ {statement} }}" in generate.shift_tables()
+    for signed in (0, 1, -1, 5, -5, 2**31 - 1, -(2**31), 0x00ABCDEF, -0x00ABCDEF, 1 << 24):
+        want = (signed >> distance) & 0xFFFFFFFF  # Python >> is arithmetic
+        assert _eval_shift_right(statement, signed & 0xFFFFFFFF) == want
 
 
 def test_lanes_instantiate_one_lane_per_element():
