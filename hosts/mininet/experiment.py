@@ -1,0 +1,345 @@
+"""One Mininet experiment: build the network, run the nodes, check and time the results.
+
+:func:`run_experiment` builds a :class:`~hosts.mininet.network.Testbed`,
+starts the switch processes (emulator on AF_PACKET) and one worker process
+per rank (the hosts allreduce client), runs ``repeat`` allreduces of seeded
+gradient-like data, stops everything, and checks each allreduce:
+
+1. every worker received identical bits;
+2. bit-exact against the numerics core given the arrival orders the
+   switches recorded: ``fpisa.aggregate`` (star) or
+   ``fpisa.hierarchy.aggregate_hierarchical`` (two-level, leaves sending
+   normalized partials) with each leaf's and the spine's orders;
+3. the error against the correctly rounded sum, and for two-level the
+   *extra* error against a one-switch star fed the same arrivals
+   (the leaves' orders concatenated in the spine's order);
+4. completion time (first worker's start to last worker's end, all on the
+   shared CLOCK_MONOTONIC), goodput per worker and its ratio to the
+   payload line rate (the link's bandwidth times the payload's share of
+   each frame: Ethernet+IPv4+UDP+aggregation headers are overhead).
+
+It returns a JSON-ready report. Root is required (namespaces, veths, tc).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+import fpisa
+from fpisa.formats import get_format
+from fpisa.hierarchy import aggregate_hierarchical
+from fpisa.protocol import UDP_PORT, WireMode
+from hosts.allreduce import gradient_like
+
+from .config import ExperimentConfig
+from .network import WORKER_PORT, Testbed, mininet_missing, probe_kernel
+
+__all__ = ["run_experiment", "preflight", "NotRoot", "ToolMissing", "ExperimentError", "summarize"]
+
+#: seconds a node gets to load its kernels and say "ready"
+START_TIMEOUT_S = 120.0
+
+
+class NotRoot(RuntimeError):
+    """Mininet needs root: exit code 2 (usage)."""
+
+
+class ToolMissing(RuntimeError):
+    """Mininet / BMv2 not installed: exit code 3."""
+
+
+class ExperimentError(RuntimeError):
+    """A node failed or timed out; the message carries its log's tail."""
+
+
+def bmv2_missing() -> str:
+    """Why ``--switch bmv2`` cannot run here (always a reason for now)."""
+    if shutil.which("simple_switch") is None:
+        return "simple_switch (BMv2) is not on PATH"
+    if shutil.which("p4c-bm2-ss") is None:
+        return "p4c-bm2-ss is not on PATH, so the P4 program cannot be compiled"
+    return ("the BMv2 switch node is not wired into the Mininet experiments yet "
+            "(simple_switch and p4c are installed; use --switch emulator)")
+
+
+def preflight(config: ExperimentConfig) -> None:
+    if os.geteuid() != 0:
+        raise NotRoot("fpisa mininet needs root (network namespaces, veth links, tc, nftables): "
+                      "run it with sudo")
+    why = mininet_missing()
+    if why:
+        raise ToolMissing(why)
+    if config.switch == "bmv2":
+        raise ToolMissing(f"--switch bmv2: {bmv2_missing()}")
+
+
+class _Node:
+    """A node process: lines from its stdout arrive through a reader thread."""
+
+    def __init__(self, name: str, proc, log_path: str):
+        self.name, self.proc, self.log_path = name, proc, log_path
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise ExperimentError(f"{self.name} is gone: {self.log_tail()}") from None
+
+    def expect(self, deadline: float, what: str) -> str:
+        try:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise ExperimentError(f"{self.name}: no {what} in time; log: {self.log_tail()}") from None
+        if line is None:
+            raise ExperimentError(f"{self.name} exited (code {self.proc.poll()}) waiting for {what}; "
+                                  f"log: {self.log_tail()}")
+        if line.startswith("{"):
+            message = json.loads(line)
+            if "error" in message:
+                raise ExperimentError(f"{self.name}: {message['error']}; log: {self.log_tail()}")
+        return line
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-lines:]).strip() or "(empty)"
+        except OSError:
+            return "(no log)"
+
+
+def _warm_kernels(config: ExperimentConfig) -> None:
+    """Compile the Numba kernels once here, so the node processes (started
+    together on few cores) load them from the cache instead of compiling."""
+    fmt = get_format(config.fmt)
+    zeros = np.zeros((2, config.num_elements), fmt.bits_dtype)
+    for mode in ("fpisa", "fpisa-a", "exact"):
+        fpisa.aggregate(zeros, mode, fmt=fmt)
+        fpisa.aggregate(zeros, mode, fmt=fmt, order=np.zeros((config.num_elements, 2), np.int64) + [0, 1])
+    for mode in ("fpisa", "fpisa-a"):
+        regs = fpisa.SlotRegisters(mode, 2, config.num_elements, fmt)
+        regs.accumulate(0, zeros[0], True)
+        regs.accumulate(0, zeros[1], False)
+        regs.read(0)
+
+
+def _specs(bed: Testbed, config: ExperimentConfig, run_dir: str) -> tuple[list[dict], list[dict]]:
+    """What each switch and worker process is told (JSON-ready)."""
+    common = {"mode": config.mode, "fmt": config.fmt, "num_elements": config.num_elements,
+              "window": config.window, "seed": config.seed, "process_delay_ms": bed.process_delay_ms,
+              "process_loss": bed.process_loss}
+    switch_specs = []
+    groups = config.groups
+    for i, sw in enumerate(bed.switches):
+        spec = {**common, "role": sw.role, "name": sw.name, "ip": sw.ip,
+                "out": os.path.join(run_dir, sw.name), "seed_offset": 100 + i}
+        if sw.role in ("switch", "leaf"):
+            ports, workers = [], []
+            for rank in groups[i]:
+                _, port, _ = bed.uplink_of[("worker", rank)]
+                w = bed.workers[rank]
+                ports.append(port)
+                workers.append([port, next(iter(w.interfaces.values())), w.ip, WORKER_PORT])
+            spec.update(ports=ports, workers=workers)
+            if sw.role == "leaf":
+                spine, spine_port, spine_mac = bed.uplink_of[("leaf", i)]
+                spec.update(uplink=f"{sw.name}up", spine=[spine_mac, spine.ip, UDP_PORT], leaf_index=i,
+                            num_leaves=config.leaves, global_ranks=list(groups[i]),
+                            total_workers=config.workers)
+        else:  # spine: its "workers" are the leaves
+            ports, workers = [], []
+            for leaf in range(config.leaves):
+                _, port, _ = bed.uplink_of[("leaf", leaf)]
+                lf = bed.switches[leaf]
+                ports.append(port)
+                workers.append([port, lf.interfaces[f"{lf.name}up"], lf.ip, UDP_PORT])
+            spec.update(ports=ports, workers=workers)
+        switch_specs.append(spec)
+    worker_specs = []
+    for w in bed.workers:
+        sw, _, _ = bed.uplink_of[("worker", w.index)]
+        worker_specs.append({
+            **common, "role": "worker", "name": w.name, "rank": w.index, "ip": w.ip, "port": WORKER_PORT,
+            "switch_ip": sw.ip, "elements": config.elements, "out": run_dir,
+            "worker_config": {"rank": w.index, "num_workers": config.workers, "mode": config.mode,
+                              "fmt": config.fmt, "num_elements": config.num_elements,
+                              "window": config.window, "timeout_ms": config.timeout_ms,
+                              "stall_s": 30.0},
+        })
+    return switch_specs, worker_specs
+
+
+def _start(bed: Testbed, node, spec: dict, run_dir: str) -> _Node:
+    path = os.path.join(run_dir, f"{spec['name']}.spec.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    log = os.path.join(run_dir, f"{spec['name']}.log")
+    proc = bed.popen(node, [sys.executable, "-m", "hosts.mininet.nodes", path], log)
+    return _Node(spec["name"], proc, log)
+
+
+def _repeat_deadline(config: ExperimentConfig) -> float:
+    """Generous: three times the line-rate time plus loss/timeout slack."""
+    wire_bits = config.elements * config.element_bytes * 8 / config.payload_fraction
+    line_s = wire_bits / (config.bw_mbit * 1e6) if config.bw_mbit else 0.0
+    return 60.0 + 3 * line_s * (2 if config.mode == "switchml" else 1) + 200 * config.delay_ms / 1e3
+
+
+def run_experiment(config: ExperimentConfig, *, on_repeat: Callable[[int], None] | None = None,
+                   keep_dir: bool = False) -> dict:
+    """Run ``config`` in Mininet; returns the report (see module docstring)."""
+    preflight(config)
+    features = probe_kernel()
+    _warm_kernels(config)
+    run_dir = tempfile.mkdtemp(prefix="fpisa-mininet-")
+    ok = False
+    try:
+        with Testbed(config, features) as bed:
+            switch_specs, worker_specs = _specs(bed, config, run_dir)
+            switches = [_start(bed, sw, spec, run_dir) for sw, spec in zip(bed.switches, switch_specs)]
+            workers = [_start(bed, w, spec, run_dir) for w, spec in zip(bed.workers, worker_specs)]
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for node in switches + workers:
+                node.expect(deadline, "ready")
+            replies, results = [], []
+            for r in range(config.repeat):
+                for w in workers:
+                    w.send(f"go {r}")
+                deadline = time.monotonic() + _repeat_deadline(config)
+                replies.append([json.loads(w.expect(deadline, f"result of allreduce {r}")) for w in workers])
+                results.append([np.load(os.path.join(run_dir, f"result_w{k}_r{r}.npy"))
+                                for k in range(config.workers)])
+                if on_repeat:
+                    on_repeat(r)
+            for w in workers:
+                w.send("exit")
+            deadline = time.monotonic() + 60
+            for node in switches:
+                node.send("stop")
+            for node in switches:
+                node.expect(deadline, "stopped")
+            recorded, switch_stats = [], []
+            for spec in switch_specs:
+                with np.load(spec["out"] + ".npz") as z:
+                    recorded.append({k: z[k] for k in z.files})
+                with open(spec["out"] + ".json") as f:
+                    switch_stats.append(json.load(f))
+            links = bed.link_mechanism()
+        report = _report(config, replies, results, recorded, switch_stats)
+        report["kernel"] = {"netem": features.netem, "nft_egress": features.nft_egress}
+        report["links"] = links
+        ok = True
+        return report
+    finally:
+        if ok and not keep_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"fpisa mininet: node logs and specs kept in {run_dir}", file=sys.stderr)
+
+
+# -- checks --------------------------------------------------------------------------
+
+def _orders(recorded: dict, mode: WireMode, base: int, num_packets: int, size: int) -> tuple[np.ndarray, int]:
+    """(num_packets, size) arrival orders of packet ids base.., and how many are missing."""
+    orders = np.full((num_packets, size), -1, np.int64)
+    mask = recorded["wire_mode"] == int(mode)
+    ids = recorded["packet_id"][mask] - base
+    inside = (ids >= 0) & (ids < num_packets)
+    orders[ids[inside]] = recorded["order"][mask][inside]
+    return orders, int(np.count_nonzero(orders[:, 0] < 0))
+
+
+def _check(config: ExperimentConfig, repeat: int, replies: list[dict], results: list[np.ndarray],
+           recorded: list[dict]) -> dict:
+    K, n, E = config.workers, config.elements, config.num_elements
+    values = np.stack([gradient_like(n, k, config.seed + repeat, config.fmt) for k in range(K)])
+    num_packets = -(-n // E)
+    # the data pass is the worker's last pass (switchml: the exponent exchange came first)
+    base = replies[0]["packet_id_base"] + replies[0]["packet_ids"] - num_packets
+    mode = WireMode.of(config.mode)
+    out: dict = {"identical_across_workers": all(np.array_equal(results[0], r) for r in results)}
+    per_switch = [_orders(rec, mode, base, num_packets, rec["order"].shape[1]) for rec in recorded]
+    missing = sum(m for _, m in per_switch)
+    out["packets_without_recorded_order"] = missing
+    exact = fpisa.aggregate(values, "exact", fmt=config.fmt)
+    out["error_vs_exact"] = fpisa.error_report(results[0], exact, config.fmt)
+    if missing:
+        out["bit_exact"] = False
+        return out
+    expand = [np.repeat(o, E, axis=0)[:n] for o, _ in per_switch]
+    if config.topo == "star":
+        reference = fpisa.aggregate(values, config.mode, fmt=config.fmt, order=expand[0], block_size=E)
+    else:
+        reference = aggregate_hierarchical(values, config.mode, config.groups, fmt=config.fmt,
+                                           leaf_orders=expand[:-1], spine_order=expand[-1], block_size=E)
+        # the same arrivals through one switch: leaves' orders in the spine's order
+        groups = [np.asarray(g) for g in config.groups]
+        leaf_orders, spine_order = [o for o, _ in per_switch[:-1]], per_switch[-1][0]
+        composed = np.stack([np.concatenate([groups[l][leaf_orders[l][p]] for l in spine_order[p]])
+                             for p in range(num_packets)])
+        star = fpisa.aggregate(values, config.mode, fmt=config.fmt,
+                               order=np.repeat(composed, E, axis=0)[:n], block_size=E)
+        star_error = fpisa.error_report(star, exact, config.fmt)
+        out["star_model_error_vs_exact"] = star_error
+        out["extra_mean_ulp_vs_star"] = out["error_vs_exact"]["mean_ulp"] - star_error["mean_ulp"]
+        out["extra_max_ulp_vs_star"] = out["error_vs_exact"]["max_ulp"] - star_error["max_ulp"]
+    mismatches = [int(np.count_nonzero(r != reference)) for r in results]
+    out["mismatched_elements"] = mismatches
+    out["bit_exact"] = out["identical_across_workers"] and not any(mismatches)
+    return out
+
+
+def _report(config: ExperimentConfig, replies: list, results: list, recorded: list,
+            switch_stats: list) -> dict:
+    fmt = get_format(config.fmt)
+    line_rate = config.bw_mbit * config.payload_fraction * fmt.storage_bytes / config.element_bytes
+    runs = []
+    for r in range(config.repeat):
+        seconds = max(x["end"] for x in replies[r]) - min(x["start"] for x in replies[r])
+        goodput = config.elements * fmt.storage_bytes * 8 / seconds / 1e6 if seconds > 0 else math.inf
+        run = {"repeat": r, "seconds": seconds, "goodput_mbit": goodput,
+               "payload_line_rate_mbit": line_rate if config.bw_mbit else None,
+               "goodput_ratio": goodput / line_rate if config.bw_mbit else None,
+               "retransmitted": sum(x["counters"]["retransmitted"] for x in replies[r]),
+               "sent": sum(x["counters"]["sent"] for x in replies[r])}
+        if config.check:
+            run["checks"] = _check(config, r, replies[r], results[r], recorded)
+        runs.append(run)
+    return {"config": config.as_dict(), "runs": runs, "summary": summarize(config, runs),
+            "switches": switch_stats,
+            "workers": [{"counters": x["counters"], "conversion": x["conversion"],
+                         "send_errors": x["send_errors"]} for x in replies[-1]]}
+
+
+def summarize(config: ExperimentConfig, runs: list[dict]) -> dict:
+    seconds = [r["seconds"] for r in runs]
+    out = {"median_seconds": float(np.median(seconds)),
+           "median_goodput_mbit": float(np.median([r["goodput_mbit"] for r in runs])),
+           "median_goodput_ratio": (float(np.median([r["goodput_ratio"] for r in runs]))
+                                    if config.bw_mbit else None)}
+    if config.check:
+        out["bit_exact"] = all(r["checks"]["bit_exact"] for r in runs)
+        out["mean_ulp"] = float(np.mean([r["checks"]["error_vs_exact"]["mean_ulp"] for r in runs]))
+        out["max_ulp"] = max(r["checks"]["error_vs_exact"]["max_ulp"] for r in runs)
+        if config.topo == "two-level":
+            out["extra_mean_ulp_vs_star"] = float(np.mean(
+                [r["checks"].get("extra_mean_ulp_vs_star", math.nan) for r in runs]))
+    return out
