@@ -34,7 +34,43 @@ from .aggregation import ARRIVALS, AggregationStats, aggregate_gradients, arriva
 torch = require_torch()
 import torch.distributed as dist  # noqa: E402
 
-__all__ = ["FpisaHookState", "fpisa_allreduce_hook"]
+__all__ = ["FpisaHookState", "fpisa_allreduce_hook", "CanonicalLayout"]
+
+
+class CanonicalLayout:
+    """Maps a DDP bucket's element layout to the parameters' registration order.
+
+    DDP lays a bucket out in registration order in the first iteration and
+    then rebuilds it in the order gradients became ready (roughly reversed).
+    The sum of one element does not care, but SwitchML's blocks and
+    per-packet arrival orders group neighbouring elements, so a hook that
+    wants results independent of DDP's bookkeeping (and equal to the
+    simulator's) aggregates in this fixed layout.
+    """
+
+    def __init__(self, parameters):
+        self._rank_of = {id(p): i for i, p in enumerate(parameters)}
+        self._cache: dict = {}
+
+    def index(self, bucket):
+        """Element indices into the bucket's buffer, in canonical order (j-th
+        canonical element = buffer[index[j]]); None if the layouts coincide."""
+        params = bucket.parameters()
+        key = tuple(id(p) for p in params)
+        if key not in self._cache:
+            try:
+                ranks = [self._rank_of[id(p)] for p in params]
+            except KeyError:
+                raise ValueError("a DDP bucket holds a parameter that is not among the hook "
+                                 "state's parameters (pass model.parameters() of the module "
+                                 "DDP wraps)") from None
+            starts = [0]
+            for p in params:
+                starts.append(starts[-1] + p.numel())
+            canonical = sorted(range(len(params)), key=ranks.__getitem__)
+            self._cache[key] = None if canonical == list(range(len(params))) else torch.cat(
+                [torch.arange(starts[i], starts[i + 1]) for i in canonical])
+        return self._cache[key]
 
 
 @dataclass
@@ -66,8 +102,7 @@ class FpisaHookState:
     stats: AggregationStats = field(default_factory=AggregationStats)
     #: aggregations done per bucket index: the step number of the next one
     steps: dict = field(default_factory=dict)
-    _rank_of: dict | None = field(default=None, repr=False)
-    _layouts: dict = field(default_factory=dict, repr=False)
+    layout: "CanonicalLayout | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         get_mode(self.mode)
@@ -76,40 +111,14 @@ class FpisaHookState:
             raise ValueError(f"FpisaHookState: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
         if self.packet_elements < 1:
             raise ValueError(f"FpisaHookState: packet_elements must be >= 1, got {self.packet_elements}")
+        if self.parameters is not None and self.layout is None:
+            self.layout = CanonicalLayout(self.parameters)
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "FpisaHookState":
         """A state whose canonical layout is ``model``'s parameter order (what
         :class:`~fpisa.torch.simulator.KWorkerSimulator` flattens)."""
         return cls(parameters=list(model.parameters()), **kwargs)
-
-    def canonical_index(self, bucket):
-        """Element permutation from the bucket's layout to the canonical one
-        (None if they coincide or no canonical layout was given)."""
-        if self.parameters is None:
-            return None
-        if self._rank_of is None:
-            self._rank_of = {id(p): i for i, p in enumerate(self.parameters)}
-        params = bucket.parameters()
-        key = tuple(id(p) for p in params)
-        if key not in self._layouts:
-            try:
-                ranks = [self._rank_of[id(p)] for p in params]
-            except KeyError:
-                raise ValueError("a DDP bucket holds a parameter that is not in "
-                                 "FpisaHookState.parameters (pass model.parameters() of the "
-                                 "wrapped module)") from None
-            offsets, start = [], 0
-            for p in params:
-                offsets.append((start, p.numel()))
-                start += p.numel()
-            canonical = sorted(range(len(params)), key=ranks.__getitem__)
-            if canonical == list(range(len(params))):
-                self._layouts[key] = None
-            else:
-                self._layouts[key] = torch.cat([torch.arange(offsets[i][0], offsets[i][0] + offsets[i][1])
-                                                for i in canonical])
-        return self._layouts[key]
 
     def next_step(self, bucket_index: int) -> int:
         step = self.steps.get(bucket_index, 0)
@@ -125,7 +134,7 @@ def fpisa_allreduce_hook(state: FpisaHookState, bucket) -> torch.futures.Future[
     gathered = [torch.empty_like(tensor) for _ in range(world)]
     work = dist.all_gather(gathered, tensor, group=group, async_op=True)
     bucket_index = bucket.index()
-    index = state.canonical_index(bucket)
+    index = state.layout.index(bucket) if state.layout is not None else None
     order = arrival_order(state.arrival, world, tensor.numel(), seed=state.seed,
                           step=state.next_step(bucket_index), bucket=bucket_index,
                           packet_elements=state.packet_elements)

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import require_torch
 from .aggregation import format_of
+from .ddp import CanonicalLayout
 
 torch = require_torch()
 
@@ -42,11 +43,16 @@ class NetworkHookState:
     """The injected client plus what the hook has done so far."""
 
     client: object
+    #: the model's parameters (registration order), or None: as in
+    #: :class:`~fpisa.torch.ddp.FpisaHookState`, the bucket is sent in this
+    #: fixed layout (it decides which elements share a packet)
+    parameters: list | None = None
     calls: int = 0
     elements: int = 0
     seconds: float = 0.0
     #: per call: (bucket index, elements), for matching runs up afterwards
     buckets: list = field(default_factory=list)
+    layout: "CanonicalLayout | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.client, "allreduce", None)):
@@ -55,6 +61,12 @@ class NetworkHookState:
         config = getattr(self.client, "config", None)
         if getattr(config, "num_workers", None) is None:
             raise ValueError("NetworkHookState: client.config.num_workers is required (the divisor)")
+        if self.parameters is not None and self.layout is None:
+            self.layout = CanonicalLayout(self.parameters)
+
+    @classmethod
+    def for_model(cls, model, client, **kwargs) -> "NetworkHookState":
+        return cls(client=client, parameters=list(model.parameters()), **kwargs)
 
     @property
     def world_size(self) -> int:
@@ -76,15 +88,22 @@ def network_allreduce_hook(state: NetworkHookState, bucket) -> torch.futures.Fut
     cpu = tensor.detach()
     if cpu.device.type != "cpu":
         cpu = cpu.cpu()  # the client works on host memory
-    bits = cpu.contiguous().view(int_dtype).numpy().view(bits_dtype).reshape(-1)
+    index = state.layout.index(bucket) if state.layout is not None else None
+    flat = cpu.contiguous().reshape(-1)
+    if index is not None:
+        flat = flat[index]
+    bits = flat.view(int_dtype).numpy().view(bits_dtype)
     start = time.perf_counter()
     summed_bits = np.asarray(state.client.allreduce(bits), dtype=bits_dtype)
     state.seconds += time.perf_counter() - start
     if summed_bits.shape != bits.shape:
         raise RuntimeError(f"the allreduce client returned {summed_bits.shape} elements for "
                            f"a bucket of {bits.shape}")
-    summed = torch.from_numpy(summed_bits.view(np.dtype(f"i{bits_dtype().itemsize}")).copy())
-    summed = summed.view(tensor.dtype).reshape(tensor.shape).to(tensor.device)
+    summed = torch.from_numpy(summed_bits.view(np.dtype(f"i{np.dtype(bits_dtype).itemsize}")).copy())
+    summed = summed.view(tensor.dtype)
+    if index is not None:
+        summed = torch.empty_like(summed).index_copy_(0, index, summed)
+    summed = summed.reshape(tensor.shape).to(tensor.device)
     state.calls += 1
     state.elements += int(bits.size)
     state.buckets.append((bucket.index(), int(bits.size)))

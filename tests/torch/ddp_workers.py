@@ -82,3 +82,38 @@ def run_rank(rank: int, world: int, port: int, cases: list, seed: int, out_dir: 
                        os.path.join(out_dir, f"{mode}-{arrival}-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, out_dir: str) -> None:
+    """spawn target: DDP with the network hook, one emulated switch per mode.
+
+    ``jobs``: (mode, this rank's bound UDP socket per rank, switch address).
+    """
+    from fpisa.net import UdpTransport
+    from fpisa.torch.network import NetworkHookState, network_allreduce_hook
+    from hosts.worker import AllreduceClient, WorkerConfig
+
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for mode, sockets, switch_address in jobs:
+            client = AllreduceClient(
+                WorkerConfig(rank=rank, num_workers=world, mode=mode, num_elements=64, window=64),
+                UdpTransport(sockets[rank]), switch_address)
+            module = make_model(seed)
+            ddp = nn.parallel.DistributedDataParallel(module, bucket_cap_mb=64)
+            state = NetworkHookState.for_model(module, client)
+            ddp.register_comm_hook(state, network_allreduce_hook)
+            optimizer = make_optimizer(ddp)
+            for x, y in batches(seed):
+                xs, ys = torch.tensor_split(x, world)[rank], torch.tensor_split(y, world)[rank]
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(ddp(xs), ys).backward()
+                optimizer.step()
+            torch.save({"params": flat_parameters(module), "hook": state.as_dict()},
+                       os.path.join(out_dir, f"net-{mode}-rank{rank}.pt"))
+            client.transport.close()
+    finally:
+        dist.destroy_process_group()
