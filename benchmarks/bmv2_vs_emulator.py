@@ -1,0 +1,173 @@
+"""Packets/s of BMv2 (simple_switch) vs the emulator's pipeline, same packet stream.
+
+The stream: K workers, R rounds; round i uses slot i % pool in shadow set
+(i // pool) % 2, every worker sends one DATA packet of random values (the
+arrival order rotates), the last one completes the slot (K results). Both
+switches get the identical bytes in the identical order:
+
+- emulator: ``SwitchPipeline.process`` in memory (no transport), after a
+  warm-up, timed with perf_counter;
+- BMv2: ``simple_switch --use-files`` reading one pcap file (no root, no
+  kernel networking), from the end of its start-up wait until the last
+  expected result frame is in the output files (polled every 10 ms).
+
+Both outputs are also compared byte for byte. Prints the ratio BMv2/emulator;
+``--json`` writes the numbers.
+
+Run: python benchmarks/bmv2_vs_emulator.py [--program fpisa] [--rounds 500] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from emulator.pipeline import JobConfig, SwitchPipeline  # noqa: E402
+from fpisa.net import build_frame, parse_frame  # noqa: E402
+from fpisa.protocol import Header, MsgType, UDP_PORT, WireMode, pack, pool_index  # noqa: E402
+from p4 import N_ELEMENTS, PROGRAMS  # noqa: E402
+
+MODE_OF = {"fpisa": "fpisa", "fpisa_a": "fpisa-a", "switchml": "switchml"}
+SWITCH = ("10.0.0.100", "02:00:00:00:01:00")
+
+
+def workers(k: int) -> list[dict]:
+    return [{"ip": f"10.0.0.{r + 1}", "udp_port": 40000 + r, "mac": f"02:00:00:00:00:{r + 1:02x}",
+             "switch_port": r + 1} for r in range(k)]
+
+
+def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0) -> list[tuple[int, bytes]]:
+    rng = np.random.default_rng(seed)
+    wire = WireMode.of(mode)
+    stream = []
+    for i in range(rounds):
+        slot, shadow = i % pool, (i // pool) % 2
+        for j in range(k):
+            r = (i + j) % k
+            if wire.is_float:
+                values = np.ldexp(rng.uniform(1, 2, N_ELEMENTS) * rng.choice([-1, 1], N_ELEMENTS),
+                                  rng.integers(-6, 7, N_ELEMENTS)).astype(np.float32).view(np.uint32)
+            else:
+                values = rng.integers(-2**24, 2**24, N_ELEMENTS).astype(np.int32)
+            header = Header(MsgType.DATA, wire, 0, 0, 1, r, k, N_ELEMENTS,
+                            pool_index(slot, shadow), 0, i)
+            stream.append((r, pack(header, values)))
+    return stream
+
+
+def run_emulator(mode: str, k: int, pool: int, stream) -> tuple[float, Counter]:
+    ws = workers(k)
+    config = JobConfig(num_workers=k, workers=tuple((w["ip"], w["udp_port"]) for w in ws),
+                       mode=mode, job=1, num_elements=N_ELEMENTS, pool_size=pool)
+    warm = SwitchPipeline(config)
+    for r, data in stream[: 4 * k]:
+        warm.process(data, (ws[r]["ip"], ws[r]["udp_port"]))
+    pipeline = SwitchPipeline(config)
+    sources = [(ws[r]["ip"], ws[r]["udp_port"]) for r, _ in stream]
+    process = pipeline.process
+    out = []
+    start = time.perf_counter()
+    for (_, data), source in zip(stream, sources):
+        out += process(data, source)
+    seconds = time.perf_counter() - start
+    return len(stream) / seconds, Counter((tuple(d), p) for d, p in out)
+
+
+def run_bmv2(program: str, k: int, pool: int, stream, wait: int = 4) -> tuple[float, Counter]:
+    from emulator.bmv2.build import ensure_built
+    from emulator.bmv2.control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job
+    from emulator.bmv2.pcap import read_pcap, write_pcap
+    from emulator.bmv2.switch import SimpleSwitch
+
+    json_path = ensure_built(program)
+    ws = workers(k)
+    workdir = Path(tempfile.mkdtemp(prefix="bmv2-bench-"))
+    frames = [build_frame(data, src_mac=ws[r]["mac"], dst_mac=SWITCH[1], src_ip=ws[r]["ip"],
+                          dst_ip=SWITCH[0], src_port=ws[r]["udp_port"], dst_port=UDP_PORT)
+              for r, data in stream]
+    ports = {0: "uplink", **{w["switch_port"]: f"worker{r}" for r, w in enumerate(ws)}}
+    for port, name in ports.items():
+        write_pcap(workdir / f"{name}_in.pcap", frames if port == 0 else [], gap_us=0)
+    expected = len(stream)  # every round: K packets in, K results out
+    sw = SimpleSwitch(json_path, ports, workdir, pcap_wait_seconds=wait)
+    try:
+        sw.start()
+        configure_job(SwitchCLI(sw.thrift_port), ProgramInfo(json_path),
+                      Bmv2Job(job=1, pool_size=pool, workers=tuple(
+                          WorkerPort(r, w["mac"], w["ip"], w["udp_port"], w["switch_port"])
+                          for r, w in enumerate(ws))))
+        if sw.seconds_until_processing() <= 0:
+            raise RuntimeError("configuration took longer than the start-up wait; raise --wait")
+        t0 = sw.started_at + wait
+        done_at = None
+        deadline = time.monotonic() + wait + 600
+        while time.monotonic() < deadline:
+            count = sum(len(read_pcap(sw.out_pcap(p))) for p in ports if sw.out_pcap(p).exists())
+            if count >= expected:
+                done_at = time.monotonic()
+                break
+            time.sleep(0.01)
+        if done_at is None:
+            raise RuntimeError(f"BMv2 sent {count} of {expected} results within the deadline")
+    finally:
+        sw.stop()
+    out = Counter()
+    for p in ports:
+        for frame in read_pcap(sw.out_pcap(p)):
+            parsed = parse_frame(frame)
+            if parsed:
+                out[((parsed[4], parsed[5]), parsed[6])] += 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return len(stream) / (done_at - t0), out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--program", choices=[*PROGRAMS, "all"], default="all")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=500, help="completed slots per program")
+    parser.add_argument("--pool", type=int, default=64, help="slots per shadow set")
+    parser.add_argument("--wait", type=int, default=4, help="simple_switch start-up wait (s)")
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args(argv)
+    from emulator.bmv2.tools import P4C, SIMPLE_SWITCH, SIMPLE_SWITCH_CLI, missing_tools
+
+    missing = missing_tools(P4C, SIMPLE_SWITCH, SIMPLE_SWITCH_CLI)
+    if missing:
+        print(f"needs {', '.join(missing)} on PATH (docs/p4.md)", file=sys.stderr)
+        return 3
+    programs = list(PROGRAMS) if args.program == "all" else [args.program]
+    results = []
+    print(f"{'program':10s} {'packets':>8s} {'emulator pkt/s':>15s} {'bmv2 pkt/s':>12s} "
+          f"{'bmv2/emulator':>14s}  outputs identical")
+    for program in programs:
+        mode = MODE_OF[program]
+        stream = make_stream(mode, args.workers, args.rounds, args.pool)
+        emu_pps, emu_out = run_emulator(mode, args.workers, args.pool, stream)
+        bmv2_pps, bmv2_out = run_bmv2(program, args.workers, args.pool, stream, args.wait)
+        same = emu_out == bmv2_out
+        results.append({"program": program, "packets": len(stream), "workers": args.workers,
+                        "elements_per_packet": N_ELEMENTS, "emulator_pps": emu_pps,
+                        "bmv2_pps": bmv2_pps, "ratio_bmv2_over_emulator": bmv2_pps / emu_pps,
+                        "outputs_identical": same})
+        print(f"{program:10s} {len(stream):8d} {emu_pps:15.0f} {bmv2_pps:12.0f} "
+              f"{bmv2_pps / emu_pps:14.3f}  {same}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0 if all(r["outputs_identical"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""BMv2 as the switch of ``fpisa allreduce --switch bmv2`` (root only).
+
+The workers of ``fpisa allreduce`` talk UDP on loopback. This bridge owns
+the switch's UDP socket and puts each datagram, as an Ethernet/IPv4/UDP
+frame, on a veth whose peer is port 0 of ``simple_switch`` running the
+job's program; every frame BMv2 sends back (a multicast replica or a
+retransmission, all on port 0) is unwrapped and sent to its UDP
+destination. So the aggregation itself is BMv2's.
+
+Alongside, the emulator's pipeline processes the same packets in the same
+order (BMv2 has one ingress thread and the veth keeps the order). It gives
+the recorded arrival orders that ``fpisa allreduce`` checks against the
+numerics core, and every BMv2 result is compared with the emulator's: the
+statistics report ``bmv2_vs_emulator`` (matched / missing / unexpected),
+a live conformance check on real traffic.
+
+:func:`launch` has the signature of :func:`emulator.server.launch`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import select
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fpisa.net import UdpTransport, build_frame, parse_frame
+from fpisa.netem import FaultInjector, LinkFaults
+from fpisa.protocol import UDP_PORT
+from p4 import N_ELEMENTS
+
+from ..pipeline import JobConfig, SwitchPipeline
+from ..server import SwitchProcess
+from .build import ensure_built
+from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
+from .switch import SimpleSwitch
+
+__all__ = ["launch", "check_spec", "PROGRAM_OF_MODE"]
+
+PROGRAM_OF_MODE = {"fpisa": "fpisa", "fpisa-a": "fpisa_a", "switchml": "switchml"}
+_SWITCH_MAC = "02:00:00:00:ff:00"
+_SWITCH_IP = "10.255.255.1"
+_ETH_P_ALL = 0x0003
+_PACKET_OUTGOING = 4
+
+
+def check_spec(spec: dict) -> JobConfig:
+    """The job as the emulator would run it, refused if BMv2 cannot run it."""
+    config = JobConfig(**spec)
+    if config.num_elements != N_ELEMENTS:
+        raise ValueError(f"the P4 programs carry {N_ELEMENTS} elements per packet, "
+                         f"the job has {config.num_elements} (--packet-elements {N_ELEMENTS})")
+    if config.mode != "switchml" and config.fmt != "fp32":
+        raise ValueError(f"the P4 programs aggregate fp32 only, the job is {config.fmt}")
+    if config.register_bits != 32:
+        raise ValueError("the P4 programs have 32-bit mantissa registers")
+    if config.rounding != "rz":
+        raise ValueError("the P4 programs normalize with rounding toward zero (rz) only")
+    if os.geteuid() != 0:
+        raise ValueError("--switch bmv2 needs root (it creates a veth pair)")
+    return config
+
+
+def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    check_spec(spec)
+    ctx = context or mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_process_main, args=(spec, sock, faults, child),
+                          name="fpisa-bmv2-bridge", daemon=True)
+    process.start()
+    child.close()
+    return SwitchProcess(process, parent)
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class _VethPair:
+    """host <-> switch veth pair, deleted on close (its own names only)."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.host, self.switch = f"fpbh{tag}", f"fpbs{tag}"
+        _run(["ip", "link", "add", self.host, "type", "veth", "peer", "name", self.switch])
+        for name in (self.host, self.switch):
+            subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1"],
+                           capture_output=True)
+            _run(["ip", "link", "set", name, "up"])
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host], capture_output=True)
+
+
+def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
+    veth = switch = raw = None
+    try:
+        config = check_spec(spec)
+        json_path = ensure_built(PROGRAM_OF_MODE[config.mode])
+        veth = _VethPair()
+        workdir = Path(tempfile.mkdtemp(prefix="fpisa-bmv2-"))
+        switch = SimpleSwitch(json_path, {0: veth.switch}, workdir).start()
+        macs = [f"02:00:00:00:{r >> 8:02x}:{r & 0xFF:02x}" for r in range(config.num_workers)]
+        job = Bmv2Job(job=config.job, pool_size=config.pool_size,
+                      raw_registers=config.raw_registers,
+                      workers=tuple(WorkerPort(r, macs[r], ip, port, switch_port=0)
+                                    for r, (ip, port) in enumerate(config.workers)))
+        cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
+        configure_job(cli, info, job)
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+        raw.bind((veth.host, 0))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        pipeline = SwitchPipeline(config)
+        transport = UdpTransport(sock)
+    except Exception as e:  # report, don't hang the parent
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        _cleanup(switch, veth, raw)
+        return
+    conn.send(("ready", None))
+    try:
+        stats = _serve(pipeline, transport, raw, macs, faults, conn.poll)
+        stats["bmv2_counters"] = read_counters(cli, info)
+        stats["switch"] = f"bmv2 ({json_path.name})"
+        conn.recv()
+        recorded = pipeline.recorded
+        conn.send(("stats", stats, {
+            "packet_id": np.array([p for p, _, _ in recorded], np.int64),
+            "wire_mode": np.array([m for _, m, _ in recorded], np.int8),
+            "order": np.array([o for _, _, o in recorded], np.int16).reshape(
+                len(recorded), config.num_workers),
+        }))
+    finally:
+        transport.close()
+        _cleanup(switch, veth, raw)
+
+
+def _cleanup(switch, veth, raw) -> None:
+    if raw is not None:
+        raw.close()
+    if switch is not None:
+        switch.stop()
+    if veth is not None:
+        veth.close()
+
+
+def _serve(pipeline: SwitchPipeline, transport: UdpTransport, raw: socket.socket, macs,
+           faults: LinkFaults | None, should_stop) -> dict:
+    injector = FaultInjector(faults) if faults is not None and faults.active else None
+    rank_of = {addr: r for r, addr in enumerate(pipeline.config.workers)}
+    expected: Counter = Counter()  # (destination, bytes) the emulator says BMv2 owes
+    matched = unexpected = 0
+    next_check = time.monotonic()
+    while True:
+        readable, _, _ = select.select([transport.fileno(), raw], [], [], 0.02)
+        if transport.fileno() in readable:
+            for data, source in transport.recv_batch(0, 256):
+                for dest, packet in pipeline.process(data, source):
+                    expected[(tuple(dest), packet)] += 1
+                r = rank_of.get(source)
+                src_mac = macs[r] if r is not None else "02:00:00:00:ee:ee"
+                raw.send(build_frame(data, src_mac=src_mac, dst_mac=_SWITCH_MAC,
+                                     src_ip=source[0], dst_ip=_SWITCH_IP, src_port=source[1],
+                                     dst_port=UDP_PORT))
+        out = []
+        if raw in readable:
+            for _ in range(256):
+                try:
+                    frame, addr = raw.recvfrom(65535, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                if addr[2] == _PACKET_OUTGOING:
+                    continue  # our own frames towards the switch
+                parsed = parse_frame(frame)
+                if parsed is None or parsed[2] != UDP_PORT:
+                    continue
+                dest, payload = (parsed[4], parsed[5]), parsed[6]
+                key = (dest, payload)
+                if expected[key] > 0:
+                    expected[key] -= 1
+                    matched += 1
+                else:
+                    unexpected += 1
+                out.append((dest, payload))
+        now = time.monotonic()
+        if injector is not None:
+            sends = injector.due(now)
+            for item in out:
+                sends += injector.submit(item, now)
+            out = sends
+        if out:
+            transport.send_batch(out)
+        if now >= next_check:
+            next_check = now + 0.02
+            if should_stop():
+                break
+    if injector is not None:
+        transport.send_batch(injector.flush())
+    stats = pipeline.stats()
+    stats["emulator_shadow_counters"] = stats.pop("counters")
+    stats["counters"] = stats["emulator_shadow_counters"]
+    stats["bmv2_vs_emulator"] = {"matched": matched, "unexpected": unexpected,
+                                 "missing": sum(expected.values())}
+    return stats
