@@ -147,6 +147,9 @@ def _op_problems(op, machine: Machine) -> list[str]:
         if missing:
             problems.append(f"stateful op '{op.name}' needs {_names(missing)}, which stateful "
                             f"atom '{atom.name}' cannot do in one cycle")
+        if op.word_bits > atom.word_bits:
+            problems.append(f"stateful op '{op.name}' needs {op.word_bits}-bit registers, atom "
+                            f"'{atom.name}' has {atom.word_bits}-bit words")
         if op.words > atom.words:
             problems.append(f"stateful op '{op.name}' updates {op.words} words, atom "
                             f"'{atom.name}' holds {atom.words}")

@@ -186,6 +186,8 @@ class StatefulOp:
     needs: frozenset[SF]
     words: int
     update: Callable[[tuple, Reader], tuple[tuple, dict[str, int]]]
+    #: width of each register word the update assumes (fp32 layout: 32)
+    word_bits: int = W
 
     @property
     def initial_state(self) -> tuple:

@@ -182,3 +182,10 @@ def test_mappings_respect_every_stage_budget(tofino, extended):
             for lane in range(mapping.lanes):
                 stages = mapping.lane_stages(lane)
                 assert stages == sorted(set(stages))
+
+
+def test_narrow_registers_are_not_expressive_enough(tofino):
+    narrow = replace(tofino, stateful_atom=replace(tofino.stateful_atom, word_bits=16))
+    with pytest.raises(MappingError) as e:
+        map_program("fpisa-a", narrow)
+    assert e.value.reason == NOT_EXPRESSIVE and "32-bit registers" in e.value.detail
