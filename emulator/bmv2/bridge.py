@@ -23,7 +23,6 @@ import multiprocessing as mp
 import os
 import select
 import socket
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from p4 import N_ELEMENTS
 from ..pipeline import JobConfig, SwitchPipeline
 from ..server import SwitchProcess
 from .build import ensure_built
+from .netns import VethPair
 from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
 from .switch import SimpleSwitch
 
@@ -79,32 +79,12 @@ def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> 
     return SwitchProcess(process, parent)
 
 
-def _run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-class _VethPair:
-    """host <-> switch veth pair, deleted on close (its own names only)."""
-
-    def __init__(self):
-        tag = f"{os.getpid() % 100000}"
-        self.host, self.switch = f"fpbh{tag}", f"fpbs{tag}"
-        _run(["ip", "link", "add", self.host, "type", "veth", "peer", "name", self.switch])
-        for name in (self.host, self.switch):
-            subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1"],
-                           capture_output=True)
-            _run(["ip", "link", "set", name, "up"])
-
-    def close(self) -> None:
-        subprocess.run(["ip", "link", "del", self.host], capture_output=True)
-
-
 def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
     veth = switch = raw = None
     try:
         config = check_spec(spec)
         json_path = ensure_built(PROGRAM_OF_MODE[config.mode])
-        veth = _VethPair()
+        veth = VethPair()
         workdir = Path(tempfile.mkdtemp(prefix="fpisa-bmv2-"))
         switch = SimpleSwitch(json_path, {0: veth.switch}, workdir).start()
         macs = [f"02:00:00:00:{r >> 8:02x}:{r & 0xFF:02x}" for r in range(config.num_workers)]

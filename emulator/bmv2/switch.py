@@ -97,17 +97,25 @@ class SimpleSwitch:
             if self.process.poll() is not None:
                 raise RuntimeError(f"simple_switch exited with {self.process.returncode}: "
                                    f"{self.stderr_text()[-2000:]}")
-            try:
-                if self.netns:
-                    # thrift listens inside the namespace; its CLI must run there too
-                    return
-                with socket.create_connection(("127.0.0.1", self.thrift_port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self._thrift_open():
+                return
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"simple_switch did not open thrift port {self.thrift_port} "
                            f"within {timeout} s")
+
+    def _thrift_open(self) -> bool:
+        if self.netns:
+            # thrift listens on the namespace's loopback: probe from inside it
+            probe = subprocess.run(
+                ["ip", "netns", "exec", self.netns, "bash", "-c",
+                 f"exec 3<>/dev/tcp/127.0.0.1/{self.thrift_port}"], capture_output=True)
+            return probe.returncode == 0
+        try:
+            with socket.create_connection(("127.0.0.1", self.thrift_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def stderr_text(self) -> str:
         path = self.workdir / "simple_switch.stderr"
