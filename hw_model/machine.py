@@ -247,11 +247,20 @@ PRESETS = {"banzai": banzai, "tofino1": tofino1, "fpisa-extended": fpisa_extende
 
 
 def get_machine(name: str, **overrides) -> Machine:
-    """A preset by name, with fields overridden (validated again)."""
+    """A preset by name, with fields overridden (validated again).
+
+    ``register_bits=`` is accepted too: it sets the stateful atom's word width.
+    """
     try:
         machine = PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown machine {name!r}; presets: {sorted(PRESETS)}") from None
+    if "register_bits" in overrides:
+        bits = overrides.pop("register_bits")
+        if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+            raise ValueError(f"register_bits must be a positive int, got {bits!r}")
+        atom = overrides.get("stateful_atom", machine.stateful_atom)
+        overrides["stateful_atom"] = replace(atom, word_bits=bits)
     unknown = set(overrides) - {f.name for f in fields(Machine)}
     if unknown:
         raise ValueError(f"unknown machine parameter(s) {sorted(unknown)}")

@@ -342,24 +342,24 @@ def _shift_actions(name: str, source: str, outputs: Callable[[Reader, int, tuple
     ``outputs(r, shifted, data)`` returns the action's field writes;
     ``unsigned`` selects logical shifts (magnitudes) over arithmetic ones.
     """
-    shift_right = shift_right_logical if unsigned else shift_right_arithmetic
-    shift_left = shift_left_logical if unsigned else shift_left_arithmetic
+    shr = shift_right_logical if unsigned else shift_right_arithmetic
+    shl = shift_left_logical if unsigned else shift_left_arithmetic
     if variable:
         needs = frozenset({SL.VAR_SHIFT, SL.LOGIC})
         acts = []
         if len(right):
             acts.append(Action(f"{name}_shr_var", needs,
-                               lambda r, d: outputs(r, shift_right(r[source], d[0]), d)))
+                               lambda r, d: outputs(r, shr(r[source], d[0]), d)))
         if len(left):
             acts.append(Action(f"{name}_shl_var", needs,
-                               lambda r, d: outputs(r, shift_left(r[source], d[0]), d)))
+                               lambda r, d: outputs(r, shl(r[source], d[0]), d)))
         return tuple(acts)
     needs = frozenset({SL.CONST_SHIFT, SL.LOGIC})
     acts = [
-        Action(f"{name}_shr_{c}", needs, lambda r, d, c=c: outputs(r, shift_right(r[source], c), d))
+        Action(f"{name}_shr_{c}", needs, lambda r, d, c=c: outputs(r, shr(r[source], c), d))
         for c in right
     ] + [
-        Action(f"{name}_shl_{c}", needs, lambda r, d, c=c: outputs(r, shift_left(r[source], c), d))
+        Action(f"{name}_shl_{c}", needs, lambda r, d, c=c: outputs(r, shl(r[source], c), d))
         for c in left
     ]
     return tuple(acts)

@@ -184,8 +184,9 @@ def test_mappings_respect_every_stage_budget(tofino, extended):
                 assert stages == sorted(set(stages))
 
 
-def test_narrow_registers_are_not_expressive_enough(tofino):
-    narrow = replace(tofino, stateful_atom=replace(tofino.stateful_atom, word_bits=16))
+def test_narrow_registers_are_not_expressive_enough():
+    narrow = get_machine("tofino1", register_bits=16)
+    assert narrow.register_bits == 16
     with pytest.raises(MappingError) as e:
         map_program("fpisa-a", narrow)
     assert e.value.reason == NOT_EXPRESSIVE and "32-bit registers" in e.value.detail

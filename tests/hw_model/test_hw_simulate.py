@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fpisa
 from hw_model.machine import get_machine
@@ -139,3 +141,43 @@ def test_bad_orders_are_refused():
         arrival_schedule(3, 2, np.zeros((5, 3), dtype=int))
     with pytest.raises(ValueError, match="not an FPISA program"):
         simulate_fpisa(get_machine("tofino1"), "switchml", np.zeros((2, 8), np.uint32), 8)
+
+
+# ------------------------------------------------------------ properties
+@st.composite
+def finite_fp32_cases(draw):
+    """Workers' fp32 bit patterns (finite), packet size and per-slot orders.
+
+    Exponents are drawn near a common base most of the time so that
+    alignment, headroom, overwrite and cancellation paths all get exercised.
+    """
+    workers = draw(st.integers(1, 5))
+    n = draw(st.integers(1, 10))
+    per_packet = draw(st.integers(1, 4))
+    base = draw(st.integers(1, 254))
+    exponent = st.one_of(st.integers(max(0, base - 10), min(254, base + 10)), st.integers(0, 254))
+    word = st.builds(lambda s, e, f: (s << 31) | (e << 23) | f,
+                     st.integers(0, 1), exponent, st.integers(0, 2**23 - 1))
+    bits = np.array(draw(st.lists(st.lists(word, min_size=n, max_size=n),
+                                  min_size=workers, max_size=workers)), dtype=np.uint32)
+    slots = -(-n // per_packet)
+    order = np.array([draw(st.permutations(range(workers))) for _ in range(slots)])
+    return bits, per_packet, order
+
+
+@settings(max_examples=40)
+@given(case=finite_fp32_cases(),
+       target=st.sampled_from([("fpisa-extended", "fpisa"), ("tofino1", "fpisa-a"),
+                               ("fpisa-extended", "fpisa-a-varshift")]))
+def test_property_fpisa_programs_bit_exact(case, target):
+    bits, per_packet, order = case
+    result = check_against_numerics(get_machine(target[0]), target[1], bits.view(np.float32), per_packet, order)
+    assert result.ok, result.mismatches
+
+
+@settings(max_examples=25)
+@given(case=finite_fp32_cases())
+def test_property_switchml_bit_exact(case):
+    bits, per_packet, order = case
+    result = check_against_numerics(get_machine("tofino1"), "switchml", bits.view(np.float32), per_packet, order)
+    assert result.ok, result.mismatches
