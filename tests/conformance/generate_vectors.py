@@ -333,8 +333,11 @@ def float_scenarios(mode: str) -> list[Scenario]:
     s.send(1, 0, 0, values[1], packet_id=1, flags=FLAG_RAW, comment="worker 1 with FLAG_RAW")
     s.send(0, 0, 0, values[0], packet_id=1, comment="worker 0 retransmits: raw again")
     specials = specials_values()
-    s.send(1, 1, 0, specials[1], packet_id=2, flags=FLAG_RAW, comment="specials, FLAG_RAW")
-    s.send(0, 1, 0, specials[0], packet_id=2, comment="completes without FLAG_RAW: no raw")
+    s.send(1, 1, 0, specials[1], packet_id=2, comment="specials")
+    s.send(0, 1, 0, specials[0], packet_id=2, flags=FLAG_RAW,
+           comment="specials, completed with FLAG_RAW: raw registers of specials and cancellations")
+    s.send(1, 2, 0, values[1], packet_id=3, flags=FLAG_RAW, comment="FLAG_RAW, not the last")
+    s.send(0, 2, 0, values[0], packet_id=3, comment="completes without FLAG_RAW: no raw")
     out.append(s)
 
     out.append(rejection_scenario(mode, rng))
