@@ -31,7 +31,7 @@ from .simulate import check_against_numerics
 __all__ = ["add_parser", "DEFAULT_PROGRAMS"]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_PROGRAMS = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa")
+DEFAULT_PROGRAMS = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa", "fpisa-raw")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -117,6 +117,39 @@ class Mapping:
         """Stateful atoms used in each stage."""
         return [u.stateful_alus for u in self.usage]
 
+    def describe(self) -> str:
+        """Stage-by-stage table: resources used / available and the steps placed."""
+        m = self.machine
+        slots = "-" if m.instruction_slots_per_stage is None else m.instruction_slots_per_stage
+        lines = [
+            f"{self.program.name} on {m.name}: {self.lanes} lane(s) x "
+            f"{self.program.elements_per_lane} element(s) = {self.elements_per_pass} elements per pass",
+            f"{'stage':>5}  {'SALUs':>5}  {'ALUs':>7}  {'instr':>5}  {'TCAM':>5}  steps "
+            "(* stateful, [n] = table actions)",
+        ]
+        for stage, usage in enumerate(self.usage):
+            counts: dict[str, int] = {}
+            for p in self.placements:
+                if p.stage == stage:
+                    label = "+".join(_op_label(op) for op in p.step.ops)
+                    label = f"{p.step.name}: {label}" + ("" if p.lane is not None else " (per packet)")
+                    counts[label] = counts.get(label, 0) + 1
+            steps = "; ".join(f"{label}" + (f" x{k}" if k > 1 else "") for label, k in counts.items())
+            lines.append(
+                f"{stage:>5}  {usage.stateful_alus:>2}/{m.stateful_alus_per_stage:<2}  "
+                f"{usage.stateless_alus:>3}/{m.stateless_alus_per_stage:<3}  "
+                f"{usage.instructions:>2}/{slots:<2}  {usage.tcam_blocks:>2}/{m.tcam_blocks_per_stage:<2}  {steps}"
+            )
+        return "\n".join(lines)
+
+
+def _op_label(op) -> str:
+    if isinstance(op, StatefulOp):
+        return f"{op.name}*"
+    if op.table is TableKind.ALWAYS:
+        return op.name
+    return f"{op.name}[{op.instructions}]"
+
 
 @dataclass
 class PacketPlan:
@@ -229,8 +262,9 @@ def _phv_live_bits(program: Program, placements: list[Placement], machine: Machi
         for f in program.input_fields:
             name = f"L{lane}.{f.name}"
             first[name], bits[name] = -1, f.bits
-        for r in program.result_fields:
-            last[f"L{lane}.{r}"] = machine.stages
+        for names in program.result_fields:
+            for r in names:
+                last[f"L{lane}.{r}"] = machine.stages
     for p in placements:
         for op in p.step.ops:
             for f in op.outputs:

@@ -30,7 +30,9 @@ Programs (fp32, 32-bit mantissa register, headroom h = 7):
   what FPISA-A looks like without the table workaround.
 - ``fpisa``: section 2 on the extended machine: variable shifts and a
   read-shift-add-write mantissa register.
-All FPISA programs normalize on read-out in the switch (section 4, rz).
+- ``fpisa-raw``: ``fpisa`` returning the raw registers for the hosts to
+  normalize (the wire protocol's FLAG_RAW), a design point.
+The other FPISA programs normalize on read-out in the switch (section 4, rz).
 """
 
 from __future__ import annotations
@@ -216,8 +218,9 @@ class Program:
     lane: tuple[Step, ...]
     #: lane-local input fields filled by the parser, one per element
     input_fields: tuple[Field, ...]
-    #: lane-local fields the deparser writes back, one per element
-    result_fields: tuple[str, ...]
+    #: per element of the lane, the lane-local fields the deparser writes back
+    #: (one word; two for raw registers: mantissa, exponent)
+    result_fields: tuple[tuple[str, ...], ...]
     #: lane stateful op -> its registers' meaning, for read-out
     registers: dict[str, str] = field(default_factory=dict)
 
@@ -315,7 +318,7 @@ def switchml(pairs: bool = True) -> Program:
         prologue=(Step("count", (worker_count_op(),)), Step("exponent", (exponent_max_op(),))),
         lane=(Step("sum", (significand_sum,)),),
         input_fields=tuple(Field(x, 32) for x in xs),
-        result_fields=xs,
+        result_fields=tuple((x,) for x in xs),
         registers={"significand_sum": "int32 sums"},
     )
 
@@ -460,16 +463,23 @@ def _normalize_steps(variable: bool) -> tuple[Step, ...]:
     return (to_unsigned, leading_one, adjust, range_step, merge)
 
 
-def _fpisa_program(name: str, mode: str, description: str, accumulate: tuple[Step, ...]) -> Program:
+def _fpisa_program(name: str, mode: str, description: str, accumulate: tuple[Step, ...],
+                   normalize_in_switch: bool = True) -> Program:
+    """``normalize_in_switch=False``: the result carries the raw registers
+    (A, E) and the host normalizes (the wire protocol's FLAG_RAW)."""
+    if normalize_in_switch:
+        read_out, results = _normalize_steps(_uses_variable(accumulate)), (("out",),)
+    else:
+        read_out, results = (), (("A", "E_new"),)
     return Program(
         name=name,
         mode=mode,
         description=description,
         elements_per_lane=1,
         prologue=(Step("count", (worker_count_op(),)),),
-        lane=(_split_step(),) + accumulate + _normalize_steps(_uses_variable(accumulate)),
+        lane=(_split_step(),) + accumulate + read_out,
         input_fields=(Field("x", 32),),
-        result_fields=("out",),
+        result_fields=results,
         registers={"exponent_register": "biased exponent E", "mantissa_register": "signed mantissa A"},
     )
 
@@ -566,8 +576,13 @@ def fpisa_a(variable_shifts: bool = False) -> Program:
 
 
 # ----------------------------------------------------------------- FPISA
-def fpisa() -> Program:
-    """Section 2 on the extended machine: RSAW aligns the stored mantissa."""
+def fpisa(normalize_in_switch: bool = True) -> Program:
+    """Section 2 on the extended machine: RSAW aligns the stored mantissa.
+
+    ``normalize_in_switch=False`` (program ``fpisa-raw``) returns the raw
+    registers instead, freeing the five read-out stages for more lanes at
+    the price of per-element normalization work on the hosts.
+    """
     implied_one = Step("implied_one", (
         # zero and subnormals: no implied one, exponent 1
         _plain("M", Field("M", 32), ("exponent_field", "fraction"), {SL.LOGIC, SL.SELECT, SL.COMPARE},
@@ -624,16 +639,19 @@ def fpisa() -> Program:
         "mantissa_register", ("y", "sa", "op"), (Field("A", 32),),
         frozenset({SF.WRITE, SF.ADD, SF.PREDICATE, SF.BRANCH, SF.SHIFT_STORED}), 1, rsaw_update,
     ),))
+    where = "TCAM leading one in the switch" if normalize_in_switch else (
+        "raw registers returned, hosts normalize")
     return _fpisa_program(
-        "fpisa", "fpisa",
+        "fpisa" if normalize_in_switch else "fpisa-raw", "fpisa",
         "FPISA (numerics section 2): exponent max, stored mantissa shifted by the "
-        "stateful read-shift-add-write, variable shifts, TCAM leading one",
+        f"stateful read-shift-add-write, variable shifts; {where}",
         (implied_one, signed, align, mantissa),
+        normalize_in_switch,
     )
 
 
 #: program name -> builder; switchml uses pair atoms where the machine has them
-PROGRAM_NAMES = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa")
+PROGRAM_NAMES = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa", "fpisa-raw")
 
 
 def build_program(name: str, machine=None) -> Program:
@@ -647,4 +665,6 @@ def build_program(name: str, machine=None) -> Program:
         return fpisa_a(variable_shifts=True)
     if name == "fpisa":
         return fpisa()
+    if name == "fpisa-raw":
+        return fpisa(normalize_in_switch=False)
     raise ValueError(f"unknown program {name!r}; programs: {list(PROGRAM_NAMES)}")

@@ -62,8 +62,8 @@ class PipelineRun:
     cycles: int
     packets: int
     passes: int
-    #: slot -> payload carried out by the slot's last packet (the result)
-    results: dict[int, list[int]]
+    #: slot -> per element, the result words the slot's last packet carries out
+    results: dict[int, list[tuple[int, ...]]]
     #: slot -> the result packet's per-packet fields (e.g. pkt.max_exponent)
     result_fields: dict[int, dict[str, int]]
     #: (lane, stateful op name) -> {(pass, slot): register words}
@@ -134,7 +134,7 @@ def run_pipeline(plan: PacketPlan, packets: list[PacketIn], num_workers: int) ->
     pending = deque(_InFlight(p) for p in packets)
     recirculating: deque[_InFlight] = deque()
     latches: list[tuple[_InFlight, dict[str, int]] | None] = [None] * stages
-    results: dict[int, list[int]] = {}
+    results: dict[int, list[tuple[int, ...]]] = {}
     result_fields: dict[int, dict[str, int]] = {}
     cycles = passes = 0
     while pending or recirculating or any(latches):
@@ -142,10 +142,10 @@ def run_pipeline(plan: PacketPlan, packets: list[PacketIn], num_workers: int) ->
         if leaving is not None:
             flight, phv = leaving
             for lane in range(mapping.lanes):
-                for k, name in enumerate(program.result_fields):
+                for k, names in enumerate(program.result_fields):
                     index = flight.pass_index * chunk + lane * epl + k
                     if index < epp:
-                        flight.result[index] = phv[f"L{lane}.{name}"]
+                        flight.result[index] = tuple(phv[f"L{lane}.{name}"] for name in names)
             passes += 1
             if flight.pass_index + 1 < plan.passes:
                 flight.pass_index += 1
@@ -217,11 +217,18 @@ class FpisaRun:
 
 
 def simulate_fpisa(machine: Machine, program: str, values_bits, elements_per_packet: int,
-                   order=None) -> FpisaRun:
-    """Aggregate fp32 bit patterns (K, n) with an FPISA program on ``machine``."""
+                   order=None, rounding: str = "rz") -> FpisaRun:
+    """Aggregate fp32 bit patterns (K, n) with an FPISA program on ``machine``.
+
+    ``rounding`` applies to ``fpisa-raw`` only (the host normalizes); the
+    programs that normalize in the switch truncate (rz).
+    """
     prog = build_program(program, machine)
     if prog.mode not in ("fpisa", "fpisa-a"):
         raise ValueError(f"program {program!r} is not an FPISA program")
+    if rounding != "rz" and len(prog.result_fields[0]) == 1:
+        raise ValueError(f"program {program!r} normalizes in the switch, which truncates: "
+                         "rounding must be 'rz' (use fpisa-raw for host-side 'rne')")
     bits = np.asarray(values_bits)
     if bits.dtype == np.float32:
         bits = bits.view(np.uint32)
@@ -236,7 +243,15 @@ def simulate_fpisa(machine: Machine, program: str, values_bits, elements_per_pac
     num_slots = _num_slots(n, elements_per_packet)
     schedule = arrival_schedule(num_workers, num_slots, order)
     run = run_pipeline(plan, _packets(bits.astype(np.int64), elements_per_packet, schedule), num_workers)
-    result = np.array([v for s in range(num_slots) for v in run.results[s]][:n], dtype=np.uint32)
+    words = [w for s in range(num_slots) for w in run.results[s]][:n]
+    if len(prog.result_fields[0]) == 1:  # normalized in the switch
+        result = np.array([w for (w,) in words], dtype=np.uint32)
+    else:  # raw (A, E): the host normalizes, as on a FLAG_RAW result
+        import fpisa
+
+        result = fpisa.normalize(np.array([e for _, e in words], dtype=np.int64),
+                                 np.array([a for a, _ in words], dtype=np.int64), fmt="fp32", rounding=rounding)
+        result = np.asarray(result, dtype=np.uint32)
     exponent = np.zeros(num_slots * elements_per_packet, dtype=np.int64)
     mantissa = np.zeros_like(exponent)
     chunk, epl = plan.elements_per_pass, prog.elements_per_lane
@@ -277,7 +292,7 @@ def simulate_switchml(machine: Machine, int_values, block_exponents, elements_pe
     plan = plan_packet(prog, machine, elements_per_packet)
     schedule = arrival_schedule(num_workers, num_slots, order)
     run = run_pipeline(plan, _packets(ints.astype(np.int64), elements_per_packet, schedule, exps), num_workers)
-    sums = np.array([v for s in range(num_slots) for v in run.results[s]][:n], dtype=np.int64).astype(np.int32)
+    sums = np.array([v for s in range(num_slots) for (v,) in run.results[s]][:n], dtype=np.int64).astype(np.int32)
     max_exp = np.array([run.result_fields[s]["pkt.max_exponent"] for s in range(num_slots)], dtype=np.int64)
     return SwitchmlRun(plan, run, sums, max_exp)
 
@@ -300,7 +315,7 @@ class CheckResult:
 
 
 def check_against_numerics(machine: Machine, program: str, values, elements_per_packet: int,
-                           order=None) -> CheckResult:
+                           order=None, rounding: str = "rz") -> CheckResult:
     """Run the cycle model and ``fpisa.aggregate_detailed``; count differing bits.
 
     FPISA programs: result bits, exponent and mantissa registers. switchml:
@@ -339,8 +354,8 @@ def check_against_numerics(machine: Machine, program: str, values, elements_per_
         }
         cycles = exchange.run.cycles + data.run.cycles
     else:
-        run = simulate_fpisa(machine, program, bits, elements_per_packet, order)
-        ref = fpisa.aggregate_detailed(bits, prog.mode, fmt="fp32", order=run.element_order)
+        run = simulate_fpisa(machine, program, bits, elements_per_packet, order, rounding)
+        ref = fpisa.aggregate_detailed(bits, prog.mode, fmt="fp32", order=run.element_order, rounding=rounding)
         mismatches = {
             "result_bits": int(np.count_nonzero(run.result_bits != ref.result)),
             "exponent_register": int(np.count_nonzero(run.exponent_register != ref.exponent_register)),

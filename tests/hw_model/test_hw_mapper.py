@@ -190,3 +190,12 @@ def test_narrow_registers_are_not_expressive_enough():
     with pytest.raises(MappingError) as e:
         map_program("fpisa-a", narrow)
     assert e.value.reason == NOT_EXPRESSIVE and "32-bit registers" in e.value.detail
+
+
+def test_host_normalization_frees_stages_for_more_lanes(tofino, extended):
+    in_switch = map_program("fpisa", extended)
+    raw = map_program("fpisa-raw", extended)
+    assert len(raw.program.lane) == len(in_switch.program.lane) - 5
+    assert raw.lanes > in_switch.lanes
+    with pytest.raises(MappingError, match="shift-stored"):
+        map_program("fpisa-raw", tofino)

@@ -22,6 +22,7 @@ MAPPED = [
     ("fpisa-extended", "fpisa-a"),
     ("fpisa-extended", "fpisa-a-varshift"),
     ("fpisa-extended", "fpisa"),
+    ("fpisa-extended", "fpisa-raw"),
 ]
 
 
@@ -181,3 +182,17 @@ def test_property_switchml_bit_exact(case):
     bits, per_packet, order = case
     result = check_against_numerics(get_machine("tofino1"), "switchml", bits.view(np.float32), per_packet, order)
     assert result.ok, result.mismatches
+
+
+@pytest.mark.parametrize("rounding", ["rz", "rne"])
+def test_raw_registers_let_the_host_round_to_nearest(rounding):
+    rng = np.random.default_rng(9)
+    values = random_values(rng, 6, 16, 25)
+    result = check_against_numerics(get_machine("fpisa-extended"), "fpisa-raw", values, 8, rounding=rounding)
+    assert result.ok, result.mismatches
+
+
+def test_in_switch_normalization_only_truncates():
+    values = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match="truncates"):
+        simulate_fpisa(get_machine("fpisa-extended"), "fpisa", values.view(np.uint32), 8, rounding="rne")
