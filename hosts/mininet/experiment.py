@@ -104,11 +104,19 @@ class _Node:
         except (BrokenPipeError, OSError):
             raise ExperimentError(f"{self.name} is gone: {self.log_tail()}") from None
 
-    def expect(self, deadline: float, what: str) -> str:
-        try:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            raise ExperimentError(f"{self.name}: no {what} in time; log: {self.log_tail()}") from None
+    def expect(self, deadline: float, what: str, watch: list["_Node"] = ()) -> str:
+        """The next line; fails at the deadline or as soon as a watched node dies."""
+        while True:
+            try:
+                line = self.lines.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                for other in watch:
+                    if other.proc.poll() is not None:
+                        raise ExperimentError(f"{other.name} exited (code {other.proc.poll()}) while "
+                                              f"{self.name} waited for {what}; log: {other.log_tail()}") from None
+                if time.monotonic() >= deadline:
+                    raise ExperimentError(f"{self.name}: no {what} in time; log: {self.log_tail()}") from None
         if line is None:
             raise ExperimentError(f"{self.name} exited (code {self.proc.poll()}) waiting for {what}; "
                                   f"log: {self.log_tail()}")
@@ -218,13 +226,14 @@ def run_experiment(config: ExperimentConfig, *, on_repeat: Callable[[int], None]
             workers = [_start(bed, w, spec, run_dir) for w, spec in zip(bed.workers, worker_specs)]
             deadline = time.monotonic() + START_TIMEOUT_S
             for node in switches + workers:
-                node.expect(deadline, "ready")
+                node.expect(deadline, "ready", watch=switches + workers)
             replies, results = [], []
             for r in range(config.repeat):
                 for w in workers:
                     w.send(f"go {r}")
                 deadline = time.monotonic() + _repeat_deadline(config)
-                replies.append([json.loads(w.expect(deadline, f"result of allreduce {r}")) for w in workers])
+                replies.append([json.loads(w.expect(deadline, f"result of allreduce {r}", watch=switches))
+                                for w in workers])
                 results.append([np.load(os.path.join(run_dir, f"result_w{k}_r{r}.npy"))
                                 for k in range(config.workers)])
                 if on_repeat:

@@ -64,16 +64,18 @@ class LeafCounters:
 
 
 class LeafSwitch:
-    """Duck-types as a pipeline for ``emulator.server.serve``: ``process``, ``stats``."""
+    """A leaf: ``process`` / ``process_batch`` -> packets to send; ``stats``."""
 
     def __init__(self, pipeline, *, leaf_index: int, num_leaves: int, global_ranks: Sequence[int],
-                 total_workers: int, spine: Hashable, uplink_interface: str):
+                 total_workers: int, spine: Hashable, uplink_interface: str, batch_processor=None):
         if len(global_ranks) != pipeline.config.num_workers:
             raise ValueError(f"{len(global_ranks)} global ranks for a pipeline of "
                              f"{pipeline.config.num_workers} workers")
         if not 0 <= leaf_index < num_leaves <= 255 or not 1 <= total_workers <= 255:
             raise ValueError(f"bad leaf {leaf_index} of {num_leaves} / {total_workers} workers")
         self.pipeline = pipeline
+        #: packets -> outputs, like calling pipeline.process on each in order
+        self._batch = batch_processor or (lambda packets: [o for d, s in packets for o in pipeline.process(d, s)])
         self.leaf_index = leaf_index
         self.num_leaves = num_leaves
         self.total_workers = total_workers
@@ -89,25 +91,43 @@ class LeafSwitch:
         self._down: dict[int, bytes] = {}
 
     def process(self, data: bytes, source) -> list[tuple[Hashable, bytes]]:
-        if getattr(source, "interface", None) == self.uplink_interface:
-            return self._from_spine(data)
-        if len(data) >= HEADER_BYTES and data[_VT] == _DATA_VT:
-            local = self._local.get(data[_RANK])
-            if local is None:
-                self.counters.unknown_rank += 1
-                return []
-            packet = bytearray(data)
-            packet[_RANK] = local
-            if data[_NW] == self.total_workers:
-                packet[_NW] = len(self.global_ranks)
-            data = bytes(packet)  # a wrong count stays wrong: the pipeline drops it
-        out = self.pipeline.process(data, source)
-        if not out:
-            return []
-        packet = out[0][1]
-        if packet[_VT] == _RESULT_VT:
-            return self._send_up(packet)
-        return self._answer_duplicate(packet, out[0][0])
+        """One packet (the reference path)."""
+        return self.process_batch([(data, source)])
+
+    def process_batch(self, packets: list[tuple[bytes, Hashable]]) -> list[tuple[Hashable, bytes]]:
+        """A batch: the spine's packets first, then the workers' through the
+        local pipeline in one call of ``batch_processor`` (the emulator's
+        batch fast path when the node program injects it)."""
+        out: list = []
+        local = []
+        for data, source in packets:
+            if getattr(source, "interface", None) == self.uplink_interface:
+                out += self._from_spine(data)
+                continue
+            if len(data) >= HEADER_BYTES and data[_VT] == _DATA_VT:
+                rank = self._local.get(data[_RANK])
+                if rank is None:
+                    self.counters.unknown_rank += 1
+                    continue
+                packet = bytearray(data)
+                packet[_RANK] = rank
+                if data[_NW] == self.total_workers:
+                    packet[_NW] = len(self.global_ranks)
+                data = bytes(packet)  # a wrong count stays wrong: the pipeline drops it
+            local.append((data, source))
+        if not local:
+            return out
+        sent_up = set()
+        for destination, packet in self._batch(local):
+            if packet[_VT] == _RESULT_VT:
+                # one RESULT per local worker per completed slot: go up once
+                key = bytes(packet[_POOL]) + bytes(packet[_PID])
+                if key not in sent_up:
+                    sent_up.add(key)
+                    out += self._send_up(packet)
+            else:
+                out += self._answer_duplicate(packet, destination)
+        return out
 
     def _send_up(self, local_result: bytes) -> list:
         up = bytearray(local_result)
@@ -165,9 +185,8 @@ class LeafSwitch:
     def config(self):
         return self.pipeline.config
 
-    @property
-    def recorded(self):
-        return self.pipeline.recorded
+    def recorded_arrays(self) -> dict:
+        return self.pipeline.recorded_arrays()
 
     def stats(self) -> dict:
         stats = self.pipeline.stats()

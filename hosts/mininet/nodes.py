@@ -50,6 +50,7 @@ def _faults(spec: dict, seed_offset: int) -> LinkFaults | None:
 
 def run_switch(spec: dict) -> None:
     """role switch (star), leaf or spine: the emulator on raw interfaces."""
+    from emulator.fastpath import BatchProcessor
     from emulator.pipeline import JobConfig, SwitchPipeline
     from emulator.server import serve, warm_up
     from fpisa.net import EthEndpoint, RawEthernetTransport
@@ -62,29 +63,60 @@ def run_switch(spec: dict) -> None:
     warm_up(config)
     pipeline = SwitchPipeline(config)
     ports = list(spec["ports"])
+    faults = _faults(spec, spec.get("seed_offset", 0))
     if spec["role"] == "leaf":
         uplink = spec["uplink"]
         ports.append(uplink)
-        pipeline = LeafSwitch(pipeline, leaf_index=spec["leaf_index"], num_leaves=spec["num_leaves"],
-                              global_ranks=spec["global_ranks"], total_workers=spec["total_workers"],
-                              spine=EthEndpoint(uplink, *spec["spine"]), uplink_interface=uplink)
+        leaf = LeafSwitch(pipeline, leaf_index=spec["leaf_index"], num_leaves=spec["num_leaves"],
+                          global_ranks=spec["global_ranks"], total_workers=spec["total_workers"],
+                          spine=EthEndpoint(uplink, *spec["spine"]), uplink_interface=uplink,
+                          batch_processor=BatchProcessor(pipeline).process)
     transport = RawEthernetTransport(ports, local_ip=spec["ip"], listen_port=UDP_PORT)
     _say("ready")
-    stats = serve(pipeline, transport, faults=_faults(spec, spec.get("seed_offset", 0)),
-                  should_stop=_stdin_has_line)
+    if spec["role"] == "leaf":
+        stats = _serve_leaf(leaf, transport, faults)
+        stats["send_errors"] = transport.send_errors
+    else:
+        stats = serve(pipeline, transport, faults=faults, should_stop=_stdin_has_line)
     sys.stdin.readline()
     stats["transport"] = {"ignored": transport.ignored, "oversize": transport.oversize,
                           "send_errors": transport.send_errors}
-    recorded = pipeline.recorded
-    K = config.num_workers
-    np.savez(spec["out"] + ".npz",
-             packet_id=np.array([p for p, _, _ in recorded], np.int64),
-             wire_mode=np.array([m for _, m, _ in recorded], np.int8),
-             order=np.array([o for _, _, o in recorded], np.int16).reshape(len(recorded), K))
+    np.savez(spec["out"] + ".npz", **pipeline.recorded_arrays())
     with open(spec["out"] + ".json", "w") as f:
         json.dump(stats, f)
     transport.close()
     _say("stopped")
+
+
+def _serve_leaf(leaf, transport, faults: LinkFaults | None) -> dict:
+    """emulator.server.serve's loop around a leaf (which is not a SwitchPipeline)."""
+    from fpisa.netem import FaultInjector
+
+    injector = FaultInjector(faults) if faults is not None else None
+    clock = time.monotonic
+    next_check = clock()
+    while True:
+        timeout = 0.02
+        if injector is not None and injector.next_deadline() is not None:
+            timeout = max(0.0, min(timeout, injector.next_deadline() - clock()))
+        packets = transport.recv_batch(timeout, 256)
+        out = leaf.process_batch(packets) if packets else []
+        if injector is not None:
+            now = clock()
+            sends = injector.due(now)
+            for item in out:
+                sends += injector.submit(item, now)
+            out = sends
+        if out:
+            transport.send_batch(out)
+        if clock() >= next_check:
+            next_check = clock() + 0.02
+            if _stdin_has_line():
+                break
+    if injector is not None:
+        transport.send_batch(injector.flush())
+        return {**leaf.stats(), "faults": injector.counters.as_dict()}
+    return leaf.stats()
 
 
 def run_worker(spec: dict) -> None:
