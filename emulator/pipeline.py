@@ -53,6 +53,7 @@ from fpisa.protocol import (
     element_dtype,
     format_code,
     payload_bytes,
+    raw_bytes,
     unpack,
 )
 from fpisa.registers import SlotRegisters
@@ -208,20 +209,56 @@ class SwitchPipeline:
             int(m): (element_dtype(m, self._fmt_code), HEADER_BYTES + payload_bytes(m, self._fmt_code, c.num_elements))
             for m in c.wire_modes()
         }
-        # per-row state; plain lists: faster than numpy for scalar access
-        self.bitmap = [0] * rows
-        self.count = [0] * rows
-        self.completed = [False] * rows
-        self.block_exponent = [0] * rows
-        self.row_mode = [int(c.wire_modes()[0])] * rows
-        self._result_payload: list[bytes | None] = [None] * rows
-        self._result_flags = [0] * rows
-        self._orders: list[list[int]] | None = [[] for _ in range(rows)] if c.record_orders else None
-        #: (packet_id, wire mode, arrival order) per completed slot, when recording
-        self.recorded: list[tuple[int, int, tuple[int, ...]]] = []
+        # per-row state, numpy so the batch fast path (emulator.fastpath)
+        # works on the very same arrays as this reference path
+        K = c.num_workers
+        self.bitmap = np.zeros(rows, np.int64)
+        self.count = np.zeros(rows, np.int64)
+        self.completed = np.zeros(rows, np.bool_)
+        self.block_exponent = np.zeros(rows, np.int64)
+        self.row_mode = np.full(rows, int(c.wire_modes()[0]), np.int64)
+        self.orders = np.zeros((rows, K), np.int16)  # arrival order of the current generation
+        # the completed result of each row, kept for retransmissions
+        float_job = self.config.wire_mode.is_float
+        self.result_payload = np.zeros((rows, self.max_result_payload), np.uint8)
+        self.result_length = np.zeros(rows, np.int64)
+        self.result_flags = np.zeros(rows, np.int64)
+        # the log of completions when recording: (packet_id, wire mode, order)
+        self._log_pid = np.zeros(1024, np.int64)
+        self._log_mode = np.zeros(1024, np.int8)
+        self._log_order = np.zeros((1024, K), np.int16)
+        self._log_count = np.zeros(1, np.int64)
         self._rounding = get_rounding(c.rounding)
+        self._float_job = float_job
 
-    # -- the data plane --------------------------------------------------------
+    @property
+    def max_result_payload(self) -> int:
+        c = self.config
+        n = max(payload_bytes(m, self._fmt_code, c.num_elements) for m in c.wire_modes())
+        return n + (raw_bytes(c.num_elements) if c.wire_mode.is_float else 0)
+
+    def _reserve_log(self, more: int) -> None:
+        need = int(self._log_count[0]) + more
+        if need > self._log_pid.size:
+            size = max(need, 2 * self._log_pid.size)
+            self._log_pid = np.resize(self._log_pid, size)
+            self._log_mode = np.resize(self._log_mode, size)
+            self._log_order = np.resize(self._log_order, (size, self.config.num_workers))
+
+    @property
+    def recorded(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        """(packet_id, wire mode, arrival order) per completed slot, in completion
+        order (empty unless the job records orders)."""
+        n = int(self._log_count[0])
+        return [(int(p), int(m), tuple(int(r) for r in o))
+                for p, m, o in zip(self._log_pid[:n], self._log_mode[:n], self._log_order[:n])]
+
+    def recorded_arrays(self) -> dict[str, np.ndarray]:
+        n = int(self._log_count[0])
+        return {"packet_id": self._log_pid[:n].copy(), "wire_mode": self._log_mode[:n].copy(),
+                "order": self._log_order[:n].copy()}
+
+    # -- the data plane (reference path: one packet at a time) -------------------
 
     def process(self, data: bytes, source: Hashable) -> list[tuple[Hashable, bytes]]:
         """One arriving packet -> the packets to send (possibly none)."""
@@ -254,43 +291,38 @@ class SwitchPipeline:
         row = s * self._pool + slot
         other = (1 - s) * self._pool + slot
         bit = 1 << r
-        bitmap = self.bitmap
-        if bitmap[row] & bit:  # duplicate
+        if self.bitmap[row] & bit:  # duplicate
             if self.completed[row]:
                 counters.retransmitted += 1
-                return [(source, self._result_packet(row, _RETX_VT, r, pid, flags))]
+                return [(source, self._result_packet(row, _RETX_VT, r, pid))]
             counters.drop("duplicate_incomplete")
             return []
-        first = self.completed[row] or self.count[row] == 0
+        first = bool(self.completed[row]) or self.count[row] == 0
         if not first and mode != self.row_mode[row]:
             # workers disagree about what this slot generation aggregates
             counters.drop("config_mismatch")
             return []
-        bitmap[row] |= bit
-        bitmap[other] &= ~bit
+        self.bitmap[row] |= bit
+        self.bitmap[other] &= ~bit
         payload = np.frombuffer(data, layout[0], c.num_elements, HEADER_BYTES)
         self.registers[mode].accumulate(row, payload, first)
         counters.aggregated += 1
         if first:
             self.completed[row] = False
-            self.count[row] = 1
+            self.count[row] = 0
             self.row_mode[row] = mode
             self.block_exponent[row] = bexp
-            if self._orders is not None:
-                self._orders[row] = [r]
-        else:
-            self.count[row] += 1
-            if bexp > self.block_exponent[row]:
-                self.block_exponent[row] = bexp
-            if self._orders is not None:
-                self._orders[row].append(r)
+        elif bexp > self.block_exponent[row]:
+            self.block_exponent[row] = bexp
+        self.orders[row, self.count[row]] = r
+        self.count[row] += 1
         if self.count[row] < c.num_workers:
             return []
         return self._complete(row, pid, flags)
 
     def _complete(self, row: int, packet_id: int, flags: int) -> list[tuple[Hashable, bytes]]:
         c = self.config
-        mode = WireMode(self.row_mode[row])
+        mode = WireMode(int(self.row_mode[row]))
         regs = self.registers[mode]
         if mode.is_float:
             payload = regs.read(row, self._rounding).astype(element_dtype(mode, self._fmt_code)).tobytes()
@@ -304,12 +336,18 @@ class SwitchPipeline:
             payload = regs.read(row).astype(">i4").tobytes()
             result_flags = 0
         self.completed[row] = True
-        self._result_payload[row] = payload
-        self._result_flags[row] = result_flags
+        self.result_payload[row, :len(payload)] = np.frombuffer(payload, np.uint8)
+        self.result_length[row] = len(payload)
+        self.result_flags[row] = result_flags
         self.counters.completed += 1
-        if self._orders is not None:
-            self.recorded.append((packet_id, int(mode), tuple(self._orders[row])))
+        if c.record_orders:
+            self._reserve_log(1)
+            i = int(self._log_count[0])
+            self._log_pid[i], self._log_mode[i] = packet_id, int(mode)
+            self._log_order[i] = self.orders[row]
+            self._log_count[0] += 1
         header = bytearray(self._result_header(row, _RESULT_VT, 0, packet_id))
+        payload = self.result_payload[row, :len(payload)].tobytes()
         out = []
         for r, address in enumerate(c.workers):
             header[_RANK_OFFSET] = r
@@ -320,12 +358,13 @@ class SwitchPipeline:
     def _result_header(self, row: int, vt: int, rank: int, packet_id: int) -> bytes:
         c = self.config
         slot, s = row % self._pool, row // self._pool
-        bexp = max(-0x8000, min(0x7FFF, self.block_exponent[row]))
-        return _HEADER.pack(vt, self.row_mode[row], self._fmt_code, self._result_flags[row], c.job,
-                            rank, c.num_workers, c.num_elements, (s << 15) | slot, bexp, packet_id)
+        bexp = max(-0x8000, min(0x7FFF, int(self.block_exponent[row])))
+        return _HEADER.pack(vt, int(self.row_mode[row]), self._fmt_code, int(self.result_flags[row]),
+                            c.job, rank, c.num_workers, c.num_elements, (s << 15) | slot, bexp, packet_id)
 
-    def _result_packet(self, row: int, vt: int, rank: int, packet_id: int, flags: int) -> bytes:
-        return self._result_header(row, vt, rank, packet_id) + self._result_payload[row]
+    def _result_packet(self, row: int, vt: int, rank: int, packet_id: int) -> bytes:
+        payload = self.result_payload[row, :self.result_length[row]].tobytes()
+        return self._result_header(row, vt, rank, packet_id) + payload
 
     # -- drops -------------------------------------------------------------------
 
@@ -366,7 +405,7 @@ class SwitchPipeline:
     def recorded_orders(self, wire_mode: WireMode | None = None) -> dict[int, tuple[int, ...]]:
         """packet_id -> arrival order (ranks), for slots completed in ``wire_mode``
         (default: the job's data mode). Later completions of the same id win."""
-        if self._orders is None:
+        if not self.config.record_orders:
             raise ValueError("the job was configured without record_orders")
         mode = int(self.config.wire_mode if wire_mode is None else wire_mode)
         return {pid: order for pid, m, order in self.recorded if m == mode}

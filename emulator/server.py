@@ -22,6 +22,9 @@ import numpy as np
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.net import UdpTransport
 
+from fpisa.protocol import Header, MsgType, element_dtype, pack
+
+from .fastpath import BatchProcessor
 from .pipeline import JobConfig, SwitchPipeline
 
 __all__ = ["serve", "launch", "SwitchProcess", "warm_up"]
@@ -33,7 +36,7 @@ _CHECK_INTERVAL_S = 0.02
 def warm_up(config: JobConfig) -> None:
     """Run the register kernels once on scratch state, so the first real
     packet does not pay Numba's (cached) compile/load time."""
-    probe = SwitchPipeline(JobConfig(**{**config.__dict__, "pool_size": 1, "record_orders": False}))
+    probe = SwitchPipeline(JobConfig(**{**config.__dict__, "pool_size": 1}))
     for regs in probe.registers.values():
         values = np.zeros(config.num_elements, np.int32 if not regs.is_float else regs.fmt.bits_dtype)
         regs.accumulate(0, values, True)
@@ -41,6 +44,15 @@ def warm_up(config: JobConfig) -> None:
         regs.read(0)
         regs.raw(0)
         regs.row_flags(0)
+    # the batch kernel: one complete slot per mode of the job
+    batch = BatchProcessor(probe)
+    for mode in config.wire_modes():
+        dtype = element_dtype(mode, config.fmt_code)
+        packets = [(pack(Header(MsgType.DATA, mode, config.fmt_code, 0, config.job, r,
+                                config.num_workers, config.num_elements, 0, 0, 0),
+                         np.zeros(config.num_elements, dtype)), address)
+                   for r, address in enumerate(config.workers)]
+        batch.process(packets + packets[:1])
 
 
 def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = None,
@@ -49,7 +61,7 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
           batch: int = 256) -> dict:
     """Run until ``should_stop()`` is true; return the final statistics."""
     injector = FaultInjector(faults) if faults is not None and faults.active else None
-    process = pipeline.process
+    process_batch = BatchProcessor(pipeline, max_batch=batch).process
     clock = time.monotonic
     next_check = clock() + _CHECK_INTERVAL_S
     next_stats = clock() + stats_interval_s if stats_interval_s else None
@@ -60,9 +72,7 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - clock()))
         packets = transport.recv_batch(timeout, batch)
-        out = []
-        for data, source in packets:
-            out += process(data, source)
+        out = process_batch(packets) if packets else []
         if injector is not None:
             now = clock()
             sends = injector.due(now)
@@ -104,14 +114,11 @@ def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
+    cpu0 = time.process_time()
     stats = serve(pipeline, transport, faults=faults, should_stop=conn.poll)
+    stats["cpu_seconds"] = time.process_time() - cpu0
     conn.recv()
-    recorded = pipeline.recorded
-    conn.send(("stats", stats, {
-        "packet_id": np.array([p for p, _, _ in recorded], np.int64),
-        "wire_mode": np.array([m for _, m, _ in recorded], np.int8),
-        "order": np.array([o for _, _, o in recorded], np.int16).reshape(len(recorded), config.num_workers),
-    }))
+    conn.send(("stats", stats, pipeline.recorded_arrays()))
     transport.close()
 
 

@@ -135,14 +135,16 @@ def _worker_main(config: AllreduceConfig, rank: int, sock, switch_address, conn,
     conn.send(("ready", rank, None))
     go.wait()
     try:
+        cpu = time.process_time()
         start = time.perf_counter()
         result = client.allreduce(bits)
         end = time.perf_counter()
+        cpu = time.process_time() - cpu
     except Exception as e:
         conn.send(("error", rank, f"{type(e).__name__}: {e}"))
         return
     conn.send(("done", rank, {"start": start, "end": end, "result": result,
-                              "counters": client.counters.as_dict(),
+                              "counters": {**client.counters.as_dict(), "cpu_seconds": cpu},
                               "conversion": client.conversion.as_dict(),
                               "packet_ids": client.packet_ids}))
     transport.close()

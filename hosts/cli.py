@@ -148,6 +148,9 @@ def format_summary(report: dict) -> str:
     lines.append(f"  workers     sent {sum(x['sent'] for x in w)}, retransmitted "
                  f"{sum(x['retransmitted'] for x in w)}, duplicate results "
                  f"{sum(x['duplicate_results'] for x in w)}")
+    cpu = [x.get("cpu_seconds", 0.0) for x in w]
+    lines.append(f"  cpu         switch {report['switch'].get('cpu_seconds', 0.0):.2f} s, workers "
+                 + " ".join(f"{t:.2f}" for t in cpu) + " s")
     return "\n".join(lines)
 
 
