@@ -2,13 +2,16 @@
 
     fpisa hw report [--machines ...] [--programs ...] [--elements 64 256]
                     [--out DIR] [--json PATH] [--stateless-area UM2] [--stateful-area UM2]
+    fpisa hw layout [--machine tofino1] [--program fpisa-a] [--elements 64]
     fpisa hw check  [--machines ...] [--programs ...] [--workers 4] [--elements 64]
                     [--packet-elements 8] [--seed 0]
 
 ``report`` prints the comparison table (rejections say why), each mapping's
 stateful-ALU layout, and the machines' ALU areas; it writes
 ``hw_report.png`` (elements/s per program per machine; stages and stateful
-ALUs used) and ``hw_report.json`` into ``--out``. ``check`` runs the cycle
+ALUs used) and ``hw_report.json`` into ``--out``. ``layout`` prints one
+placement stage by stage (resources used / available, steps placed, table
+actions), or the mapper's rejection. ``check`` runs the cycle
 simulation of every program that maps on random inputs and random arrival
 orders and compares it with ``fpisa.aggregate`` bit for bit (exit 1 if not).
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import PRESETS, get_machine
-from .mapper import MappingError, map_program
+from .mapper import MappingError, map_program, plan_packet
 from .metrics import AreaCosts, Metrics, compare, format_table, machine_alu_area_um2
 from .programs import PROGRAM_NAMES
 from .simulate import check_against_numerics
@@ -53,6 +56,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="override every machine's stateful atom area (um^2)")
     report.add_argument("--no-plot", action="store_true", help="skip the PNG")
     report.set_defaults(func=run_report)
+
+    layout = hw.add_parser("layout", help="stage-by-stage placement of one program on one machine")
+    layout.add_argument("--machine", choices=sorted(PRESETS), default="tofino1")
+    layout.add_argument("--program", choices=list(PROGRAM_NAMES), default="fpisa-a")
+    layout.add_argument("--elements", type=int, default=64, help="elements per packet")
+    layout.set_defaults(func=run_layout)
 
     check = hw.add_parser("check", help="cycle simulation vs fpisa.aggregate, bit for bit")
     _common(check)
@@ -168,6 +177,19 @@ def plot(rows: list[Metrics], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def run_layout(args) -> int:
+    machine = get_machine(args.machine)
+    try:
+        plan = plan_packet(args.program, machine, args.elements)
+    except MappingError as e:
+        print(e)
+        return EXIT_OK
+    print(plan.mapping.describe())
+    print(f"{args.elements} elements per packet: {plan.elements_per_pass} per pass, {plan.passes} pass(es) "
+          f"(capacity {plan.capacity_per_pass} per pass)")
+    return EXIT_OK
 
 
 def run_check(args) -> int:

@@ -100,3 +100,12 @@ def test_bad_usage_is_a_value_error(tmp_path):
         _run(["hw", "report", "--out", str(tmp_path), "--elements", "0"])
     with pytest.raises(ValueError):
         _run(["hw", "check", "--workers", "0"])
+
+
+def test_layout_prints_stages_or_the_rejection(capsys):
+    assert _run(["hw", "layout", "--machine", "tofino1", "--program", "fpisa-a"]) == 0
+    out = capsys.readouterr().out
+    assert "align[32]" in out and "leading_one[32]" in out
+    assert "1 per pass, 64 pass(es)" in out
+    assert _run(["hw", "layout", "--machine", "tofino1", "--program", "fpisa"]) == 0
+    assert "atom not expressive enough" in capsys.readouterr().out
