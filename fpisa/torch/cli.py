@@ -8,7 +8,6 @@ install it.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 EXIT_OK = 0
@@ -75,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum, arrival=args.arrival, packet_elements=args.packet_elements,
         rounding=args.rounding, register_bits=args.register_bits, threads=args.threads,
         measure_error=not args.no_error)
-    command = "fpisa " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fpisa") else None
     try:
-        report = run_training(config, progress=not args.quiet, command=command)
+        report = run_training(config, progress=not args.quiet, out=args.out)
     except ImportError as exc:  # scikit-learn missing for the digits data set
         print(f"fpisa train: {exc}", file=sys.stderr)
         return EXIT_TOOL_MISSING

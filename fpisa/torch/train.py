@@ -115,6 +115,25 @@ class TrainConfig:
                         register_bits=self.register_bits)
 
 
+    def command(self, out: str | None = None) -> str:
+        """An ``fpisa train`` command line that reproduces this configuration."""
+        d = TrainConfig()
+        parts = ["fpisa train", f"--dataset {self.dataset}", f"--model {self.model}",
+                 f"--workers {self.workers}", "--mode " + " ".join(self.modes),
+                 f"--epochs {self.epochs}", "--seed " + " ".join(map(str, self.seeds))]
+        for flag, name in (("--batch-size", "batch_size"), ("--lr", "lr"), ("--momentum", "momentum"),
+                           ("--arrival", "arrival"), ("--packet-elements", "packet_elements"),
+                           ("--rounding", "rounding"), ("--register-bits", "register_bits"),
+                           ("--threads", "threads")):
+            if getattr(self, name) != getattr(d, name):
+                parts.append(f"{flag} {getattr(self, name)}")
+        if not self.measure_error:
+            parts.append("--no-error")
+        if out:
+            parts.append(f"--out {out}")
+        return " ".join(parts)
+
+
 # -- data and models -------------------------------------------------------------------
 
 def load_dataset(name: str, *, test_fraction: float = 0.25, synthetic_samples: int = 3000):
@@ -295,7 +314,7 @@ def _summary(config: TrainConfig, runs: list[dict]) -> list[dict]:
     return rows
 
 
-def run_training(config: TrainConfig, *, progress: bool = True, command: str | None = None) -> dict:
+def run_training(config: TrainConfig, *, progress: bool = True, out: str | None = None) -> dict:
     """Every (mode, seed) run of ``config``; the report (JSON-ready)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
@@ -309,7 +328,7 @@ def run_training(config: TrainConfig, *, progress: bool = True, command: str | N
         torch.set_num_threads(threads)
     return {
         "config": {**asdict(config), "modes": list(config.modes), "seeds": list(config.seeds)},
-        "command": command,
+        "command": config.command(out),
         "data": {"train_samples": len(data[0]), "test_samples": len(data[2]), "steps_per_epoch": steps,
                  "shard_size": config.batch_size // config.workers},
         "environment": {"fpisa": fpisa.__version__, "torch": torch.__version__, "numpy": np.__version__,
@@ -331,6 +350,8 @@ def summary_markdown(report: dict) -> str:
     """The README table: final test accuracy per mode, mean ± std over seeds, and the errors."""
     c = report["config"]
     lines = [
+        f"`{report['command']}`",
+        "",
         f"{c['dataset']} / {c['model']}, K={c['workers']} workers, {c['epochs']} epochs, "
         f"seeds {', '.join(map(str, c['seeds']))}, arrival order `{c['arrival']}`",
         "",
@@ -383,6 +404,7 @@ def plot_accuracy(report: dict, path: str) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     c = report["config"]
     fig, (ax_acc, ax_err) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -407,6 +429,8 @@ def plot_accuracy(report: dict, path: str) -> None:
                      "(mean, min-max band)")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend()
+    for ax in (ax_acc, ax_err):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_err.set(xlabel="epoch", ylabel="||sum - exact|| / ||exact||", yscale="log",
                title="aggregated gradient error vs exact sum (mean over seeds)")
     ax_err.grid(alpha=0.3, which="both")
