@@ -38,7 +38,7 @@ The other FPISA programs normalize on read-out in the switch (section 4, rz).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from .atoms import (
@@ -46,10 +46,9 @@ from .atoms import (
     StatelessFeature as SL,
     add,
     saturating_add,
-    shift_left as shift_left_arithmetic,
+    shift_left,
     shift_left_logical,
     shift_right,
-    shift_right as shift_right_arithmetic,
     shift_right_logical,
     wrap,
 )
@@ -221,12 +220,6 @@ class Program:
     #: per element of the lane, the lane-local fields the deparser writes back
     #: (one word; two for raw registers: mantissa, exponent)
     result_fields: tuple[tuple[str, ...], ...]
-    #: lane stateful op -> its registers' meaning, for read-out
-    registers: dict[str, str] = field(default_factory=dict)
-
-    def all_ops(self):
-        for step in self.prologue + self.lane:
-            yield from step.ops
 
 
 # ---------------------------------------------------------------- helpers
@@ -319,7 +312,6 @@ def switchml(pairs: bool = True) -> Program:
         lane=(Step("sum", (significand_sum,)),),
         input_fields=tuple(Field(x, 32) for x in xs),
         result_fields=tuple((x,) for x in xs),
-        registers={"significand_sum": "int32 sums"},
     )
 
 
@@ -345,8 +337,8 @@ def _shift_actions(name: str, source: str, outputs: Callable[[Reader, int, tuple
     ``outputs(r, shifted, data)`` returns the action's field writes;
     ``unsigned`` selects logical shifts (magnitudes) over arithmetic ones.
     """
-    shr = shift_right_logical if unsigned else shift_right_arithmetic
-    shl = shift_left_logical if unsigned else shift_left_arithmetic
+    shr = shift_right_logical if unsigned else shift_right
+    shl = shift_left_logical if unsigned else shift_left
     if variable:
         needs = frozenset({SL.VAR_SHIFT, SL.LOGIC})
         acts = []
@@ -480,7 +472,6 @@ def _fpisa_program(name: str, mode: str, description: str, accumulate: tuple[Ste
         lane=(_split_step(),) + accumulate + read_out,
         input_fields=(Field("x", 32),),
         result_fields=results,
-        registers={"exponent_register": "biased exponent E", "mantissa_register": "signed mantissa A"},
     )
 
 

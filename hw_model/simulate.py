@@ -54,7 +54,8 @@ class PacketIn:
 class _InFlight:
     packet: PacketIn
     pass_index: int = 0
-    result: dict[int, int] = field(default_factory=dict)
+    #: element index in the packet -> result words collected so far
+    result: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class PipelineRun:
     #: slot -> per element, the result words the slot's last packet carries out
     results: dict[int, list[tuple[int, ...]]]
     #: slot -> the result packet's per-packet fields (e.g. pkt.max_exponent)
-    result_fields: dict[int, dict[str, int]]
+    result_packet_fields: dict[int, dict[str, int]]
     #: (lane, stateful op name) -> {(pass, slot): register words}
     registers: dict[tuple[int | None, str], dict[tuple[int, int], tuple]]
 
@@ -135,7 +136,7 @@ def run_pipeline(plan: PacketPlan, packets: list[PacketIn], num_workers: int) ->
     recirculating: deque[_InFlight] = deque()
     latches: list[tuple[_InFlight, dict[str, int]] | None] = [None] * stages
     results: dict[int, list[tuple[int, ...]]] = {}
-    result_fields: dict[int, dict[str, int]] = {}
+    result_packet_fields: dict[int, dict[str, int]] = {}
     cycles = passes = 0
     while pending or recirculating or any(latches):
         leaving = latches[-1]
@@ -153,7 +154,7 @@ def run_pipeline(plan: PacketPlan, packets: list[PacketIn], num_workers: int) ->
             elif phv["pkt.arrival"] & LAST:
                 slot = flight.packet.slot
                 results[slot] = [flight.result[i] for i in range(epp)]
-                result_fields[slot] = {k: v for k, v in phv.items() if k.startswith("pkt.")}
+                result_packet_fields[slot] = {k: v for k, v in phv.items() if k.startswith("pkt.")}
             # a non-last packet ends here: its contribution is in the registers
         entrant = recirculating.popleft() if recirculating else (pending.popleft() if pending else None)
         latches = [None if entrant is None else (entrant, parse(entrant))] + latches[:-1]
@@ -162,7 +163,7 @@ def run_pipeline(plan: PacketPlan, packets: list[PacketIn], num_workers: int) ->
                 latches[stage] = (latch[0], run_stage(stage, latch[1]))
         cycles += 1
     # the loop's last cycle only drained an empty pipeline
-    return PipelineRun(cycles - 1, len(packets), passes, results, result_fields, registers)
+    return PipelineRun(cycles - 1, len(packets), passes, results, result_packet_fields, registers)
 
 
 def arrival_schedule(num_workers: int, num_slots: int, order=None) -> np.ndarray:
@@ -293,7 +294,7 @@ def simulate_switchml(machine: Machine, int_values, block_exponents, elements_pe
     schedule = arrival_schedule(num_workers, num_slots, order)
     run = run_pipeline(plan, _packets(ints.astype(np.int64), elements_per_packet, schedule, exps), num_workers)
     sums = np.array([v for s in range(num_slots) for (v,) in run.results[s]][:n], dtype=np.int64).astype(np.int32)
-    max_exp = np.array([run.result_fields[s]["pkt.max_exponent"] for s in range(num_slots)], dtype=np.int64)
+    max_exp = np.array([run.result_packet_fields[s]["pkt.max_exponent"] for s in range(num_slots)], dtype=np.int64)
     return SwitchmlRun(plan, run, sums, max_exp)
 
 
