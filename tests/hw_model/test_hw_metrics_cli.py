@@ -109,3 +109,18 @@ def test_layout_prints_stages_or_the_rejection(capsys):
     assert "1 per pass, 64 pass(es)" in out
     assert _run(["hw", "layout", "--machine", "tofino1", "--program", "fpisa"]) == 0
     assert "atom not expressive enough" in capsys.readouterr().out
+
+
+def test_check_exits_1_on_a_mismatch(monkeypatch, capsys):
+    """The failure path is real: a differing bit gives exit code 1."""
+    import hw_model.cli as cli
+    from hw_model.simulate import CheckResult
+
+    monkeypatch.setattr(cli, "check_against_numerics", lambda machine, program, *a, **k: CheckResult(
+        machine.name, program, 16, 3, 0, {"result_bits": 1}))
+    assert _run(["hw", "check", "--machines", "tofino1", "--programs", "switchml"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_check_with_nothing_mapped_fails():
+    assert _run(["hw", "check", "--machines", "banzai", "--programs", "fpisa"]) == 1
