@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fpisa.formats import FORMATS
+
 from .machine import PRESETS, get_machine
 from .mapper import MappingError, map_program, plan_packet
 from .metrics import AreaCosts, Metrics, compare, format_table, machine_alu_area_um2
-from .programs import PROGRAM_NAMES
+from .programs import PROGRAM_NAMES, build_program
 from .simulate import check_against_numerics
 
 __all__ = ["add_parser", "DEFAULT_PROGRAMS"]
@@ -61,6 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     layout.add_argument("--machine", choices=sorted(PRESETS), default="tofino1")
     layout.add_argument("--program", choices=list(PROGRAM_NAMES), default="fpisa-a")
     layout.add_argument("--elements", type=int, default=64, help="elements per packet")
+    _fmt(layout)
     layout.set_defaults(func=run_layout)
 
     check = hw.add_parser("check", help="cycle simulation vs fpisa.aggregate, bit for bit")
@@ -76,6 +79,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--machines", nargs="+", choices=sorted(PRESETS), default=list(PRESETS))
     p.add_argument("--programs", nargs="+", choices=list(PROGRAM_NAMES), default=list(DEFAULT_PROGRAMS))
+    _fmt(p)
+
+
+def _fmt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fmt", choices=sorted(FORMATS), default="fp32",
+                   help="element format of the FPISA programs (SwitchML always carries int32)")
 
 
 def run_report(args) -> int:
@@ -84,7 +93,8 @@ def run_report(args) -> int:
         if n < 1:
             raise ValueError(f"--elements must be positive, got {n}")
     area = AreaCosts(args.stateless_area, args.stateful_area)
-    rows = compare(machines, args.programs, args.elements, area)
+    rows = compare(machines, args.programs, args.elements, area, args.fmt)
+    print(f"FPISA element format: {args.fmt}")
     print(format_table(rows))
     print()
     print("stateful ALUs per stage (mapped configurations):")
@@ -110,6 +120,7 @@ def run_report(args) -> int:
             "machines": [m.summary() for m in machines],
             "programs": list(args.programs),
             "elements_per_packet": list(args.elements),
+            "fmt": args.fmt,
             "area_overrides_um2": {"stateless_alu": args.stateless_area, "stateful_atom": args.stateful_area},
         },
         "machine_alu_area_um2": areas,
@@ -182,7 +193,7 @@ def plot(rows: list[Metrics], path: Path) -> None:
 def run_layout(args) -> int:
     machine = get_machine(args.machine)
     try:
-        plan = plan_packet(args.program, machine, args.elements)
+        plan = plan_packet(build_program(args.program, machine, args.fmt), machine, args.elements)
     except MappingError as e:
         print(e)
         return EXIT_OK
@@ -190,6 +201,16 @@ def run_layout(args) -> int:
     print(f"{args.elements} elements per packet: {plan.elements_per_pass} per pass, {plan.passes} pass(es) "
           f"(capacity {plan.capacity_per_pass} per pass)")
     return EXIT_OK
+
+
+def random_values(rng: np.random.Generator, workers: int, n: int, fmt: str) -> np.ndarray:
+    """Gaussian values spread over a few binades: float32/float16, or bf16 bits."""
+    spread = 20 if fmt != "fp16" else 6  # fp16 overflows past 65504
+    x = rng.standard_normal((workers, n)) * np.exp2(rng.integers(-spread, spread, (workers, n)))
+    if fmt == "fp16":
+        return x.astype(np.float16)
+    x32 = x.astype(np.float32)
+    return x32 if fmt == "fp32" else (x32.view(np.uint32) >> 16).astype(np.uint16)  # bf16: truncate
 
 
 def run_check(args) -> int:
@@ -202,15 +223,14 @@ def run_check(args) -> int:
         machine = get_machine(name)
         for program in args.programs:
             try:
-                map_program(program, machine)
+                map_program(build_program(program, machine, args.fmt), machine)
             except MappingError as e:
                 print(f"{name:15s} {program:17s} not mapped ({e.reason})")
                 continue
-            values = (rng.standard_normal((args.workers, args.elements))
-                      * np.exp2(rng.integers(-20, 20, (args.workers, args.elements)))).astype(np.float32)
+            values = random_values(rng, args.workers, args.elements, args.fmt)
             slots = -(-args.elements // args.packet_elements)
             order = np.stack([rng.permutation(args.workers) for _ in range(slots)])
-            result = check_against_numerics(machine, program, values, args.packet_elements, order)
+            result = check_against_numerics(machine, program, values, args.packet_elements, order, fmt=args.fmt)
             checked += 1
             verdict = "bit-exact" if result.ok else f"MISMATCH {result.mismatches}"
             print(f"{name:15s} {program:17s} {result.cycles:7d} cycles  {verdict}")

@@ -22,7 +22,6 @@ from .mapper import MappingError, plan_packet
 from .programs import build_program
 
 __all__ = [
-    "ELEMENT_BYTES",
     "AreaCosts",
     "Metrics",
     "evaluate",
@@ -30,10 +29,6 @@ __all__ = [
     "machine_alu_area_um2",
     "format_table",
 ]
-
-#: fp32 for the FPISA programs, int32 for SwitchML: 4 bytes on the wire
-ELEMENT_BYTES = 4
-
 
 @dataclass(frozen=True)
 class AreaCosts:
@@ -60,6 +55,8 @@ class Metrics:
     program: str
     elements_per_packet: int
     mapped: bool
+    #: element format on the wire (int32 for SwitchML)
+    fmt: str = "fp32"
     #: Domino-style verdict when not mapped, with the detail
     reason: str | None = None
     detail: str | None = None
@@ -93,16 +90,19 @@ class Metrics:
 
 
 def evaluate(machine: Machine, program: str, elements_per_packet: int,
-             area: AreaCosts | None = None) -> Metrics:
-    """Metrics for one configuration; a rejected mapping gives mapped=False."""
+             area: AreaCosts | None = None, fmt: str = "fp32") -> Metrics:
+    """Metrics for one configuration; a rejected mapping gives mapped=False.
+
+    ``fmt`` is the FPISA programs' element format (SwitchML carries int32).
+    """
     area = area or AreaCosts()
-    prog = build_program(program, machine)
+    prog = build_program(program, machine, fmt)
     try:
         plan = plan_packet(prog, machine, elements_per_packet)
     except MappingError as e:
-        return Metrics(machine.name, program, elements_per_packet, False, e.reason, e.detail)
+        return Metrics(machine.name, program, elements_per_packet, False, prog.fmt, e.reason, e.detail)
     mapping = plan.mapping
-    frame_bytes = elements_per_packet * ELEMENT_BYTES + PACKET_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES
+    frame_bytes = elements_per_packet * prog.element_bytes + PACKET_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES
     port_packets = machine.line_rate_bps / (frame_bytes * 8)
     # every pass takes one entry slot: one packet per cycle in all
     pipeline_packets = machine.clock_hz / plan.passes
@@ -122,6 +122,7 @@ def evaluate(machine: Machine, program: str, elements_per_packet: int,
         program=program,
         elements_per_packet=elements_per_packet,
         mapped=True,
+        fmt=prog.fmt,
         lanes=mapping.lanes,
         stages_used=mapping.stages_used,
         stateful_alus_used=mapping.stateful_alus_used,
@@ -157,9 +158,9 @@ def machine_alu_area_um2(machine: Machine, area: AreaCosts | None = None) -> flo
 
 
 def compare(machines: list[Machine], programs: list[str], sizes: list[int],
-            area: AreaCosts | None = None) -> list[Metrics]:
+            area: AreaCosts | None = None, fmt: str = "fp32") -> list[Metrics]:
     """Every (machine, program, elements per packet) combination."""
-    return [evaluate(m, p, n, area) for m in machines for p in programs for n in sizes]
+    return [evaluate(m, p, n, area, fmt) for m in machines for p in programs for n in sizes]
 
 
 def _si(x: float) -> str:

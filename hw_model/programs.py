@@ -20,7 +20,8 @@ normalizing need one action per shift distance (~32 instructions, a whole
 stage's budget on Tofino); with the two-operand shift one action serves
 every distance.
 
-Programs (fp32, 32-bit mantissa register, headroom h = 7):
+Programs (FPISA ones for fp32 by default, or fp16 / bf16; always a 32-bit
+mantissa register, headroom h = 31 - precision: 7 for fp32):
 - ``switchml``: int32 sum (a 64-bit pair atom adds two elements) and the
   block-exponent max; quantization is host-side.
 - ``fpisa-a``: docs/numerics.md section 3 with Tofino's workarounds:
@@ -40,6 +41,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Callable, Mapping
+
+from fpisa.formats import Format, RegisterLayout, get_format
 
 from .atoms import (
     StatefulFeature as SF,
@@ -80,13 +83,33 @@ WRITE_SENTINEL = 512
 #: what the align table tells the mantissa register to do
 OP_NOP, OP_ADD, OP_WRITE = 0, 1, 2
 
-# fp32 layout in a 32-bit two's-complement mantissa register
+#: width of the mantissa register (and of every stateful word the programs use)
 W = 32
-FRACTION_BITS = 23
-EXPONENT_ALL_ONES = 255
-HEADROOM = W - 1 - (FRACTION_BITS + 1)  # 7
-MASK32 = (1 << 32) - 1
-SIGN_BIT = 1 << 31
+MASK32 = (1 << W) - 1
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The bit positions an FPISA program needs, from fpisa.formats (one truth)."""
+
+    fmt: Format
+
+    @property
+    def m(self) -> int:  # fraction bits; the implied one sits at bit m
+        return self.fmt.fraction_bits
+
+    @property
+    def all_ones(self) -> int:
+        return self.fmt.exponent_all_ones
+
+    @property
+    def sign_position(self) -> int:
+        return self.fmt.storage_bits - 1
+
+    @property
+    def headroom(self) -> int:
+        return RegisterLayout(self.fmt, W).headroom_bits
+
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,12 @@ class Program:
     #: per element of the lane, the lane-local fields the deparser writes back
     #: (one word; two for raw registers: mantissa, exponent)
     result_fields: tuple[tuple[str, ...], ...]
+    #: the element format on the wire ("int32" for SwitchML's fixed point)
+    fmt: str = "fp32"
+
+    @property
+    def element_bytes(self) -> int:
+        return 4 if self.fmt == "int32" else get_format(self.fmt).storage_bytes
 
 
 # ---------------------------------------------------------------- helpers
@@ -312,19 +341,19 @@ def switchml(pairs: bool = True) -> Program:
         lane=(Step("sum", (significand_sum,)),),
         input_fields=tuple(Field(x, 32) for x in xs),
         result_fields=tuple((x,) for x in xs),
+        fmt="int32",
     )
 
 
 # ------------------------------------------------------- FPISA building blocks
-def _split_step() -> Step:
-    """Bit fields of the incoming fp32 (Tofino: bit-field extract/deposit)."""
+def _split_step(b: _Layout) -> Step:
+    """Bit fields of the incoming value (Tofino: bit-field extract/deposit)."""
     logic = {SL.LOGIC}
     return Step("split", (
-        _plain("sign", Field("sign", 8), ("x",), logic, lambda r: (r["x"] >> 31) & 1),
+        _plain("sign", Field("sign", 8), ("x",), logic, lambda r: (r["x"] >> b.sign_position) & 1),
         _plain("exponent_field", Field("exponent_field", 8), ("x",), logic,
-               lambda r: (r["x"] >> FRACTION_BITS) & EXPONENT_ALL_ONES),
-        _plain("fraction", Field("fraction", 32), ("x",), logic,
-               lambda r: r["x"] & ((1 << FRACTION_BITS) - 1)),
+               lambda r: (r["x"] >> b.m) & b.all_ones),
+        _plain("fraction", Field("fraction", 32), ("x",), logic, lambda r: r["x"] & ((1 << b.m) - 1)),
     ))
 
 
@@ -368,33 +397,34 @@ def _shift_entry(name: str, variable: bool, distance: int, data: tuple) -> tuple
     return f"{name}_{direction}_{abs(distance)}", (abs(distance),) + data
 
 
-def _normalize_steps(variable: bool) -> tuple[Step, ...]:
+def _normalize_steps(variable: bool, b: _Layout) -> tuple[Step, ...]:
     """Read-out in the switch (docs/numerics.md section 4, rz), 5 stages:
     to unsigned; TCAM leading one + shift; adjust exponent; range (subnormal
     / overflow / zero) table; merge bits. Reads ``A`` (mantissa register
     after the update) and ``E_new`` (exponent register after the update).
     """
     to_unsigned = Step("to_unsigned", (
-        _plain("sign_bit", Field("sign_bit", 32), ("A",), {SL.LOGIC},
-               lambda r: r["A"] & SIGN_BIT if r["A"] < 0 else 0),
+        # the sign at the output format's sign position
+        _plain("sign_bit", Field("sign_bit", 32), ("A",), {SL.LOGIC, SL.SELECT},
+               lambda r: 1 << b.sign_position if r["A"] < 0 else 0),
         # |A| of -2^31 is 2^31: fine in an unsigned 32-bit container
         _plain("magnitude", Field("magnitude", 32), ("A",), {SL.SUB, SL.SELECT, SL.COMPARE},
                lambda r: abs(r["A"])),
     ))
 
-    # TCAM: the leading one of |A| at position pos; shift it to bit 23 and
-    # record k = pos - 23 (exponent adjustment). |A| = 0: action data flags it.
+    # TCAM: the leading one of |A| at position pos; shift it to bit m and
+    # record k = pos - m (exponent adjustment). |A| = 0: action data flags it.
     def lead_out(r, shifted, d):
         return {"m1": shifted & MASK32, "k": d[1], "is_zero": d[2]}
 
     lead_actions = _shift_actions(
-        "lead", "magnitude", lead_out, variable, right=range(0, W - FRACTION_BITS), left=range(1, FRACTION_BITS + 1),
+        "lead", "magnitude", lead_out, variable, right=range(0, W - b.m), left=range(1, b.m + 1),
         unsigned=True,
     )
     lead_entries = []
     for pos in range(W - 1, -1, -1):
         mask = (MASK32 >> pos) << pos  # bits pos..31: zeros above pos, one at pos
-        name, data = _shift_entry("lead", variable, pos - FRACTION_BITS, (pos - FRACTION_BITS, 0))
+        name, data = _shift_entry("lead", variable, pos - b.m, (pos - b.m, 0))
         lead_entries.append((1 << pos, mask, name, data))
     lead_default = _shift_entry("lead", variable, 0, (0, 1))
     leading_one = Step("leading_one", (StatelessOp(
@@ -415,8 +445,8 @@ def _normalize_steps(variable: bool) -> tuple[Step, ...]:
 
     # Exact match on (is_zero, E_adj): normal; subnormal (shift right by
     # 1 - E_adj more, exponent field 0: exact, m1 was shifted left to get
-    # there); overflow to Inf; zero. E_adj spans [-22, 262] for E in
-    # [0, 254] and k in [-23, 8].
+    # there); overflow to Inf; zero. E_adj spans [1 - m, all_ones + W - 1 - m]
+    # (fp32: [-22, 262]) for E in [0, all_ones - 1] and k in [-m, W - 1 - m].
     def range_shift_out(r, shifted, d):
         return {"m": shifted & MASK32, "exponent_out": 0}
 
@@ -425,12 +455,12 @@ def _normalize_steps(variable: bool) -> tuple[Step, ...]:
                lambda r, d: {"m": r["m1"], "exponent_out": r["E_adj"]}),
         Action("range_const", frozenset({SL.LOGIC}), lambda r, d: {"m": 0, "exponent_out": d[0]}),
     ) + _shift_actions("range", "m1", range_shift_out, variable,
-                                      right=range(1, FRACTION_BITS + 1), left=range(0), unsigned=True)
+                                      right=range(1, b.m + 1), left=range(0), unsigned=True)
     range_entries = {}
-    for e_adj in range(-FRACTION_BITS + 1, EXPONENT_ALL_ONES + W - FRACTION_BITS):
+    for e_adj in range(1 - b.m, b.all_ones + W - b.m):
         range_entries[(1, e_adj)] = ("range_const", (0,))
-        if e_adj >= EXPONENT_ALL_ONES:
-            range_entries[(0, e_adj)] = ("range_const", (EXPONENT_ALL_ONES,))
+        if e_adj >= b.all_ones:
+            range_entries[(0, e_adj)] = ("range_const", (b.all_ones,))
         elif e_adj >= 1:
             range_entries[(0, e_adj)] = ("range_normal", ())
         else:
@@ -447,20 +477,19 @@ def _normalize_steps(variable: bool) -> tuple[Step, ...]:
     ),))
 
     merge = Step("merge", (
-        # deposit-field: sign | exponent << 23 | fraction bits of m
-        _plain("out", Field("out", 32), ("sign_bit", "exponent_out", "m"), {SL.LOGIC},
-               lambda r: r["sign_bit"] | (r["exponent_out"] << FRACTION_BITS)
-               | (r["m"] & ((1 << FRACTION_BITS) - 1))),
+        # deposit-field: sign | exponent << m | fraction bits of m
+        _plain("out", Field("out", b.fmt.storage_bits), ("sign_bit", "exponent_out", "m"), {SL.LOGIC},
+               lambda r: r["sign_bit"] | (r["exponent_out"] << b.m) | (r["m"] & ((1 << b.m) - 1))),
     ))
     return (to_unsigned, leading_one, adjust, range_step, merge)
 
 
 def _fpisa_program(name: str, mode: str, description: str, accumulate: tuple[Step, ...],
-                   normalize_in_switch: bool = True) -> Program:
+                   b: _Layout, normalize_in_switch: bool = True) -> Program:
     """``normalize_in_switch=False``: the result carries the raw registers
     (A, E) and the host normalizes (the wire protocol's FLAG_RAW)."""
     if normalize_in_switch:
-        read_out, results = _normalize_steps(_uses_variable(accumulate)), (("out",),)
+        read_out, results = _normalize_steps(_uses_variable(accumulate), b), (("out",),)
     else:
         read_out, results = (), (("A", "E_new"),)
     return Program(
@@ -469,9 +498,10 @@ def _fpisa_program(name: str, mode: str, description: str, accumulate: tuple[Ste
         description=description,
         elements_per_lane=1,
         prologue=(Step("count", (worker_count_op(),)),),
-        lane=(_split_step(),) + accumulate + read_out,
-        input_fields=(Field("x", 32),),
+        lane=(_split_step(b),) + accumulate + read_out,
+        input_fields=(Field("x", b.fmt.storage_bits),),
         result_fields=results,
+        fmt=b.fmt.name,
     )
 
 
@@ -480,12 +510,13 @@ def _uses_variable(steps: tuple[Step, ...]) -> bool:
 
 
 # --------------------------------------------------------------- FPISA-A
-def fpisa_a(variable_shifts: bool = False) -> Program:
+def fpisa_a(variable_shifts: bool = False, fmt: str | Format = "fp32") -> Program:
     """Section 3: only the incoming mantissa moves; overwrite past the headroom."""
+    b = _Layout(get_format(fmt))
     implied_one = Step("implied_one", (
         # subnormals and zeros carry no implied one: FPISA-A flushes them
         _plain("M", Field("M", 32), ("exponent_field", "fraction"), {SL.LOGIC, SL.SELECT, SL.COMPARE},
-               lambda r: (r["fraction"] | (1 << FRACTION_BITS)) if r["exponent_field"] else 0),
+               lambda r: (r["fraction"] | (1 << b.m)) if r["exponent_field"] else 0),
     ))
 
     def exponent_update(state, r):
@@ -498,7 +529,7 @@ def fpisa_a(variable_shifts: bool = False) -> Program:
             return (e,), {"delta": WRITE_SENTINEL}
         if e == 0:  # zero or flushed subnormal: contributes nothing
             return (E,), {"delta": -E}
-        if E == 0 or e - E > HEADROOM:
+        if E == 0 or e - E > b.headroom:
             return (e,), {"delta": WRITE_SENTINEL}
         return (E,), {"delta": e - E}
 
@@ -520,17 +551,17 @@ def fpisa_a(variable_shifts: bool = False) -> Program:
         return {"y": shifted, "op": op, "E_new": r["exponent_field"] - e_new_from_e}
 
     align_actions = _shift_actions("align", "S", align_out, variable_shifts,
-                                   right=range(0, FRACTION_BITS + 2), left=range(1, HEADROOM + 1))
+                                   right=range(0, b.m + 2), left=range(1, b.headroom + 1))
     entries = {}
     for nonzero in (0, 1):
         entries[(nonzero, WRITE_SENTINEL)] = _shift_entry("align", variable_shifts, 0, (OP_WRITE, 0))
-    for delta in range(-EXPONENT_ALL_ONES, 1):
-        # e <= E: add S >> (E - e); distances >= 24 leave only the sign fill,
-        # the same as the clamped shift (|S| < 2^24)
+    for delta in range(-b.all_ones, 1):
+        # e <= E: add S >> (E - e); distances >= p = m + 1 leave only the
+        # sign fill, the same as the clamped shift (|S| < 2^p)
         entries[(1, delta)] = _shift_entry(
-            "align", variable_shifts, min(-delta, FRACTION_BITS + 1), (OP_ADD, delta))
+            "align", variable_shifts, min(-delta, b.m + 1), (OP_ADD, delta))
         entries[(0, delta)] = _shift_entry("align", variable_shifts, 0, (OP_NOP, delta))
-    for delta in range(1, HEADROOM + 1):  # 0 < e - E <= h: S << (e - E) into the headroom
+    for delta in range(1, b.headroom + 1):  # 0 < e - E <= h: S << (e - E) into the headroom
         entries[(1, delta)] = _shift_entry("align", variable_shifts, -delta, (OP_ADD, delta))
     align = Step("align", (StatelessOp(
         name="align",
@@ -563,21 +594,23 @@ def fpisa_a(variable_shifts: bool = False) -> Program:
         f"FPISA-A (numerics section 3): only the incoming mantissa is aligned, "
         f"overwrite past the headroom, saturating add; {how}",
         (implied_one, signed, align, mantissa),
+        b,
     )
 
 
 # ----------------------------------------------------------------- FPISA
-def fpisa(normalize_in_switch: bool = True) -> Program:
+def fpisa(normalize_in_switch: bool = True, fmt: str | Format = "fp32") -> Program:
     """Section 2 on the extended machine: RSAW aligns the stored mantissa.
 
     ``normalize_in_switch=False`` (program ``fpisa-raw``) returns the raw
     registers instead, freeing the five read-out stages for more lanes at
     the price of per-element normalization work on the hosts.
     """
+    b = _Layout(get_format(fmt))
     implied_one = Step("implied_one", (
         # zero and subnormals: no implied one, exponent 1
         _plain("M", Field("M", 32), ("exponent_field", "fraction"), {SL.LOGIC, SL.SELECT, SL.COMPARE},
-               lambda r: (r["fraction"] | (1 << FRACTION_BITS)) if r["exponent_field"] else r["fraction"]),
+               lambda r: (r["fraction"] | (1 << b.m)) if r["exponent_field"] else r["fraction"]),
         _plain("e", Field("e", 8), ("exponent_field",), {SL.MIN_MAX}, lambda r: max(r["exponent_field"], 1)),
     ))
 
@@ -602,7 +635,7 @@ def fpisa(normalize_in_switch: bool = True) -> Program:
         return {"y": shift_right(r["S"], rs), "sa": sa, "op": op, "E_new": r["e"] + e_plus}
 
     entries = {WRITE_SENTINEL: ("align_var", (0, 0, OP_WRITE, 0))}
-    for delta in range(-(EXPONENT_ALL_ONES - 1), EXPONENT_ALL_ONES):
+    for delta in range(-(b.all_ones - 1), b.all_ones):
         if delta > 0:  # e > E: the stored mantissa moves right by delta
             entries[delta] = ("align_var", (0, delta, OP_ADD, 0))
         else:  # e <= E: the incoming one moves right by E - e
@@ -637,6 +670,7 @@ def fpisa(normalize_in_switch: bool = True) -> Program:
         "FPISA (numerics section 2): exponent max, stored mantissa shifted by the "
         f"stateful read-shift-add-write, variable shifts; {where}",
         (implied_one, signed, align, mantissa),
+        b,
         normalize_in_switch,
     )
 
@@ -645,17 +679,21 @@ def fpisa(normalize_in_switch: bool = True) -> Program:
 PROGRAM_NAMES = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa", "fpisa-raw")
 
 
-def build_program(name: str, machine=None) -> Program:
-    """The named program, shaped for ``machine`` where that matters (pairs)."""
+def build_program(name: str, machine=None, fmt: str | Format = "fp32") -> Program:
+    """The named program, shaped for ``machine`` where that matters (pairs).
+
+    ``fmt`` is the FPISA programs' element format; SwitchML always carries int32.
+    """
+    get_format(fmt)  # validates
     if name == "switchml":
         pairs = machine is None or SF.PAIR in machine.stateful_atom.features
         return switchml(pairs=pairs)
     if name == "fpisa-a":
-        return fpisa_a(variable_shifts=False)
+        return fpisa_a(variable_shifts=False, fmt=fmt)
     if name == "fpisa-a-varshift":
-        return fpisa_a(variable_shifts=True)
+        return fpisa_a(variable_shifts=True, fmt=fmt)
     if name == "fpisa":
-        return fpisa()
+        return fpisa(fmt=fmt)
     if name == "fpisa-raw":
-        return fpisa(normalize_in_switch=False)
+        return fpisa(normalize_in_switch=False, fmt=fmt)
     raise ValueError(f"unknown program {name!r}; programs: {list(PROGRAM_NAMES)}")

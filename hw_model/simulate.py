@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import fpisa
+from fpisa import switchml as sml
+from fpisa.formats import get_format
+
 from .machine import Machine
 from .mapper import PacketPlan, Placement, plan_packet
 from .programs import LAST, StatefulOp, build_program
@@ -218,25 +222,24 @@ class FpisaRun:
 
 
 def simulate_fpisa(machine: Machine, program: str, values_bits, elements_per_packet: int,
-                   order=None, rounding: str = "rz") -> FpisaRun:
-    """Aggregate fp32 bit patterns (K, n) with an FPISA program on ``machine``.
+                   order=None, rounding: str = "rz", fmt: str = "fp32") -> FpisaRun:
+    """Aggregate (K, n) values of ``fmt`` (bit patterns, or float32/float16
+    for fp32/fp16) with an FPISA program on ``machine``.
 
     ``rounding`` applies to ``fpisa-raw`` only (the host normalizes); the
     programs that normalize in the switch truncate (rz).
     """
-    prog = build_program(program, machine)
+    form = get_format(fmt)
+    prog = build_program(program, machine, form)
     if prog.mode not in ("fpisa", "fpisa-a"):
         raise ValueError(f"program {program!r} is not an FPISA program")
     if rounding != "rz" and len(prog.result_fields[0]) == 1:
         raise ValueError(f"program {program!r} normalizes in the switch, which truncates: "
                          "rounding must be 'rz' (use fpisa-raw for host-side 'rne')")
-    bits = np.asarray(values_bits)
-    if bits.dtype == np.float32:
-        bits = bits.view(np.uint32)
-    if bits.ndim != 2 or bits.dtype != np.uint32:
-        raise ValueError(f"values_bits must be a (workers, elements) uint32/float32 array, got "
-                         f"{bits.dtype} {bits.shape}")
-    if np.any((bits >> 23) & 0xFF == 0xFF):
+    bits = fpisa.to_bits(values_bits, form)
+    if bits.ndim != 2:
+        raise ValueError(f"values must be a (workers, elements) array, got shape {bits.shape}")
+    if np.any((bits >> form.fraction_bits) & form.exponent_all_ones == form.exponent_all_ones):
         raise ValueError("the cycle model does not carry Inf/NaN flags (no sticky special-flag "
                          "register is modelled); pass finite values")
     plan = plan_packet(prog, machine, elements_per_packet)
@@ -246,13 +249,11 @@ def simulate_fpisa(machine: Machine, program: str, values_bits, elements_per_pac
     run = run_pipeline(plan, _packets(bits.astype(np.int64), elements_per_packet, schedule), num_workers)
     words = [w for s in range(num_slots) for w in run.results[s]][:n]
     if len(prog.result_fields[0]) == 1:  # normalized in the switch
-        result = np.array([w for (w,) in words], dtype=np.uint32)
+        result = np.array([w for (w,) in words], dtype=form.bits_dtype)
     else:  # raw (A, E): the host normalizes, as on a FLAG_RAW result
-        import fpisa
-
         result = fpisa.normalize(np.array([e for _, e in words], dtype=np.int64),
-                                 np.array([a for a, _ in words], dtype=np.int64), fmt="fp32", rounding=rounding)
-        result = np.asarray(result, dtype=np.uint32)
+                                 np.array([a for a, _ in words], dtype=np.int64), fmt=form, rounding=rounding)
+        result = np.asarray(result, dtype=form.bits_dtype)
     exponent = np.zeros(num_slots * elements_per_packet, dtype=np.int64)
     mantissa = np.zeros_like(exponent)
     chunk, epl = plan.elements_per_pass, prog.elements_per_lane
@@ -316,7 +317,7 @@ class CheckResult:
 
 
 def check_against_numerics(machine: Machine, program: str, values, elements_per_packet: int,
-                           order=None, rounding: str = "rz") -> CheckResult:
+                           order=None, rounding: str = "rz", fmt: str = "fp32") -> CheckResult:
     """Run the cycle model and ``fpisa.aggregate_detailed``; count differing bits.
 
     FPISA programs: result bits, exponent and mantissa registers. switchml:
@@ -324,30 +325,28 @@ def check_against_numerics(machine: Machine, program: str, values, elements_per_
     simulated switch sums int32 and maxes exponents; compared are the int
     sums (against numpy's wrapping int32 sum), the max exponents, and the
     dequantized result (against ``fpisa.aggregate(mode="switchml")``).
+    ``values``: (K, n) bit patterns of ``fmt``, or float32 / float16 for
+    fp32 / fp16.
     """
-    import fpisa
-    from fpisa import switchml as sml
-
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 2:
-        raise ValueError(f"values must be (workers, elements), got shape {values.shape}")
-    bits = values.view(np.uint32)
+    bits = fpisa.to_bits(values, fmt)
+    if bits.ndim != 2:
+        raise ValueError(f"values must be (workers, elements), got shape {bits.shape}")
     num_workers, n = bits.shape
-    prog = build_program(program, machine)
+    prog = build_program(program, machine, fmt)
     if prog.mode == "switchml":
-        local = np.stack([sml.block_exponents(bits[k], "fp32", elements_per_packet) for k in range(num_workers)])
+        local = np.stack([sml.block_exponents(bits[k], fmt, elements_per_packet) for k in range(num_workers)])
         # SwitchML pipelines the exponent exchange (packet k carries block
         # k+W's exponent); here a first round of the same program finds the
         # max exponents, with zero payloads, before the data round
         zeros = np.zeros((num_workers, n), dtype=np.int32)
         exchange = simulate_switchml(machine, zeros, local, elements_per_packet, order)
         ints = np.stack([
-            sml.quantize(bits[k], "fp32", exchange.max_exponents, num_workers, elements_per_packet)
+            sml.quantize(bits[k], fmt, exchange.max_exponents, num_workers, elements_per_packet)
             for k in range(num_workers)])
         data = simulate_switchml(machine, ints, local, elements_per_packet, order)
         expected_sums = ints.sum(axis=0, dtype=np.int32)
-        result = sml.dequantize(data.int_sums, "fp32", exchange.max_exponents, num_workers, elements_per_packet)
-        expected = fpisa.aggregate(bits, "switchml", fmt="fp32", block_size=elements_per_packet)
+        result = sml.dequantize(data.int_sums, fmt, exchange.max_exponents, num_workers, elements_per_packet)
+        expected = fpisa.aggregate(bits, "switchml", fmt=fmt, block_size=elements_per_packet)
         mismatches = {
             "max_exponent": int(np.count_nonzero(exchange.max_exponents != local.max(axis=0))),
             "int_sum": int(np.count_nonzero(data.int_sums != expected_sums)),
@@ -355,8 +354,8 @@ def check_against_numerics(machine: Machine, program: str, values, elements_per_
         }
         cycles = exchange.run.cycles + data.run.cycles
     else:
-        run = simulate_fpisa(machine, program, bits, elements_per_packet, order, rounding)
-        ref = fpisa.aggregate_detailed(bits, prog.mode, fmt="fp32", order=run.element_order, rounding=rounding)
+        run = simulate_fpisa(machine, program, bits, elements_per_packet, order, rounding, fmt)
+        ref = fpisa.aggregate_detailed(bits, prog.mode, fmt=fmt, order=run.element_order, rounding=rounding)
         mismatches = {
             "result_bits": int(np.count_nonzero(run.result_bits != ref.result)),
             "exponent_register": int(np.count_nonzero(run.exponent_register != ref.exponent_register)),

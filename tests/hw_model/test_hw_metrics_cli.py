@@ -124,3 +124,22 @@ def test_check_exits_1_on_a_mismatch(monkeypatch, capsys):
 
 def test_check_with_nothing_mapped_fails():
     assert _run(["hw", "check", "--machines", "banzai", "--programs", "fpisa"]) == 1
+
+
+def test_fp16_elements_take_two_bytes_on_the_wire():
+    x = get_machine("fpisa-extended")
+    half = evaluate(x, "fpisa", 64, fmt="fp16")
+    single = evaluate(x, "fpisa", 64)
+    assert (half.fmt, single.fmt) == ("fp16", "fp32")
+    assert single.frame_bytes - half.frame_bytes == 64 * 2
+    assert evaluate(x, "switchml", 64, fmt="fp16").fmt == "int32"  # SwitchML sends int32 regardless
+
+
+def test_check_and_report_take_a_format(tmp_path, capsys):
+    assert _run(["hw", "check", "--fmt", "bf16", "--machines", "fpisa-extended", "--programs", "fpisa",
+                 "--elements", "16"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    assert _run(["hw", "report", "--fmt", "fp16", "--out", str(tmp_path), "--no-plot",
+                 "--machines", "tofino1", "--programs", "fpisa-a", "--elements", "64"]) == 0
+    doc = json.loads((tmp_path / "hw_report.json").read_text())
+    assert doc["config"]["fmt"] == "fp16" and doc["rows"][0]["fmt"] == "fp16"

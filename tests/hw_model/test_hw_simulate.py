@@ -6,7 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fpisa
+from fpisa.formats import FORMATS
 from hw_model.machine import get_machine
+from hw_model.mapper import map_program
+from hw_model.programs import build_program
 from hw_model.simulate import (
     arrival_schedule,
     check_against_numerics,
@@ -43,6 +46,41 @@ def test_cycle_model_matches_numerics_bit_for_bit(machine, program, seed, spread
     order = np.stack([rng.permutation(workers) for _ in range(n // per_packet)])
     result = check_against_numerics(get_machine(machine), program, values, per_packet, order)
     assert result.ok, result.mismatches
+
+
+def random_bits(rng, workers, n, fmt):
+    """Finite bit patterns of ``fmt`` with exponents clustered (alignment,
+    headroom, overwrite) or anywhere (subnormals, overflow to Inf)."""
+    f = FORMATS[fmt]
+    base = int(rng.integers(1, f.exponent_all_ones))
+    near = rng.integers(base - 8, base + 8, (workers, n)).clip(0, f.exponent_all_ones - 1)
+    anywhere = rng.integers(0, f.exponent_all_ones, (workers, n))
+    e = np.where(rng.random((workers, n)) < 0.7, near, anywhere)
+    sign = rng.integers(0, 2, (workers, n))
+    frac = rng.integers(0, 1 << f.fraction_bits, (workers, n))
+    bits = (sign << (f.storage_bits - 1)) | (e << f.fraction_bits) | frac
+    return bits.astype(f.bits_dtype)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp32"])
+@pytest.mark.parametrize("machine,program", [m for m in MAPPED if m[1] != "switchml"] + [("tofino1", "switchml")])
+def test_every_format_is_bit_exact(fmt, machine, program):
+    rng = np.random.default_rng(21)
+    workers, n, per_packet = 6, 16, 8
+    bits = random_bits(rng, workers, n, fmt)
+    order = np.stack([rng.permutation(workers) for _ in range(n // per_packet)])
+    result = check_against_numerics(get_machine(machine), program, bits, per_packet, order, fmt=fmt)
+    assert result.ok, result.mismatches
+
+
+def test_fpisa_a_stays_one_element_per_pass_on_tofino_in_every_format():
+    """Right shifts up to p plus left shifts up to h = W - 1 - p: always 32 actions."""
+    tofino = get_machine("tofino1")
+    for fmt in ("fp16", "bf16", "fp32"):
+        mapping = map_program(build_program("fpisa-a", tofino, fmt), tofino)
+        assert mapping.elements_per_pass == 1, fmt
+        align = next(op for s in mapping.program.lane for op in s.ops if op.name == "align")
+        assert align.instructions == 32, fmt
 
 
 @pytest.mark.parametrize("program,mode", [("fpisa", "fpisa"), ("fpisa-a", "fpisa-a")])
@@ -146,41 +184,44 @@ def test_bad_orders_are_refused():
 
 # ------------------------------------------------------------ properties
 @st.composite
-def finite_fp32_cases(draw):
-    """Workers' fp32 bit patterns (finite), packet size and per-slot orders.
+def finite_cases(draw):
+    """A format, workers' finite bit patterns, packet size and per-slot orders.
 
     Exponents are drawn near a common base most of the time so that
     alignment, headroom, overwrite and cancellation paths all get exercised.
     """
+    fmt = draw(st.sampled_from(["fp32", "fp16", "bf16"]))
+    f = FORMATS[fmt]
     workers = draw(st.integers(1, 5))
     n = draw(st.integers(1, 10))
     per_packet = draw(st.integers(1, 4))
-    base = draw(st.integers(1, 254))
-    exponent = st.one_of(st.integers(max(0, base - 10), min(254, base + 10)), st.integers(0, 254))
-    word = st.builds(lambda s, e, f: (s << 31) | (e << 23) | f,
-                     st.integers(0, 1), exponent, st.integers(0, 2**23 - 1))
+    top = f.exponent_all_ones - 1
+    base = draw(st.integers(1, top))
+    exponent = st.one_of(st.integers(max(0, base - 10), min(top, base + 10)), st.integers(0, top))
+    word = st.builds(lambda s, e, x: (s << (f.storage_bits - 1)) | (e << f.fraction_bits) | x,
+                     st.integers(0, 1), exponent, st.integers(0, (1 << f.fraction_bits) - 1))
     bits = np.array(draw(st.lists(st.lists(word, min_size=n, max_size=n),
-                                  min_size=workers, max_size=workers)), dtype=np.uint32)
+                                  min_size=workers, max_size=workers)), dtype=f.bits_dtype)
     slots = -(-n // per_packet)
     order = np.array([draw(st.permutations(range(workers))) for _ in range(slots)])
-    return bits, per_packet, order
+    return fmt, bits, per_packet, order
 
 
 @settings(max_examples=40)
-@given(case=finite_fp32_cases(),
+@given(case=finite_cases(),
        target=st.sampled_from([("fpisa-extended", "fpisa"), ("tofino1", "fpisa-a"),
-                               ("fpisa-extended", "fpisa-a-varshift")]))
+                               ("fpisa-extended", "fpisa-a-varshift"), ("fpisa-extended", "fpisa-raw")]))
 def test_property_fpisa_programs_bit_exact(case, target):
-    bits, per_packet, order = case
-    result = check_against_numerics(get_machine(target[0]), target[1], bits.view(np.float32), per_packet, order)
+    fmt, bits, per_packet, order = case
+    result = check_against_numerics(get_machine(target[0]), target[1], bits, per_packet, order, fmt=fmt)
     assert result.ok, result.mismatches
 
 
 @settings(max_examples=25)
-@given(case=finite_fp32_cases())
+@given(case=finite_cases())
 def test_property_switchml_bit_exact(case):
-    bits, per_packet, order = case
-    result = check_against_numerics(get_machine("tofino1"), "switchml", bits.view(np.float32), per_packet, order)
+    fmt, bits, per_packet, order = case
+    result = check_against_numerics(get_machine("tofino1"), "switchml", bits, per_packet, order, fmt=fmt)
     assert result.ok, result.mismatches
 
 
