@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--packet-elements", type=int, default=d.num_elements, metavar="E",
                      help="elements per packet (default %(default)s, at most 255)")
     run.add_argument("--window", type=int, default=d.window, help="outstanding packets per worker")
+    run.add_argument("--timeout", type=float, default=d.timeout_ms, metavar="MS",
+                     help="workers' minimum retransmission timeout (default %(default)s)")
     run.add_argument("--repeat", type=int, default=d.repeat, metavar="R")
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument("--no-check", action="store_true", help="skip the bit-exact and error checks")
@@ -81,7 +83,7 @@ def _run_body(args, preflight) -> int:
     config = ExperimentConfig(topo=args.topo, workers=args.workers, leaves=args.leaves, switch=args.switch,
                               mode=args.mode, fmt=args.fmt, bw_mbit=args.bw, delay_ms=args.delay,
                               loss=args.loss, elements=args.elements, num_elements=args.packet_elements,
-                              window=args.window, repeat=args.repeat, seed=args.seed, check=not args.no_check)
+                              window=args.window, timeout_ms=args.timeout, repeat=args.repeat, seed=args.seed, check=not args.no_check)
     preflight(config)
 
     def progress(r: int) -> None:
