@@ -149,7 +149,7 @@ def plot(rows: list[Metrics], path: Path) -> None:
     machines = list(dict.fromkeys(r.machine for r in rows))
     programs = list(dict.fromkeys(r.program for r in rows))
     sizes = list(dict.fromkeys(r.elements_per_packet for r in rows))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 8.5))
     groups = [(p, n) for p in programs for n in sizes]
     width = 0.8 / len(machines)
     for i, machine in enumerate(machines):
@@ -163,28 +163,26 @@ def plot(rows: list[Metrics], path: Path) -> None:
             if np.isnan(h):
                 top.text(x, 1e8, "x", ha="center", va="bottom", fontsize=9, color="gray")
     top.set_yscale("log")
-    top.set_ylim(bottom=1e8)
+    mapped = [r.elements_per_s_line_rate for r in rows if r.mapped]
+    # headroom above the tallest bar for the legend
+    top.set_ylim(1e8, max(mapped, default=1e9) * 30)
     top.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
     top.set_xticklabels([f"{p}\n{n} elem/pkt" for p, n in groups], fontsize=8)
     top.set_ylabel("element contributions / s\n(line rate, one pipe)")
     top.set_title("Aggregation throughput (x = program rejected by the mapper)")
-    top.legend()
-    # resources: the first packet size (resources do not depend on it much)
+    top.legend(ncol=len(machines), loc="upper center")
+    # resources of the mapped configurations at the first packet size
     n0 = sizes[0]
-    labels, stages, salus = [], [], []
-    for machine in machines:
-        for p in programs:
-            r = next(r for r in rows if (r.machine, r.program, r.elements_per_packet) == (machine, p, n0))
-            labels.append(f"{machine}\n{p}")
-            stages.append(r.stages_used if r.mapped else 0)
-            salus.append(r.stateful_alus_used if r.mapped else 0)
-    xs = np.arange(len(labels))
-    bottom.bar(xs - 0.2, stages, 0.4, label="stages used")
-    bottom.bar(xs + 0.2, salus, 0.4, label="stateful ALUs used")
+    shown = [r for r in rows if r.mapped and r.elements_per_packet == n0]
+    xs = np.arange(len(shown))
+    bottom.bar(xs - 0.2, [r.stages_used for r in shown], 0.4, label="stages used")
+    bottom.bar(xs + 0.2, [r.stateful_alus_used for r in shown], 0.4, label="stateful ALUs used")
     bottom.set_xticks(xs)
-    bottom.set_xticklabels(labels, fontsize=7)
-    bottom.set_title(f"Resources used at {n0} elements per packet (0 = rejected)")
-    bottom.legend()
+    bottom.set_xticklabels([f"{r.machine}\n{r.program}" for r in shown], fontsize=8, rotation=20, ha="right")
+    bottom.set_title(f"Resources used at {n0} elements per packet (mapped configurations)")
+    tallest = max([r.stateful_alus_used for r in shown] + [r.stages_used for r in shown], default=1)
+    bottom.set_ylim(0, tallest * 1.3)
+    bottom.legend(ncol=2, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
