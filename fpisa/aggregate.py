@@ -87,6 +87,7 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
     mode = get_mode(mode)
     rounding = get_rounding(rounding)
     layout = RegisterLayout(fmt, register_bits)
+    block_size = sml.check_block_size(block_size)
     bits, was_float = _as_bits_2d(values, fmt)
     workers, n = bits.shape
     orders = arrival_orders(order, workers, n)
@@ -141,7 +142,9 @@ def _float32_sums(x: np.ndarray, orders: np.ndarray, fmt: Format):
         acc = x[orders[:, 0], cols].copy()
         for t in range(1, orders.shape[1]):
             acc += x[orders[:, t], cols]
-    flags = np.zeros(n, np.uint8)
+    flags = (np.bitwise_or.reduce(np.where(np.isnan(x), K.NAN, 0)
+                                  | np.where(x == np.inf, K.POS_INF, 0)
+                                  | np.where(x == -np.inf, K.NEG_INF, 0), axis=0)).astype(np.uint8)
     if fmt.name == "fp32":
         return acc.view(np.uint32).copy(), flags
     return doubles_to_bits(acc.astype(np.float64), fmt), flags

@@ -69,8 +69,16 @@ class SlotRegisters:
             raise ValueError(f"row {row} outside 0..{self.num_rows - 1}")
         if values.shape != (self.num_elements,):
             raise ValueError(f"{values.shape} values for {self.num_elements} elements")
+        # never convert values: a float array cast to bit patterns (or fp16 bits
+        # widened into fp32 registers) would be silently wrong data
         if self.is_float:
+            if values.dtype.kind != "u" or values.dtype.itemsize != self.fmt.storage_bytes:
+                raise ValueError(
+                    f"{self.fmt.name} registers take {self.fmt.storage_bits}-bit unsigned bit "
+                    f"patterns, got dtype {values.dtype}")
             return np.ascontiguousarray(values, dtype=self.fmt.bits_dtype)
+        if values.dtype.kind != "i" or values.dtype.itemsize != 4:
+            raise ValueError(f"{self.mode} registers take int32 values, got dtype {values.dtype}")
         return np.ascontiguousarray(values, dtype=np.int32)
 
     def accumulate(self, row: int, values, first: bool) -> None:

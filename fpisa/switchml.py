@@ -14,8 +14,10 @@ compute y = sum / f in float64 and round once (to nearest even) to the
 format. This is the per-element host work FPISA removes.
 
 Why the sum cannot overflow: |x| < 2^e_max, so |x * f| < INT32_MAX / K by at
-least INT32_MAX / K * 2^-p (p = 24 for fp32), which is >= 0.5 for K <= 256:
-rounding cannot reach past floor(INT32_MAX / K).
+least INT32_MAX / K * 2^-p (p = 24 for fp32); with r = INT32_MAX mod K,
+the K-way sum stays below 2^31 while r - K/2 < INT32_MAX * 2^-p, which holds
+for every K <= 256 (docs/numerics.md, section 6 has the proof; the tests
+check every K at every binade).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ MAX_WORKERS = 256
 
 
 def _as_double(values_bits, fmt: Format) -> np.ndarray:
-    x = from_bits(values_bits, fmt).astype(np.float64)  # exact widening
+    with np.errstate(invalid="ignore"):
+        x = from_bits(values_bits, fmt).astype(np.float64)  # exact widening
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(
@@ -54,10 +57,14 @@ def _as_double(values_bits, fmt: Format) -> np.ndarray:
     return x
 
 
+def check_block_size(block_size) -> int:
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    return int(block_size)
+
+
 def _blocks(n: int, block_size: int) -> int:
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    return -(-n // block_size)
+    return -(-n // check_block_size(block_size))
 
 
 def block_exponents(values_bits, fmt: str | Format = "fp32", block_size: int = 64) -> np.ndarray:
@@ -88,7 +95,7 @@ def quantize(values_bits, fmt: str | Format, max_exponents, num_workers: int,
     """A worker's values -> int32 to send, given the blocks' max exponents."""
     fmt = get_format(fmt)
     x = _as_double(np.asarray(values_bits).ravel(), fmt)
-    f = np.repeat(scale_factors(max_exponents, num_workers), block_size)[: x.size]
+    f = np.repeat(scale_factors(max_exponents, num_workers), check_block_size(block_size))[: x.size]
     if f.size != x.size:
         raise ValueError(f"{np.size(max_exponents)} block exponents do not cover {x.size} values")
     return np.rint(x * f).astype(np.int32)
@@ -99,7 +106,7 @@ def dequantize(int_sums, fmt: str | Format, max_exponents, num_workers: int,
     """The switch's int32 sums -> bits of ``fmt`` (one rounding, to nearest even)."""
     fmt = get_format(fmt)
     s = np.asarray(int_sums, dtype=np.int32).ravel().astype(np.float64)
-    f = np.repeat(scale_factors(max_exponents, num_workers), block_size)[: s.size]
+    f = np.repeat(scale_factors(max_exponents, num_workers), check_block_size(block_size))[: s.size]
     if f.size != s.size:
         raise ValueError(f"{np.size(max_exponents)} block exponents do not cover {s.size} sums")
     return doubles_to_bits(s / f, fmt)
