@@ -311,20 +311,21 @@ def _place_prologue(program: Program, machine: Machine, usage: list[StageUsage])
     return placements
 
 
-def _place_lane(program: Program, machine: Machine, lane: int, usage: list[StageUsage],
-                produced: dict[str, int]) -> tuple[list[Placement], str | None]:
-    """ALAP placement of one lane; ([], why) if it does not fit."""
-    steps = program.lane
-    earliest = []
-    lower = 0
-    for step in steps:
+def _earliest_stages(program: Program, produced: dict[str, int]) -> list[int]:
+    """Per lane step, the earliest stage its chain and its prologue inputs allow."""
+    earliest, lower = [], 0
+    for step in program.lane:
         deps = [produced[i] + 1 for op in step.ops for i in op.inputs if i in produced]
         lower = max([lower] + deps)
         earliest.append(lower)
         lower += 1
-    if earliest[-1] >= machine.stages:
-        return [], (f"a lane is a chain of {len(steps)} steps that can start at stage "
-                    f"{earliest[0]} at the earliest; the machine has {machine.stages} stages")
+    return earliest
+
+
+def _place_lane_alap(program: Program, machine: Machine, lane: int, usage: list[StageUsage],
+                     earliest: list[int]) -> tuple[list[Placement], str | None]:
+    """Each step as late as possible, last step first; ([], why) if it does not fit."""
+    steps = program.lane
     trial = [u.copy() for u in usage]
     chosen: list[Placement] = []
     upper = machine.stages - 1
@@ -341,36 +342,103 @@ def _place_lane(program: Program, machine: Machine, lane: int, usage: list[Stage
                 break
         else:
             return [], f"no stage in {earliest[index]}..{upper} has room for step '{step.name}': {why}"
-    for p in chosen:
-        _add(usage[p.stage], _step_cost(p.step, machine))
     return sorted(chosen, key=lambda p: p.stage), None
 
 
+def _load(usage: StageUsage, cost: StageUsage, machine: Machine) -> float:
+    """How full a stage gets, summed over the resources ``cost`` uses (0..1 each)."""
+    load = 0.0
+    if cost.stateful_alus:
+        load += (usage.stateful_alus + cost.stateful_alus) / machine.stateful_alus_per_stage
+    if cost.stateless_alus:
+        load += (usage.stateless_alus + cost.stateless_alus) / machine.stateless_alus_per_stage
+    if machine.instruction_slots_per_stage and (cost.table_instructions or cost.has_plain_ops):
+        total = int(usage.has_plain_ops or cost.has_plain_ops) + usage.table_instructions + cost.table_instructions
+        load += total / machine.instruction_slots_per_stage
+    if cost.tcam_blocks:
+        load += (usage.tcam_blocks + cost.tcam_blocks) / machine.tcam_blocks_per_stage
+    return load
+
+
+def _place_lane_balanced(program: Program, machine: Machine, lane: int, usage: list[StageUsage],
+                         earliest: list[int]) -> tuple[list[Placement], str | None]:
+    """The chain placement that leaves stages least loaded (shortest path over
+    (step, stage)); ties go to later stages. Spreads lanes where ALAP piles up."""
+    steps, stages = program.lane, machine.stages
+    costs = [_step_cost(step, machine) for step in steps]
+    inf = float("inf")
+    best = [[inf] * stages for _ in steps]
+    back = [[-1] * stages for _ in steps]
+    for i, cost in enumerate(costs):
+        running, running_at = (0.0, -1) if i == 0 else (inf, -1)
+        for stage in range(stages):
+            if i > 0 and stage > 0 and best[i - 1][stage - 1] <= running:
+                running, running_at = best[i - 1][stage - 1], stage - 1
+            if stage < earliest[i] or running == inf or _fits(usage[stage], cost, machine) is not None:
+                continue
+            best[i][stage] = running + _load(usage[stage], cost, machine) - 1e-9 * stage
+            back[i][stage] = running_at
+    last = min(range(stages), key=lambda st: best[-1][st])
+    if best[-1][last] == inf:
+        return [], "no chain of stages has room for every step"
+    chosen, stage = [], last
+    for i in range(len(steps) - 1, -1, -1):
+        chosen.append(Placement(lane, steps[i], stage))
+        stage = back[i][stage]
+    return sorted(chosen, key=lambda p: p.stage), None
+
+
+#: lane placement strategies, the first preferred on ties
+_STRATEGIES = (_place_lane_alap, _place_lane_balanced)
+
+
+def _replicate(program: Program, machine: Machine, lanes: int | None, strategy):
+    """Prologue, then lanes placed by ``strategy`` until ``lanes`` or no room."""
+    usage = [StageUsage() for _ in range(machine.stages)]
+    placements = _place_prologue(program, machine, usage)
+    produced = _producers(placements)
+    earliest = _earliest_stages(program, produced)
+    if earliest[-1] >= machine.stages:
+        why = (f"a lane is a chain of {len(program.lane)} steps that can start at stage "
+               f"{earliest[0]} at the earliest; the machine has {machine.stages} stages")
+        return usage, placements, 0, why
+    budget = machine.parser.payload_bits
+    placed, why = 0, None
+    while lanes is None or placed < lanes:
+        lane_placements, why = strategy(program, machine, placed, usage, earliest)
+        if not lane_placements:
+            break
+        peak = max(_phv_live_bits(program, placements + lane_placements, machine))
+        if peak > budget:
+            why = f"PHV: {peak} bits of fields live at once, {budget} left after headers"
+            break
+        for p in lane_placements:
+            _add(usage[p.stage], _step_cost(p.step, machine))
+        placements += lane_placements
+        placed += 1
+    return usage, placements, placed, why
+
+
 def map_program(program: Program | str, machine: Machine, lanes: int | None = None) -> Mapping:
-    """Place the prologue and ``lanes`` lanes (None: as many as fit)."""
+    """Place the prologue and ``lanes`` lanes (None: as many as fit).
+
+    Two greedy lane strategies are tried: as late as possible (SwitchML's
+    layout: whole stages of lanes after the per-packet control) and
+    load-balanced; the mapping with more lanes wins, ALAP on ties.
+    """
     if isinstance(program, str):
         program = build_program(program, machine)
     if lanes is not None and (not isinstance(lanes, int) or lanes < 1):
         raise ValueError(f"lanes must be a positive int or None, got {lanes!r}")
     check_expressiveness(program, machine)
-    usage = [StageUsage() for _ in range(machine.stages)]
-    placements = _place_prologue(program, machine, usage)
-    produced = _producers(placements)
-    budget = machine.parser.payload_bits
-    placed = 0
-    why = None
-    while lanes is None or placed < lanes:
-        saved = [u.copy() for u in usage]
-        lane_placements, why = _place_lane(program, machine, placed, usage, produced)
-        if not lane_placements:
-            break
-        peak = max(_phv_live_bits(program, placements + lane_placements, machine))
-        if peak > budget:
-            usage[:] = saved
-            why = f"PHV: {peak} bits of fields live at once, {budget} left after headers"
-            break
-        placements += lane_placements
-        placed += 1
+    results = []
+    for strategy in _STRATEGIES:
+        result = _replicate(program, machine, lanes, strategy)
+        results.append(result)
+        if lanes is not None and result[2] == lanes:
+            break  # the preferred strategy that reaches the target
+    usage, placements, placed, _ = max(results, key=lambda r: r[2])  # first of the best on ties
+    why = results[0][3]
     if placed == 0 or (lanes is not None and placed < lanes):
         wanted = "one lane" if placed == 0 else f"{lanes} lanes (fit {placed})"
         raise MappingError(TOO_SMALL, f"{program.name} on {machine.name}: cannot place {wanted}: {why}")

@@ -199,3 +199,17 @@ def test_host_normalization_frees_stages_for_more_lanes(tofino, extended):
     assert raw.lanes > in_switch.lanes
     with pytest.raises(MappingError, match="shift-stored"):
         map_program("fpisa-raw", tofino)
+
+
+def test_balanced_strategy_fits_lanes_that_alap_strands(extended):
+    """ALAP piles FPISA's stateful steps into stages 3-6 and strands stage 2;
+    the load-balanced placement uses it, and a request for that many lanes
+    still maps."""
+    from hw_model.mapper import _place_lane_alap, _replicate
+
+    alap_lanes = _replicate(build_program("fpisa", extended), extended, None, _place_lane_alap)[2]
+    best = map_program("fpisa", extended)
+    assert best.lanes > alap_lanes
+    assert map_program("fpisa", extended, lanes=best.lanes).lanes == best.lanes
+    # whole stages of SwitchML lanes are still what the layout shows
+    assert set(value_lane_stages(plan_packet("switchml", get_machine("tofino1"), 64).mapping).values()) == {4}
