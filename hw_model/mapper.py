@@ -4,9 +4,10 @@ All or nothing, as Domino does: a program maps only if every operation fits
 one atom of the machine ("atom not expressive enough" otherwise) and the
 pipeline is deep and wide enough for at least one lane ("pipeline too
 small" otherwise). The per-packet prologue is placed as early as possible;
-then element lanes are replicated, each scheduled as late as possible
-(leaving the early stages to per-packet control, like SwitchML's layout),
-until a stage resource or the PHV runs out.
+then element lanes are replicated until a stage resource or the PHV runs
+out, by two greedy strategies whose better result is kept: as late as
+possible (leaving the early stages to per-packet control, like SwitchML's
+layout) and load-balanced (spreading lanes over the stages they can use).
 
 Per-stage resources: stateful atoms, stateless ALUs (one per output field),
 VLIW instruction slots (all always-run ops of a stage share one
