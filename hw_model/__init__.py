@@ -7,8 +7,9 @@ mapper places or rejects (mapper.py); a cycle simulation executes them
 (simulate.py) and must agree bit for bit with ``fpisa.aggregate``; metrics
 (metrics.py) count stages, ALUs, passes, throughput and area; ``fpisa hw
 report`` (cli.py) prints the comparison. docs/hw_model.md explains the model
-and its limits. Stands alone: imports ``fpisa`` only for the wire header
-size and for checking.
+and its limits. Stands alone: from ``fpisa`` it imports only definitions
+(number formats, the wire header size), the host-side SwitchML conversion
+and normalization of raw registers, and ``aggregate`` for checking.
 """
 
 from .atoms import STATEFUL_ATOMS, STATELESS_ALUS, StatefulAtom, StatelessAlu
