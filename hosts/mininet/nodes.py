@@ -5,6 +5,8 @@ says which. The orchestrator (:mod:`hosts.mininet.experiment`) talks to a
 node over its stdin/stdout, one line per message:
 
 - every node prints ``ready`` when it can take traffic (kernels loaded);
+  role ``warm`` only compiles the switch kernels into Numba's cache and
+  exits (run once by the orchestrator before the nodes start);
 - a worker reads ``go R``, runs allreduce number R, saves its result to
   ``<out>/result_w<rank>_r<R>.npy`` and prints one JSON line (timing,
   counters, the packet ids it used); ``exit`` ends it;
@@ -119,6 +121,17 @@ def _serve_leaf(leaf, transport, faults: LinkFaults | None) -> dict:
     return leaf.stats()
 
 
+def run_warm(spec: dict) -> None:
+    """role warm: compile (and cache) the switch's Numba kernels once, before
+    the nodes start together and would otherwise all compile at once."""
+    from emulator.pipeline import JobConfig
+    from emulator.server import warm_up
+
+    warm_up(JobConfig(num_workers=2, workers=(("warm", 0), ("warm", 1)), mode=spec["mode"],
+                      fmt=spec["fmt"], num_elements=spec["num_elements"]))
+    _say("ready")
+
+
 def run_worker(spec: dict) -> None:
     """role worker: the hosts allreduce client over the namespace's UDP stack."""
     from fpisa.net import UdpTransport
@@ -166,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = json.load(f)
         if spec["role"] == "worker":
             run_worker(spec)
+        elif spec["role"] == "warm":
+            run_warm(spec)
         else:
             run_switch(spec)
     except KeyboardInterrupt:
