@@ -64,14 +64,19 @@ class ExperimentError(RuntimeError):
     """A node failed or timed out; the message carries its log's tail."""
 
 
-def bmv2_missing() -> str:
-    """Why ``--switch bmv2`` cannot run here (always a reason for now)."""
+def bmv2_missing(config: ExperimentConfig) -> str:
+    """Why ``--switch bmv2`` cannot run here (for now there is always a reason)."""
+    from p4 import get_program
+
     if shutil.which("simple_switch") is None:
-        return "simple_switch (BMv2) is not on PATH"
-    if shutil.which("p4c-bm2-ss") is None:
-        return "p4c-bm2-ss is not on PATH, so the P4 program cannot be compiled"
-    return ("the BMv2 switch node is not wired into the Mininet experiments yet "
-            "(simple_switch and p4c are installed; use --switch emulator)")
+        return "simple_switch (BMv2) is not on PATH (docs/p4.md)"
+    program = get_program(config.mode.replace("-", "_")).json_path
+    if not program.exists():
+        return (f"the compiled P4 program {program} does not exist "
+                "(compile it with p4c-bm2-ss: fpisa p4 build)")
+    return ("simple_switch and the compiled program are there, but a BMv2 switch node is not "
+            "wired into the Mininet testbed yet; use --switch emulator (fpisa allreduce "
+            "--switch bmv2 runs BMv2 on loopback)")
 
 
 def preflight(config: ExperimentConfig) -> None:
@@ -82,7 +87,7 @@ def preflight(config: ExperimentConfig) -> None:
     if why:
         raise ToolMissing(why)
     if config.switch == "bmv2":
-        raise ToolMissing(f"--switch bmv2: {bmv2_missing()}")
+        raise ToolMissing(f"--switch bmv2: {bmv2_missing(config)}")
 
 
 class _Node:
