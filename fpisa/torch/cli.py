@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", choices=_DATASETS, default="digits",
                    help="digits: scikit-learn's bundled 8x8 digits; synthetic: a generated "
-                        "teacher-network problem (default digits)")
+                        "Gaussian-mixture problem (default digits)")
     p.add_argument("--model", choices=_MODELS, default="mlp", help="(default mlp)")
     p.add_argument("--workers", "-K", type=int, default=8, help="simulated workers K (default 8)")
     p.add_argument("--mode", nargs="+", choices=_MODES, default=list(_MODES), metavar="MODE",
