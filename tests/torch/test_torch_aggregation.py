@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+pytestmark = pytest.mark.torch
 from torch import nn  # noqa: E402
 
 import fpisa  # noqa: E402

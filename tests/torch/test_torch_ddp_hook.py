@@ -10,6 +10,7 @@ import socket
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+pytestmark = [pytest.mark.torch, pytest.mark.slow]  # spawns processes
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as tmp  # noqa: E402
 

@@ -14,6 +14,7 @@ import socket
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+pytestmark = [pytest.mark.torch, pytest.mark.slow]  # spawns processes
 server = pytest.importorskip("emulator.server", reason="the emulator package is not importable")
 pytest.importorskip("hosts.worker", reason="the hosts package is not importable")
 import torch.distributed as dist  # noqa: E402

@@ -6,6 +6,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+pytestmark = pytest.mark.torch
 
 from fpisa.cli import main  # noqa: E402
 from fpisa.torch.train import TrainConfig, build_model, load_dataset, run_training  # noqa: E402
