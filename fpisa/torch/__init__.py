@@ -34,7 +34,6 @@ __all__ = [
     "NetworkHookState",
     "KWorkerSimulator",
     "SimulatorConfig",
-    "flatten_gradients",
     "require_torch",
 ]
 
@@ -48,7 +47,6 @@ _HOME = {
     "NetworkHookState": "network",
     "KWorkerSimulator": "simulator",
     "SimulatorConfig": "simulator",
-    "flatten_gradients": "simulator",
 }
 
 INSTALL_HINT = (

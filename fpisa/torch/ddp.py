@@ -85,7 +85,8 @@ class FpisaHookState:
     """
 
     mode: str = "fpisa"
-    arrival: str = "rank"
+    #: as in SimulatorConfig: packets race to the switch independently
+    arrival: str = "packet"
     seed: int = 0
     packet_elements: int = 64
     rounding: str = "rz"

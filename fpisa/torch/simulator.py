@@ -28,7 +28,7 @@ from .aggregation import ARRIVALS, AggregationStats, aggregate_gradients, arriva
 
 torch = require_torch()
 
-__all__ = ["SimulatorConfig", "KWorkerSimulator", "StepResult", "flatten_gradients"]
+__all__ = ["SimulatorConfig", "KWorkerSimulator", "StepResult"]
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,6 @@ class StepResult:
     #: mean of the K shards' losses (what the K workers would report, averaged)
     loss: float
     stats: AggregationStats = field(default_factory=AggregationStats)
-
-
-def flatten_gradients(model) -> "torch.Tensor":
-    """The model's gradients, concatenated in parameter registration order
-    (zeros for parameters without a gradient)."""
-    parts = []
-    for p in model.parameters():
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        parts.append(g.detach().reshape(-1))
-    return torch.cat(parts)
 
 
 class KWorkerSimulator:
