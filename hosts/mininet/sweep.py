@@ -224,6 +224,10 @@ def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
         (axes[1, 1], "loss", "goodput_mbit", {"workers": k_max, "bw_mbit": bw}, "goodput per worker [Mbit/s]"),
         (axes[1, 2], "workers", "max_ulp", {"loss": loss0, "bw_mbit": bw}, "max error vs exact [ulp]"),
     ]
+    if any(r.get("extra_mean_ulp_vs_star") is not None for r in good):
+        # two-level: what the hierarchy costs (or saves) against a star with the same arrivals
+        panels[-1] = (axes[1, 2], "workers", "extra_mean_ulp_vs_star", {"loss": loss0, "bw_mbit": bw},
+                      "extra mean error vs star [ulp]")
     for ax, x, y, where, ylabel in panels:
         for mode, (xs, ys) in sorted(_median_by(good, x, y, where).items()):
             ax.plot(xs, ys, marker="o", label=mode)
@@ -232,7 +236,7 @@ def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
                      if r.get("payload_line_rate_mbit") and r["bw_mbit"] == bw and r["mode"] != "switchml"]
             if rates:
                 ax.axhline(rates[0], color="grey", ls="--", lw=1, label="payload line rate")
-        if y in ("mean_ulp", "max_ulp"):
+        if y in ("mean_ulp", "max_ulp", "extra_mean_ulp_vs_star"):
             ax.set_yscale("symlog", linthresh=1)
         fixed = ", ".join(f"{k}={v:g}" for k, v in where.items())
         ax.set_title(f"{ylabel.split(' [')[0]} vs {x} ({fixed})", fontsize=10)
