@@ -79,10 +79,29 @@ def parse_address(text: str, default_port: int = UDP_PORT) -> tuple[str, int]:
     return ip, port_number
 
 
-class UdpTransport:
-    """A non-blocking UDP socket; addresses are ``(ip, port)``."""
+SOL_UDP = 17
+UDP_SEGMENT = 103  #: linux/udp.h: send one buffer as many datagrams (GSO)
+UDP_GRO = 104  #: linux/udp.h: receive coalesced datagrams, cmsg gives the size
+#: the kernel's UDP_MAX_SEGMENTS
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000
+_ERRORS_TO_COUNT = (errno.EAGAIN, errno.ECONNREFUSED, errno.ENOBUFS, errno.EPERM)
 
-    def __init__(self, sock: socket.socket):
+
+class UdpTransport:
+    """A non-blocking UDP socket; addresses are ``(ip, port)``.
+
+    On loopback it uses UDP segmentation offload (``UDP_SEGMENT``: one
+    ``sendmsg`` carries up to 64 equally long datagrams to one destination)
+    and generic receive offload (``UDP_GRO``: one ``recvmsg`` returns such a
+    train, split here). The datagrams on the wire are exactly the same; what
+    changes is the number of trips through the kernel's network stack,
+    which is what limits a Python host (measured: ~0.2 us instead of ~3.8 us
+    per datagram). Elsewhere (veth, Mininet: an AF_PACKET switch would see
+    the unsegmented train) it sends datagram by datagram unless ``gso=True``.
+    """
+
+    def __init__(self, sock: socket.socket, gso: bool | None = None):
         self.sock = sock
         sock.setblocking(False)
         _grow_buffers(sock, SOCKET_BUFFER_BYTES)
@@ -90,16 +109,24 @@ class UdpTransport:
         self._poll.register(sock.fileno(), select.POLLIN)
         #: datagrams the kernel refused (full buffer); UDP may lose them anyway
         self.send_errors = 0
+        #: None: GSO to loopback destinations only
+        self._gso = gso
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self._gro = True
+        except OSError:
+            self._gro = False
+        self._cmsg_space = socket.CMSG_SPACE(4)
 
     @classmethod
-    def bind(cls, host: str = "127.0.0.1", port: int = 0) -> "UdpTransport":
+    def bind(cls, host: str = "127.0.0.1", port: int = 0, gso: bool | None = None) -> "UdpTransport":
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((host, port))
         except OSError as e:
             sock.close()
             raise ValueError(f"cannot bind UDP {host}:{port}: {e.strerror}") from None
-        return cls(sock)
+        return cls(sock, gso)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -110,37 +137,76 @@ class UdpTransport:
         return bool(self._poll.poll(ms))
 
     def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, tuple]]:
-        """Up to ``max_packets`` datagrams; waits at most ``timeout`` s for the first."""
-        out = []
-        recv = self.sock.recvfrom
-        for _ in range(max_packets):
+        """Up to about ``max_packets`` datagrams (a coalesced train is never
+        split across calls); waits at most ``timeout`` s for the first."""
+        out: list[tuple[bytes, tuple]] = []
+        recvmsg, space = self.sock.recvmsg, self._cmsg_space
+        while len(out) < max_packets:
             try:
-                out.append(recv(_MAX_DATAGRAM))
+                data, ancillary, _, source = recvmsg(_MAX_DATAGRAM, space)
             except BlockingIOError:
                 if out or not self.wait(timeout):
                     break
                 timeout = 0
+                continue
             except ConnectionRefusedError:
                 # an earlier datagram hit a closed port (ICMP); not ours to handle
                 continue
+            if ancillary:
+                level, kind, value = ancillary[0]
+                if level == SOL_UDP and kind == UDP_GRO:
+                    size = struct.unpack("=H", value[:2])[0] if len(value) == 2 else struct.unpack("=i", value[:4])[0]
+                    if 0 < size < len(data):
+                        out += [(data[at:at + size], source) for at in range(0, len(data), size)]
+                        continue
+            out.append((data, source))
         return out
 
     def send(self, address: tuple, data: bytes) -> None:
         try:
             self.sock.sendto(data, address)
-        except (BlockingIOError, ConnectionRefusedError, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in (errno.EAGAIN, errno.ECONNREFUSED,
-                                                          errno.ENOBUFS, errno.EPERM):
+        except OSError as e:
+            if e.errno not in _ERRORS_TO_COUNT:
                 raise
             self.send_errors += 1
 
+    def _use_gso(self, address) -> bool:
+        if self._gso is None:
+            return address[0].startswith("127.")
+        return self._gso
+
     def send_batch(self, items: Iterable[tuple[tuple, bytes]]) -> None:
-        sendto = self.sock.sendto
+        """Send datagrams; equally long ones to the same destination go as
+        GSO trains (order is kept per destination and length)."""
+        groups: dict[tuple, list] = {}
         for address, data in items:
+            key = (address, len(data))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [data]
+            else:
+                group.append(data)
+        sendto, sendmsg = self.sock.sendto, self.sock.sendmsg
+        for (address, size), datagrams in groups.items():
             try:
-                sendto(data, address)
+                if len(datagrams) == 1 or size == 0 or not self._use_gso(address):
+                    for data in datagrams:
+                        sendto(data, address)
+                    continue
+                per_train = max(1, min(_GSO_MAX_SEGMENTS, _GSO_MAX_BYTES // size))
+                cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+                for at in range(0, len(datagrams), per_train):
+                    train = datagrams[at:at + per_train]
+                    if len(train) == 1:
+                        sendto(train[0], address)
+                    else:
+                        sendmsg([b"".join(train)], cmsg, 0, address)
             except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.ECONNREFUSED, errno.ENOBUFS, errno.EPERM):
+                if e.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP) and self._gso is not False:
+                    self._gso = False  # no GSO here: fall back for good, resend this group
+                    self.send_batch([(address, d) for d in datagrams])
+                    continue
+                if e.errno not in _ERRORS_TO_COUNT:
                     raise
                 self.send_errors += 1
 

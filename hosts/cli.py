@@ -34,7 +34,7 @@ from .worker import AllreduceClient, AllreduceTimeout, WorkerConfig
 __all__ = ["add_parser", "SWITCHES", "format_summary"]
 
 #: --switch NAME -> "module:function" with the signature of emulator.server.launch
-SWITCHES = {"emulator": "emulator.server:launch"}
+SWITCHES = {"emulator": "emulator.server:launch", "bmv2": "emulator.bmv2.bridge:launch"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:

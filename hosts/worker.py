@@ -33,6 +33,7 @@ from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import (
     FLAG_RAW,
     HEADER_BYTES,
+    HEADER_DTYPE,
     HEADER_FIELDS,
     MAX_ELEMENTS,
     MAX_SLOTS,
@@ -51,7 +52,8 @@ _STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
 # derived from the protocol's one definition of the header, not re-typed
 _HEADER = struct.Struct(">" + "".join(_STRUCT_CODES[t] for _, t, _, _ in HEADER_FIELDS))
 _DATA_VT = (VERSION << 4) | MsgType.DATA
-_RESULT_VTS = ((VERSION << 4) | MsgType.RESULT, (VERSION << 4) | MsgType.RESULT_RETX)
+_RESULT_VT = (VERSION << 4) | MsgType.RESULT
+_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 _I16 = (-0x8000, 0x7FFF)
 
 
@@ -264,6 +266,34 @@ class AllreduceClient:
 
     # -- one pass through the switch ---------------------------------------------------
 
+    def _packets(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
+        """All of a pass's DATA packets, built at once: (num_packets, bytes)."""
+        c = self.config
+        E, W = c.num_elements, c.window
+        num_packets = -(-wire.size // E)
+        packet_bytes = E * wire.dtype.itemsize
+        packets = np.zeros((num_packets, HEADER_BYTES + packet_bytes), np.uint8)
+        payload = packets[:, HEADER_BYTES:]
+        flat = np.ascontiguousarray(wire).view(np.uint8)
+        full = flat.size // packet_bytes
+        payload[:full] = flat[: full * packet_bytes].reshape(full, packet_bytes)
+        if full < num_packets:  # the zero-padded last packet
+            payload[full, : flat.size - full * packet_bytes] = flat[full * packet_bytes:]
+        header = packets[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
+        g = base + np.arange(num_packets, dtype=np.int64)
+        header["ver_type"] = _DATA_VT
+        header["mode"] = int(mode)
+        header["fmt"] = self._fmt_code
+        header["flags"] = flags
+        header["job"] = c.job
+        header["rank"] = c.rank
+        header["num_workers"] = c.num_workers
+        header["num_elements"] = E
+        header["pool_index"] = (((g // W) & 1) << 15) | (g % W)
+        header["block_exponent"] = np.clip(bexp, *_I16)
+        header["packet_id"] = g & 0xFFFFFFFF
+        return packets
+
     def _run_pass(self, mode: WireMode, wire: np.ndarray, bexp, want_raw: bool = False):
         """Send ``wire`` (elements already in wire byte order) through the
         switch in ``mode``; return (result array of the same dtype, raw
@@ -272,44 +302,36 @@ class AllreduceClient:
         E, W = c.num_elements, c.window
         n = wire.size
         num_packets = -(-n // E)
-        itemsize = wire.dtype.itemsize
-        packet_bytes = E * itemsize
-        send_bytes = memoryview(np.ascontiguousarray(wire)).cast("B")
-        tail = bytes(send_bytes[(num_packets - 1) * packet_bytes:]).ljust(packet_bytes, b"\0")
-        result = bytearray(num_packets * packet_bytes)
+        packet_bytes = E * wire.dtype.itemsize
+        base = self._sequence
+        self._sequence += num_packets
+        packets = self._packets(mode, wire, bexp, FLAG_RAW if want_raw else 0, base)
+        stride = packets.shape[1]
+        packet_view = memoryview(packets.reshape(-1))
+        result = np.zeros(num_packets * packet_bytes, np.uint8)
+        result_view = memoryview(result)
         raw_len = raw_bytes(E) if want_raw else 0
         raw_mantissa = np.zeros(num_packets * E, RAW_MANTISSA_DTYPE) if want_raw else None
         raw_exponent = np.zeros(num_packets * E, RAW_EXPONENT_DTYPE) if want_raw else None
-        flags = FLAG_RAW if want_raw else 0
-        per_block_exponent = not np.isscalar(bexp)
-        base = self._sequence
-        self._sequence += num_packets
-        header = _HEADER.pack
-        fixed = (_DATA_VT, int(mode), self._fmt_code, flags, c.job, c.rank, c.num_workers, E)
         expected_len = HEADER_BYTES + packet_bytes + raw_len
 
-        def build(k: int) -> bytes:
-            g = base + k
-            pool_index = (((g // W) & 1) << 15) | (g % W)
-            e = int(np.clip(bexp[k], *_I16)) if per_block_exponent else bexp
-            payload = tail if k == num_packets - 1 else send_bytes[k * packet_bytes:(k + 1) * packet_bytes]
-            return header(*fixed, pool_index, e, g & 0xFFFFFFFF) + payload
-
-        outstanding: dict[int, bytes] = {}  # k -> packet, until its result arrives
-        sent_at: dict[int, float] = {}  # k -> first send time (RTT samples, Karn's rule)
-        retries: dict[int, int] = {}
+        # per-packet state in flat lists: this loop is the worker's hot path
+        pending = bytearray(num_packets)  # 1 while a packet waits for its result
+        attempts = [0] * num_packets
+        sent_at = [0.0] * num_packets
         timers: list[tuple[float, int, int]] = []  # heap (deadline, k, attempt)
         clock = time.monotonic
         out_queue: list[tuple] = []
         switch = self.switch
         injector = self._injector
         rto = self._rto
+        max_rto = rto.max_s
+        push = heapq.heappush
 
         def send(k: int, now: float) -> None:
-            packet = outstanding[k]
-            attempt = retries.get(k, 0)
-            wait = min(rto.max_s, rto.timeout * (1 << min(attempt, 16)))
-            heapq.heappush(timers, (now + wait, k, attempt))
+            attempt = attempts[k]
+            push(timers, (now + min(max_rto, rto.timeout * (1 << min(attempt, 16))), k, attempt))
+            packet = packet_view[k * stride:(k + 1) * stride]
             if injector is None:
                 out_queue.append((switch, packet))
             else:
@@ -317,18 +339,20 @@ class AllreduceClient:
 
         now = clock()
         for k in range(min(W, num_packets)):
-            outstanding[k] = build(k)
+            pending[k] = 1
             sent_at[k] = now
             send(k, now)
-        self.counters.sent += len(outstanding)
+        counters = self.counters
+        counters.sent += min(W, num_packets)
         done = 0
         last_progress = now
         recv_batch = self.transport.recv_batch
-        counters = self.counters
+        send_batch = self.transport.send_batch
         unpack_from = _HEADER.unpack_from
+        job, rank, imode = c.job, c.rank, int(mode)
         while done < num_packets:
             if out_queue:
-                self.transport.send_batch(out_queue)
+                send_batch(out_queue)
                 out_queue.clear()
             now = clock()
             wait = timers[0][0] - now if timers else rto.timeout
@@ -336,45 +360,44 @@ class AllreduceClient:
                 deadline = injector.next_deadline()
                 if deadline is not None:
                     wait = min(wait, deadline - now)
-            packets = recv_batch(max(0.0, wait), 256)
+            packets_in = recv_batch(wait if wait > 0.0 else 0.0, 256)
             now = clock()
-            for data, _source in packets:
+            for data, _source in packets_in:
                 if len(data) != expected_len:
                     counters.ignored += 1
                     continue
-                vt, m, _, _, job, rank, _, _, pool_index, _, pid = unpack_from(data)
-                k = (pid - base) & 0xFFFFFFFF
-                if vt not in _RESULT_VTS or m != mode or job != c.job or rank != c.rank:
+                vt, m, _, _, j, r, _, _, _, _, pid = unpack_from(data)
+                if (vt != _RESULT_VT and vt != _RETX_VT) or m != imode or j != job or r != rank:
                     counters.ignored += 1
                     continue
-                if k >= num_packets or k not in outstanding:
+                k = (pid - base) & 0xFFFFFFFF
+                if k >= num_packets or not pending[k]:
                     counters.duplicate_results += 1
                     continue
-                del outstanding[k]
-                if k not in retries:
+                pending[k] = 0
+                if not attempts[k]:  # Karn: no RTT samples from retransmitted packets
                     rto.sample(now - sent_at[k])
-                del sent_at[k]
-                result[k * packet_bytes:(k + 1) * packet_bytes] = data[HEADER_BYTES:HEADER_BYTES + packet_bytes]
+                at = k * packet_bytes
+                result_view[at:at + packet_bytes] = data[HEADER_BYTES:HEADER_BYTES + packet_bytes]
                 if want_raw:
                     at = HEADER_BYTES + packet_bytes
                     raw_mantissa[k * E:(k + 1) * E] = np.frombuffer(data, RAW_MANTISSA_DTYPE, E, at)
                     raw_exponent[k * E:(k + 1) * E] = np.frombuffer(data, RAW_EXPONENT_DTYPE, E, at + 8 * E)
                 done += 1
-                counters.results += 1
                 nxt = k + W
                 if nxt < num_packets:
-                    outstanding[nxt] = build(nxt)
+                    pending[nxt] = 1
                     sent_at[nxt] = now
                     counters.sent += 1
                     send(nxt, now)
-            if packets:
+            if packets_in:
                 last_progress = now
                 if self._progress is not None:
                     self._progress.value = self._progress_base + done
             while timers and timers[0][0] <= now:
                 _, k, attempt = heapq.heappop(timers)
-                if k in outstanding and retries.get(k, 0) == attempt:
-                    retries[k] = attempt + 1
+                if pending[k] and attempts[k] == attempt:
+                    attempts[k] = attempt + 1
                     counters.retransmitted += 1
                     send(k, now)
             if injector is not None:
@@ -382,11 +405,13 @@ class AllreduceClient:
             if now - last_progress > c.stall_s:
                 raise AllreduceTimeout(f"rank {c.rank}: no result for {c.stall_s:.0f} s with "
                                        f"{num_packets - done} of {num_packets} packets outstanding")
+        counters.results += num_packets
         if injector is not None:
-            self.transport.send_batch(injector.flush())
+            # packets still held back would only be stale duplicates now
+            injector.flush()
         if self._progress is not None:
             self._progress_base += num_packets
-        values = np.frombuffer(bytes(result), wire.dtype)[:n]
+        values = result.view(wire.dtype)[:n]
         raw = None
         if want_raw:
             raw = (raw_mantissa[:n].astype(np.int64), raw_exponent[:n].astype(np.uint16))

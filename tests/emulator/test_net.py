@@ -45,19 +45,28 @@ def test_parse_reads_scapy_frames_and_rejects_others():
     assert parse_frame(b"") is None
 
 
-def test_udp_round_trip_in_batches():
-    a, b = UdpTransport.bind(), UdpTransport.bind()
+@pytest.mark.parametrize("gso", [None, False], ids=["gso-auto", "no-gso"])
+def test_udp_round_trip_in_batches(gso):
+    a, b = UdpTransport.bind(gso=gso), UdpTransport.bind()
     try:
-        a.send_batch([(b.address, bytes([i])) for i in range(50)])
+        # 150 equally long datagrams (GSO trains of <= 64 on loopback) and a
+        # few of other lengths; per destination and length the order is kept
+        items = [(b.address, bytes([i % 256]) * 100) for i in range(150)]
+        items += [(b.address, bytes([i]) * (10 + i)) for i in range(5)]
+        a.send_batch(items)
         got = []
-        while len(got) < 50:
+        while len(got) < len(items):
             batch = b.recv_batch(1.0, 16)
             assert batch, "datagrams lost on loopback"
-            assert len(batch) <= 16
+            if gso is False:
+                assert len(batch) <= 16
             got += batch
-        assert [d for d, _ in got] == [bytes([i]) for i in range(50)]
+        assert sorted(d for d, _ in got) == sorted(d for _, d in items)
+        long_ones = [d for d, _ in got if len(d) == 100]
+        assert long_ones == [d for _, d in items[:150]]
         assert {src for _, src in got} == {a.address}
         assert b.recv_batch(0.01) == []
+        assert a.send_errors == 0
     finally:
         a.close()
         b.close()
