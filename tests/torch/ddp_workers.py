@@ -65,10 +65,11 @@ def run_rank(rank: int, world: int, port: int, cases: list, seed: int, out_dir: 
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for mode, arrival in cases:
+        for mode, arrival, bucket_cap_mb in cases:
             module = make_model(seed)
-            # one bucket for the whole model: the layout the simulator flattens
-            ddp = nn.parallel.DistributedDataParallel(module, bucket_cap_mb=64)
+            # 64 MB: one bucket for the whole model, the layout the simulator
+            # flattens; a tiny cap: several buckets (each its own aggregation)
+            ddp = nn.parallel.DistributedDataParallel(module, bucket_cap_mb=bucket_cap_mb)
             state = FpisaHookState.for_model(module, mode=mode, arrival=arrival, seed=seed,
                                              packet_elements=64)
             ddp.register_comm_hook(state, fpisa_allreduce_hook)
@@ -79,7 +80,7 @@ def run_rank(rank: int, world: int, port: int, cases: list, seed: int, out_dir: 
                 nn.functional.cross_entropy(ddp(xs), ys).backward()
                 optimizer.step()
             torch.save({"params": flat_parameters(module), "calls": state.stats.calls},
-                       os.path.join(out_dir, f"{mode}-{arrival}-rank{rank}.pt"))
+                       os.path.join(out_dir, f"{mode}-{arrival}-{bucket_cap_mb}-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
