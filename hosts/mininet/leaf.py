@@ -19,14 +19,16 @@ own count, so the header is rewritten on the way in and on the way out
 
 Loss: a worker retransmits; a duplicate for a slot the leaf has completed
 gets the spine's result if the leaf has it (RESULT_RETX), else the leaf
-sends its partial up again (the spine answers a duplicate for a completed
-slot with RESULT_RETX). SwitchML's shadow-set argument carries over: a
+sends its partial up again, at most once per ``resend_gap_s`` per slot (the
+spine answers a duplicate for a completed slot with RESULT_RETX, and the
+leaf passes that to all its workers). SwitchML's shadow-set argument carries over: a
 worker moves a slot to the other set only after it has the spine's result,
 so neither the leaf's nor the spine's row is reused while still needed.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
@@ -58,6 +60,8 @@ class LeafCounters:
     stale_from_spine: int = 0
     #: worker packets with a rank this leaf does not serve
     unknown_rank: int = 0
+    #: duplicates not re-sent up: the partial went up less than resend_gap_s ago
+    up_resend_suppressed: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -67,7 +71,8 @@ class LeafSwitch:
     """A leaf: ``process`` / ``process_batch`` -> packets to send; ``stats``."""
 
     def __init__(self, pipeline, *, leaf_index: int, num_leaves: int, global_ranks: Sequence[int],
-                 total_workers: int, spine: Hashable, uplink_interface: str, batch_processor=None):
+                 total_workers: int, spine: Hashable, uplink_interface: str, batch_processor=None,
+                 resend_gap_s: float = 0.01, clock=time.monotonic):
         if len(global_ranks) != pipeline.config.num_workers:
             raise ValueError(f"{len(global_ranks)} global ranks for a pipeline of "
                              f"{pipeline.config.num_workers} workers")
@@ -85,8 +90,13 @@ class LeafSwitch:
         self.spine = spine
         self.uplink_interface = uplink_interface
         self.counters = LeafCounters()
-        #: pool index -> (packet id, packet sent up, leaf result flags)
-        self._up: dict[int, tuple[bytes, bytes, int]] = {}
+        #: each of a slot's workers retransmits on its own timer; one partial
+        #: re-sent up per gap answers them all (the spine's answer goes to every
+        #: local worker), instead of one per duplicate
+        self.resend_gap_s = resend_gap_s
+        self._clock = clock
+        #: pool index -> [packet id, packet sent up, leaf result flags, last sent]
+        self._up: dict[bytes, list] = {}
         #: pool index -> the spine's result packet (as received), for retransmission
         self._down: dict[int, bytes] = {}
 
@@ -137,7 +147,7 @@ class LeafSwitch:
         up[_NW] = self.num_leaves
         up = bytes(up)
         pool = bytes(local_result[_POOL])
-        self._up[pool] = (bytes(local_result[_PID]), up, local_result[_FLAGS])
+        self._up[pool] = [bytes(local_result[_PID]), up, local_result[_FLAGS], self._clock()]
         self._down.pop(pool, None)
         self.counters.up_sent += 1
         return [(self.spine, up)]
@@ -152,6 +162,11 @@ class LeafSwitch:
             return [(destination, self._for_worker(spine_result, r, entry[2], _RETX_VT))]
         if entry is None:
             return []
+        now = self._clock()
+        if now - entry[3] < self.resend_gap_s:
+            self.counters.up_resend_suppressed += 1
+            return []
+        entry[3] = now
         self.counters.up_resent += 1
         return [(self.spine, entry[1])]
 

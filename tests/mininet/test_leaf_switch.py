@@ -28,7 +28,17 @@ class Port:
         return self.name
 
 
-def build(groups, mode):
+class Clock:
+    """A clock the test advances: one retransmission round = one second."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def build(groups, mode, clock=None):
     K, L = sum(len(g) for g in groups), len(groups)
     workers = [Port(f"leaf{l}p{i}", f"w{g[i]}") for l, g in enumerate(groups) for i in range(len(g))]
     by_rank = {int(w.name[1:]): w for w in workers}
@@ -40,7 +50,7 @@ def build(groups, mode):
                                                   mode=mode, num_elements=E, pool_size=4,
                                                   record_orders=True)),
                          leaf_index=l, num_leaves=L, global_ranks=g, total_workers=K,
-                         spine=leaf_up[l], uplink_interface=f"leaf{l}up")
+                         spine=leaf_up[l], uplink_interface=f"leaf{l}up", clock=clock or Clock())
               for l, g in enumerate(groups)]
     return spine, leaves, by_rank, leaf_up, spine_port
 
@@ -56,7 +66,8 @@ def data_packet(rank, K, mode, values, packet_id):
 def test_two_level_in_memory_matches_hierarchical_model(mode, loss):
     groups = [[0, 1, 2], [3, 4]]
     K, L = 5, 2
-    spine, leaves, by_rank, leaf_up, spine_port = build(groups, mode)
+    clock = Clock()
+    spine, leaves, by_rank, leaf_up, spine_port = build(groups, mode, clock)
     leaf_of = {r: l for l, g in enumerate(groups) for r in g}
     rng = np.random.default_rng(1)
     packets = 6
@@ -67,6 +78,7 @@ def test_two_level_in_memory_matches_hierarchical_model(mode, loss):
     for start in range(0, packets, 4):
         batch = range(start, min(packets, start + 4))
         for attempt in range(200):
+            clock.now += 1.0  # the workers' timers fired
             queue = [("leaf", leaf_of[r], by_rank[r], data_packet(r, K, mode, values[r, p * E:(p + 1) * E], p))
                      for p in batch for r in range(K) if p not in results[r]]
             if not queue:
@@ -119,3 +131,18 @@ def test_stale_spine_result_is_ignored():
     h = Header(MsgType.RESULT, WireMode.FPISA, 0, 0, 0, 0, 2, E, pool_index(0, 0), 0, 99)
     assert leaves[0].process(pack(h, np.zeros(E, np.uint32)), spine_port[0]) == []
     assert leaves[0].counters.stale_from_spine == 1
+
+
+def test_duplicates_resend_the_partial_up_once_per_gap():
+    clock = Clock()
+    spine, leaves, by_rank, leaf_up, _ = build([[0, 1], [2]], "fpisa", clock)
+    leaf = leaves[0]
+    for r in (0, 1):
+        out = leaf.process(data_packet(r, 3, "fpisa", np.ones(E, np.float32), 0), by_rank[r])
+    assert [d for d, _ in out] == [leaf.spine] and leaf.counters.up_sent == 1
+    # the spine's result is lost: both workers retransmit at about the same time
+    clock.now += 0.02
+    first = leaf.process(data_packet(0, 3, "fpisa", np.ones(E, np.float32), 0), by_rank[0])
+    second = leaf.process(data_packet(1, 3, "fpisa", np.ones(E, np.float32), 0), by_rank[1])
+    assert first == [(leaf.spine, out[0][1])] and second == []
+    assert leaf.counters.up_resent == 1 and leaf.counters.up_resend_suppressed == 1
