@@ -7,7 +7,6 @@ missing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys

@@ -25,12 +25,10 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 import os
 import platform
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -65,6 +63,10 @@ class SweepConfig:
 
 def load_sweep(path: str) -> SweepConfig:
     """Read and validate a sweep config (ValueError with the reason)."""
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:
+        raise ValueError("sweep configs are TOML, read with tomllib: needs Python >= 3.11") from None
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)

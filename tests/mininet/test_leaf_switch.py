@@ -9,7 +9,6 @@ import random
 import numpy as np
 import pytest
 
-import fpisa
 from emulator.pipeline import JobConfig, SwitchPipeline
 from fpisa.hierarchy import aggregate_hierarchical
 from fpisa.protocol import Header, MsgType, WireMode, format_code, pack, pool_index, unpack
@@ -65,7 +64,7 @@ def data_packet(rank, K, mode, values, packet_id):
 @pytest.mark.parametrize("loss", [0.0, 0.3])
 def test_two_level_in_memory_matches_hierarchical_model(mode, loss):
     groups = [[0, 1, 2], [3, 4]]
-    K, L = 5, 2
+    K = 5
     clock = Clock()
     spine, leaves, by_rank, leaf_up, spine_port = build(groups, mode, clock)
     leaf_of = {r: l for l, g in enumerate(groups) for r in g}
