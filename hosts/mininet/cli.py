@@ -38,6 +38,10 @@ def add_parser(subparsers) -> None:
     run.add_argument("--delay", type=float, default=d.delay_ms, metavar="MS", help="per-link one-way delay")
     run.add_argument("--loss", type=float, default=d.loss, metavar="P",
                      help="per-link, per-direction loss probability (0.05 = 5%%)")
+    run.add_argument("--duplicate", type=float, default=d.duplicate, metavar="P",
+                     help="per-link, per-direction duplication probability (in the processes)")
+    run.add_argument("--reorder", type=float, default=d.reorder, metavar="P",
+                     help="per-link, per-direction reordering probability (in the processes)")
     run.add_argument("--elements", type=int, default=d.elements, metavar="N", help="elements per worker")
     run.add_argument("--packet-elements", type=int, default=d.num_elements, metavar="E",
                      help="elements per packet (default %(default)s, at most 255)")
@@ -81,7 +85,8 @@ def _run_body(args, preflight) -> int:
 
     config = ExperimentConfig(topo=args.topo, workers=args.workers, leaves=args.leaves, switch=args.switch,
                               mode=args.mode, fmt=args.fmt, bw_mbit=args.bw, delay_ms=args.delay,
-                              loss=args.loss, elements=args.elements, num_elements=args.packet_elements,
+                              loss=args.loss, duplicate=args.duplicate, reorder=args.reorder,
+                              elements=args.elements, num_elements=args.packet_elements,
                               window=args.window, timeout_ms=args.timeout, repeat=args.repeat, seed=args.seed, check=not args.no_check)
     preflight(config)
 
@@ -104,7 +109,8 @@ def _print_summary(config: ExperimentConfig, report: dict) -> None:
     s = report["summary"]
     links = ", ".join(f"{k} {v}" for k, v in report["links"].items())
     print(f"{config.topo}, {config.workers} workers, {config.mode}, {config.elements} elements, "
-          f"bw {config.bw_mbit:g} Mbit/s, delay {config.delay_ms:g} ms, loss {config.loss:g} ({links})")
+          f"bw {config.bw_mbit:g} Mbit/s, delay {config.delay_ms:g} ms, loss {config.loss:g}, "
+          f"duplicate {config.duplicate:g}, reorder {config.reorder:g} ({links})")
     for run in report["runs"]:
         ratio = f", {run['goodput_ratio']:.1%} of the payload line rate" if run["goodput_ratio"] else ""
         line = (f"  run {run['repeat']}: {run['seconds']:.3f} s, goodput {run['goodput_mbit']:.1f} Mbit/s"

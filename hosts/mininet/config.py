@@ -41,6 +41,11 @@ class ExperimentConfig:
     delay_ms: float = 0.0
     #: per-link, per-direction random loss probability (netem, else nftables)
     loss: float = 0.0
+    #: per-link, per-direction duplication / reordering probability, applied by
+    #: the sending processes (fpisa.netem: a reordered packet is held back
+    #: until 3 later packets passed or 2 ms elapsed)
+    duplicate: float = 0.0
+    reorder: float = 0.0
     #: elements per worker (the gradient's length)
     elements: int = 100_000
     #: elements per packet (one switch slot)
@@ -87,8 +92,10 @@ class ExperimentConfig:
             bad(f"bw_mbit must be 0 (unshaped) .. 100000, got {self.bw_mbit!r}")
         if not is_number(self.delay_ms) or not 0 <= self.delay_ms <= 10_000:
             bad(f"delay_ms must be 0..10000, got {self.delay_ms!r}")
-        if not is_number(self.loss) or not 0 <= self.loss < 0.5:
-            bad(f"loss must be a probability in [0, 0.5), got {self.loss!r}")
+        for name in ("loss", "duplicate", "reorder"):
+            p = getattr(self, name)
+            if not is_number(p) or not 0 <= p < 0.5:
+                bad(f"{name} must be a probability in [0, 0.5), got {p!r}")
         if not is_int(self.elements) or self.elements < 1:
             bad(f"elements must be an int >= 1, got {self.elements!r}")
         if not is_int(self.num_elements) or not 1 <= self.num_elements <= MAX_ELEMENTS:

@@ -165,7 +165,7 @@ def _specs(bed: Testbed, config: ExperimentConfig, run_dir: str) -> tuple[list[d
     """What each switch and worker process is told (JSON-ready)."""
     common = {"mode": config.mode, "fmt": config.fmt, "num_elements": config.num_elements,
               "window": config.window, "seed": config.seed, "process_delay_ms": bed.process_delay_ms,
-              "process_loss": bed.process_loss}
+              "process_loss": bed.process_loss, "duplicate": config.duplicate, "reorder": config.reorder}
     switch_specs = []
     groups = config.groups
     for i, sw in enumerate(bed.switches):

@@ -145,7 +145,9 @@ class Testbed:
         return {"bandwidth": "htb" if c.bw_mbit else "none",
                 "delay": ("netem" if self.features.netem else "process") if c.delay_ms else "none",
                 "loss": ("netem" if self.features.netem else "nftables" if self.features.nft_egress
-                         else "process") if c.loss else "none"}
+                         else "process") if c.loss else "none",
+                "duplicate": "process" if c.duplicate else "none",
+                "reorder": "process" if c.reorder else "none"}
 
     # -- build ------------------------------------------------------------------------
 

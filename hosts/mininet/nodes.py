@@ -46,6 +46,7 @@ def _stdin_has_line() -> bool:
 
 def _faults(spec: dict, seed_offset: int) -> LinkFaults | None:
     faults = LinkFaults(loss=spec.get("process_loss", 0.0), delay_ms=spec.get("process_delay_ms", 0.0),
+                        duplicate=spec.get("duplicate", 0.0), reorder=spec.get("reorder", 0.0),
                         seed=spec.get("seed", 0) * 1000 + seed_offset)
     return faults if faults.active else None
 

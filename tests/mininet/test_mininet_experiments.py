@@ -80,6 +80,14 @@ def test_other_modes_are_bit_exact_on_a_star(mode):
     assert report["summary"]["bit_exact"]
 
 
+def test_duplication_and_reordering_on_two_levels_stay_bit_exact():
+    report = run(topo="two-level", workers=3, leaves=2, loss=0.02, duplicate=0.05, reorder=0.1,
+                 elements=6000)
+    assert report["summary"]["bit_exact"]
+    faults = [s["faults"] for s in report["switches"]]
+    assert sum(f["duplicated"] for f in faults) > 0 and sum(f["reordered"] for f in faults) > 0
+
+
 def test_process_delay_is_applied():
     report = run(topo="star", workers=2, delay_ms=5.0, elements=2000, window=8)
     # 2000 / 64 = 32 packets per worker, 8 outstanding: >= 4 round trips of >= 10 ms
