@@ -24,6 +24,7 @@ import errno
 import select
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Protocol
 
@@ -50,6 +51,7 @@ class Transport(Protocol):
     def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, Hashable]]: ...
     def send(self, address: Hashable, data: bytes) -> None: ...
     def send_batch(self, items: Iterable[tuple[Hashable, bytes]]) -> None: ...
+    def send_train(self, address: Hashable, datagrams: bytes, size: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -136,12 +138,15 @@ class UdpTransport:
         ms = None if timeout is None else max(0, int(timeout * 1e3 + 0.999))
         return bool(self._poll.poll(ms))
 
-    def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, tuple]]:
-        """Up to about ``max_packets`` datagrams (a coalesced train is never
-        split across calls); waits at most ``timeout`` s for the first."""
-        out: list[tuple[bytes, tuple]] = []
+    def recv_trains(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, int, tuple]]:
+        """Received datagrams as ``(buffer, size, source)`` trains: ``buffer``
+        holds ``len(buffer) // size`` datagrams of ``size`` bytes back to back
+        (one GRO train, or one datagram with ``size == len(buffer)``). Up to
+        about ``max_packets`` datagrams; waits at most ``timeout`` s for the first."""
+        out: list[tuple[bytes, int, tuple]] = []
+        got = 0
         recvmsg, space = self.sock.recvmsg, self._cmsg_space
-        while len(out) < max_packets:
+        while got < max_packets:
             try:
                 data, ancillary, _, source = recvmsg(_MAX_DATAGRAM, space)
             except BlockingIOError:
@@ -152,14 +157,30 @@ class UdpTransport:
             except ConnectionRefusedError:
                 # an earlier datagram hit a closed port (ICMP); not ours to handle
                 continue
+            size = len(data)
             if ancillary:
                 level, kind, value = ancillary[0]
                 if level == SOL_UDP and kind == UDP_GRO:
-                    size = struct.unpack("=H", value[:2])[0] if len(value) == 2 else struct.unpack("=i", value[:4])[0]
-                    if 0 < size < len(data):
-                        out += [(data[at:at + size], source) for at in range(0, len(data), size)]
-                        continue
-            out.append((data, source))
+                    gso = int.from_bytes(value[:2] if len(value) == 2 else value[:4], sys.byteorder)
+                    if 0 < gso < size:
+                        tail = size % gso
+                        if tail:  # only the last segment of a train may be shorter
+                            out.append((data[size - tail:], tail, source))
+                            data = data[:size - tail]
+                        size = gso
+            out.append((data, size, source))
+            got += len(data) // size if size else 1
+        return out
+
+    def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, tuple]]:
+        """Up to about ``max_packets`` datagrams (a coalesced train is never
+        split across calls); waits at most ``timeout`` s for the first."""
+        out: list[tuple[bytes, tuple]] = []
+        for data, size, source in self.recv_trains(timeout, max_packets):
+            if size == len(data) or size == 0:
+                out.append((data, source))
+            else:
+                out += [(data[at:at + size], source) for at in range(0, len(data), size)]
         return out
 
     def send(self, address: tuple, data: bytes) -> None:
@@ -209,6 +230,31 @@ class UdpTransport:
                 if e.errno not in _ERRORS_TO_COUNT:
                     raise
                 self.send_errors += 1
+
+    def send_train(self, address: tuple, datagrams: bytes, size: int) -> None:
+        """Send ``len(datagrams) // size`` datagrams of ``size`` bytes, stored
+        back to back (the worker's window refill: no per-datagram Python)."""
+        view = memoryview(datagrams)
+        if not self._use_gso(address):
+            self.send_batch((address, view[at:at + size]) for at in range(0, len(view), size))
+            return
+        per_train = max(1, min(_GSO_MAX_SEGMENTS, _GSO_MAX_BYTES // size)) * size
+        cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        for at in range(0, len(view), per_train):
+            chunk = view[at:at + per_train]
+            try:
+                if len(chunk) == size:
+                    self.sock.sendto(chunk, address)
+                else:
+                    self.sock.sendmsg([chunk], cmsg, 0, address)
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP) and self._gso is not False:
+                    self._gso = False
+                    self.send_train(address, bytes(view[at:]), size)
+                    return
+                if e.errno not in _ERRORS_TO_COUNT:
+                    raise
+                self.send_errors += len(chunk) // size
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -380,6 +426,11 @@ class RawEthernetTransport:
     def send_batch(self, items: Iterable[tuple[EthEndpoint, bytes]]) -> None:
         for address, data in items:
             self.send(address, data)
+
+    def send_train(self, address: EthEndpoint, datagrams: bytes, size: int) -> None:
+        view = memoryview(datagrams)
+        for at in range(0, len(view), size):
+            self.send(address, bytes(view[at:at + size]))
 
     def close(self) -> None:
         for sock in self.socks.values():

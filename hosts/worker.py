@@ -145,6 +145,7 @@ class ClientCounters:
     results: int = 0
     duplicate_results: int = 0
     ignored: int = 0  # not a result for us / of this job / malformed
+    receive_batches: int = 0  # recv_batch calls that returned results
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -297,7 +298,13 @@ class AllreduceClient:
     def _run_pass(self, mode: WireMode, wire: np.ndarray, bexp, want_raw: bool = False):
         """Send ``wire`` (elements already in wire byte order) through the
         switch in ``mode``; return (result array of the same dtype, raw
-        registers (mantissa int64[n], exponent uint16[n]) or None)."""
+        registers (mantissa int64[n], exponent uint16[n]) or None).
+
+        Results are handled a received batch at a time with numpy (parse,
+        de-duplicate, reassemble, pick the next packets of the freed slots),
+        and the next packets leave as one train: Python work per batch, not
+        per packet. A batch's timers share one heap entry.
+        """
         c = self.config
         E, W = c.num_elements, c.window
         n = wire.size
@@ -307,101 +314,109 @@ class AllreduceClient:
         self._sequence += num_packets
         packets = self._packets(mode, wire, bexp, FLAG_RAW if want_raw else 0, base)
         stride = packets.shape[1]
-        packet_view = memoryview(packets.reshape(-1))
-        result = np.zeros(num_packets * packet_bytes, np.uint8)
-        result_view = memoryview(result)
+        result = np.zeros((num_packets, packet_bytes), np.uint8)
         raw_len = raw_bytes(E) if want_raw else 0
-        raw_mantissa = np.zeros(num_packets * E, RAW_MANTISSA_DTYPE) if want_raw else None
-        raw_exponent = np.zeros(num_packets * E, RAW_EXPONENT_DTYPE) if want_raw else None
+        raw_mantissa = np.zeros((num_packets, E), RAW_MANTISSA_DTYPE) if want_raw else None
+        raw_exponent = np.zeros((num_packets, E), RAW_EXPONENT_DTYPE) if want_raw else None
         expected_len = HEADER_BYTES + packet_bytes + raw_len
+        payload_end = HEADER_BYTES + packet_bytes
 
-        # per-packet state in flat lists: this loop is the worker's hot path
-        pending = bytearray(num_packets)  # 1 while a packet waits for its result
-        attempts = [0] * num_packets
-        sent_at = [0.0] * num_packets
-        timers: list[tuple[float, int, int]] = []  # heap (deadline, k, attempt)
+        pending = np.zeros(num_packets, np.bool_)  # waiting for its result
+        attempts = np.zeros(num_packets, np.int64)
+        sent_at = np.zeros(num_packets)
+        timers: list = []  # heap of (deadline, sequence, packet indices, their attempt numbers)
+        timer_seq = 0
         clock = time.monotonic
-        out_queue: list[tuple] = []
         switch = self.switch
         injector = self._injector
+        transport = self.transport
         rto = self._rto
-        max_rto = rto.max_s
-        push = heapq.heappush
+        counters = self.counters
 
-        def send(k: int, now: float) -> None:
-            attempt = attempts[k]
-            push(timers, (now + min(max_rto, rto.timeout * (1 << min(attempt, 16))), k, attempt))
-            packet = packet_view[k * stride:(k + 1) * stride]
+        def send(ks: np.ndarray, now: float) -> None:
+            nonlocal timer_seq
+            if ks.size == 0:
+                return
+            pending[ks] = True
+            snapshot = attempts[ks]
+            wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
+            timer_seq += 1
+            heapq.heappush(timers, (now + wait, timer_seq, ks, snapshot))
             if injector is None:
-                out_queue.append((switch, packet))
+                transport.send_train(switch, packets[ks].tobytes(), stride)
             else:
-                out_queue.extend(injector.submit((switch, packet), now))
+                queue = []
+                for k in ks.tolist():
+                    queue += injector.submit((switch, packets[k].tobytes()), now)
+                transport.send_batch(queue)
 
         now = clock()
-        for k in range(min(W, num_packets)):
-            pending[k] = 1
-            sent_at[k] = now
-            send(k, now)
-        counters = self.counters
-        counters.sent += min(W, num_packets)
+        first = np.arange(min(W, num_packets))
+        sent_at[first] = now
+        send(first, now)
+        counters.sent += first.size
         done = 0
         last_progress = now
-        recv_batch = self.transport.recv_batch
-        send_batch = self.transport.send_batch
-        unpack_from = _HEADER.unpack_from
-        job, rank, imode = c.job, c.rank, int(mode)
+        recv_batch = transport.recv_batch
+        ok_types = np.array([_RESULT_VT, _RETX_VT], np.uint8)
         while done < num_packets:
-            if out_queue:
-                send_batch(out_queue)
-                out_queue.clear()
             now = clock()
             wait = timers[0][0] - now if timers else rto.timeout
             if injector is not None:
                 deadline = injector.next_deadline()
                 if deadline is not None:
                     wait = min(wait, deadline - now)
-            packets_in = recv_batch(wait if wait > 0.0 else 0.0, 256)
+            received = recv_batch(wait if wait > 0.0 else 0.0, 1024)
             now = clock()
-            for data, _source in packets_in:
-                if len(data) != expected_len:
-                    counters.ignored += 1
-                    continue
-                vt, m, _, _, j, r, _, _, _, _, pid = unpack_from(data)
-                if (vt != _RESULT_VT and vt != _RETX_VT) or m != imode or j != job or r != rank:
-                    counters.ignored += 1
-                    continue
-                k = (pid - base) & 0xFFFFFFFF
-                if k >= num_packets or not pending[k]:
-                    counters.duplicate_results += 1
-                    continue
-                pending[k] = 0
-                if not attempts[k]:  # Karn: no RTT samples from retransmitted packets
-                    rto.sample(now - sent_at[k])
-                at = k * packet_bytes
-                result_view[at:at + packet_bytes] = data[HEADER_BYTES:HEADER_BYTES + packet_bytes]
-                if want_raw:
-                    at = HEADER_BYTES + packet_bytes
-                    raw_mantissa[k * E:(k + 1) * E] = np.frombuffer(data, RAW_MANTISSA_DTYPE, E, at)
-                    raw_exponent[k * E:(k + 1) * E] = np.frombuffer(data, RAW_EXPONENT_DTYPE, E, at + 8 * E)
-                done += 1
-                nxt = k + W
-                if nxt < num_packets:
-                    pending[nxt] = 1
-                    sent_at[nxt] = now
-                    counters.sent += 1
-                    send(nxt, now)
-            if packets_in:
+            datagrams = [d for d, _ in received if len(d) == expected_len]
+            counters.ignored += len(received) - len(datagrams)
+            if datagrams:
+                counters.receive_batches += 1
                 last_progress = now
-                if self._progress is not None:
-                    self._progress.value = self._progress_base + done
+                buf = np.frombuffer(b"".join(datagrams), np.uint8).reshape(len(datagrams), expected_len)
+                header = buf[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
+                ours = (np.isin(header["ver_type"], ok_types) & (header["mode"] == int(mode))
+                        & (header["job"] == c.job) & (header["rank"] == c.rank))
+                counters.ignored += int(np.count_nonzero(~ours))
+                k = (header["packet_id"].astype(np.int64) - base) & 0xFFFFFFFF
+                ours &= k < num_packets
+                rows = np.flatnonzero(ours)
+                k = k[rows]
+                # first copy of each packet that is still pending
+                k, first_at = np.unique(k, return_index=True)
+                rows = rows[first_at]
+                fresh = pending[k]
+                counters.duplicate_results += len(datagrams) - int(np.count_nonzero(fresh))
+                k, rows = k[fresh], rows[fresh]
+                if k.size:
+                    pending[k] = False
+                    result[k] = buf[rows, HEADER_BYTES:payload_end]
+                    if want_raw:
+                        raw = buf[rows, payload_end:]
+                        raw_mantissa[k] = raw[:, : 8 * E].copy().view(RAW_MANTISSA_DTYPE)
+                        raw_exponent[k] = raw[:, 8 * E:].copy().view(RAW_EXPONENT_DTYPE)
+                    clean = attempts[k] == 0  # Karn: no RTT samples from retransmitted packets
+                    if clean.any():
+                        rto.sample(float(np.median(now - sent_at[k[clean]])))
+                    done += k.size
+                    nxt = k + W
+                    nxt = nxt[nxt < num_packets]
+                    sent_at[nxt] = now
+                    counters.sent += nxt.size
+                    send(nxt, now)
+                    if self._progress is not None:
+                        self._progress.value = self._progress_base + done
             while timers and timers[0][0] <= now:
-                _, k, attempt = heapq.heappop(timers)
-                if pending[k] and attempts[k] == attempt:
-                    attempts[k] = attempt + 1
-                    counters.retransmitted += 1
-                    send(k, now)
+                _, _, ks, snapshot = heapq.heappop(timers)
+                late = ks[pending[ks] & (attempts[ks] == snapshot)]
+                if late.size:
+                    attempts[late] += 1
+                    counters.retransmitted += late.size
+                    send(late, now)
             if injector is not None:
-                out_queue.extend(injector.due(now))
+                due = injector.due(now)
+                if due:
+                    transport.send_batch(due)
             if now - last_progress > c.stall_s:
                 raise AllreduceTimeout(f"rank {c.rank}: no result for {c.stall_s:.0f} s with "
                                        f"{num_packets - done} of {num_packets} packets outstanding")
@@ -411,10 +426,10 @@ class AllreduceClient:
             injector.flush()
         if self._progress is not None:
             self._progress_base += num_packets
-        values = result.view(wire.dtype)[:n]
+        values = result.reshape(-1).view(wire.dtype)[:n]
         raw = None
         if want_raw:
-            raw = (raw_mantissa[:n].astype(np.int64), raw_exponent[:n].astype(np.uint16))
+            raw = (raw_mantissa.reshape(-1)[:n].astype(np.int64), raw_exponent.reshape(-1)[:n].astype(np.uint16))
         return values, raw
 
     _progress_base = 0

@@ -36,7 +36,10 @@ def test_bit_exact_against_numerics_core_with_recorded_orders(mode, faults):
         assert report["switch"]["faults"]["dropped"] > 0
         assert counters["dropped"].get("duplicate_incomplete", 0) + counters["retransmitted"] > 0
     else:
-        assert counters["dropped_total"] == 0
+        # no faults: the only drops are re-sent packets of slots still
+        # waiting for another worker (spurious timeouts on a busy machine)
+        assert set(counters["dropped"]) <= {"duplicate_incomplete"}
+        assert counters["dropped_total"] <= sum(w["retransmitted"] for w in report["workers"])
     errors = checks["error_vs_exact"]
     assert errors["elements"] == 2000 and errors["nan_mismatches"] == 0
 
