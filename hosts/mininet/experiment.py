@@ -334,13 +334,17 @@ def _report(config: ExperimentConfig, replies: list, results: list, recorded: li
     line_rate = config.bw_mbit * config.payload_fraction * fmt.storage_bytes / config.element_bytes
     runs = []
     for r in range(config.repeat):
+        # the clients' counters add up over the repeats: this repeat's share
+        def delta(name: str) -> int:
+            now = sum(x["counters"][name] for x in replies[r])
+            return now - (sum(x["counters"][name] for x in replies[r - 1]) if r else 0)
+
         seconds = max(x["end"] for x in replies[r]) - min(x["start"] for x in replies[r])
         goodput = config.elements * fmt.storage_bytes * 8 / seconds / 1e6 if seconds > 0 else math.inf
         run = {"repeat": r, "seconds": seconds, "goodput_mbit": goodput,
                "payload_line_rate_mbit": line_rate if config.bw_mbit else None,
                "goodput_ratio": goodput / line_rate if config.bw_mbit else None,
-               "retransmitted": sum(x["counters"]["retransmitted"] for x in replies[r]),
-               "sent": sum(x["counters"]["sent"] for x in replies[r])}
+               "retransmitted": delta("retransmitted"), "sent": delta("sent")}
         if config.check:
             run["checks"] = _check(config, r, replies[r], results[r], recorded)
         runs.append(run)
