@@ -1,0 +1,147 @@
+"""AllreduceClient against switches in this process: the slot/shadow-set
+sequence, stale and duplicated results, re-sent packets, validation."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fpisa
+from emulator.pipeline import JobConfig, SwitchPipeline
+from emulator.server import serve
+from fpisa.net import UdpTransport
+from fpisa.protocol import unpack
+from hosts.worker import AllreduceClient, WorkerConfig, pass_packets
+
+
+class Tampered:
+    """A transport without trains whose sends pass through ``tamper``."""
+
+    def __init__(self, transport, tamper):
+        self.transport, self.tamper = transport, tamper
+
+    def recv_batch(self, timeout, max_packets=256):
+        return self.transport.recv_batch(timeout, max_packets)
+
+    def send_batch(self, items):
+        self.transport.send_batch(self.tamper(list(items)))
+
+
+class Switch:
+    """The emulator serving on loopback in a thread; ``tamper`` may rewrite
+    what it sends (list of (address, bytes)) to play a misbehaving network."""
+
+    def __init__(self, workers, tamper=None, **job):
+        self.transport = UdpTransport.bind()
+        self.pipeline = SwitchPipeline(JobConfig(num_workers=len(workers), workers=workers,
+                                                 record_orders=True, **job))
+        self.stop = False
+        served = self.transport if tamper is None else Tampered(self.transport, tamper)
+        self.thread = threading.Thread(target=serve, args=(self.pipeline, served),
+                                       kwargs={"should_stop": lambda: self.stop}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(10)
+        self.transport.close()
+
+
+def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, **kw):
+    transports = [UdpTransport.bind() for _ in range(K)]
+    data = [np.random.default_rng(r).standard_normal(n).astype(np.float32).view(np.uint32) for r in range(K)]
+    results = [None] * K
+    with Switch([t.address for t in transports], tamper=tamper, mode=mode, num_elements=elements,
+                pool_size=window) as switch:
+        clients = [AllreduceClient(WorkerConfig(rank=r, num_workers=K, mode=mode, window=window,
+                                                num_elements=elements, timeout_ms=5, **kw),
+                                   transports[r], switch.transport.address) for r in range(K)]
+
+        def work(r):
+            results[r] = clients[r].allreduce(data[r])
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in range(K)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for t in transports:
+        t.close()
+    return data, results, clients, switch.pipeline
+
+
+def test_packet_sequence_alternates_shadow_sets_per_slot():
+    # 11 packets over a window of 4: slot g % 4, set (g // 4) % 2
+    sent = []
+
+    def spy(items):
+        sent.extend(unpack(d)[0] for _, d in items)
+        return items
+
+    data, results, clients, p = run_workers(22, tamper=spy)
+    assert np.array_equal(results[0], results[1])
+    multicast = {h.packet_id: (h.slot, h.shadow_set) for h in sent}
+    assert multicast == {g: (g % 4, (g // 4) % 2) for g in range(11)}
+
+
+def test_duplicated_and_stale_results_are_ignored():
+    previous = []
+
+    def duplicate_and_replay(items):
+        out = items + items  # every result twice
+        out += previous[-3:]  # and a few old ones again
+        previous.extend(items)
+        return out
+
+    data, results, clients, p = run_workers(40, tamper=duplicate_and_replay)
+    orders = p.recorded_orders()
+    per_element = np.repeat(np.array([orders[g] for g in range(20)]), 2, axis=0)
+    expected = fpisa.aggregate(np.stack(data), "fpisa", order=per_element)
+    assert np.array_equal(results[0], expected) and np.array_equal(results[1], expected)
+    assert sum(c.counters.duplicate_results for c in clients) >= 40
+
+
+def test_lost_results_are_recovered_by_re_sending():
+    dropped = []
+
+    def drop_some_results(items):
+        keep = []
+        for address, data in items:
+            header = unpack(data)[0]
+            if header.packet_id % 3 == 0 and header.rank == 1 and header.packet_id not in dropped:
+                dropped.append(header.packet_id)  # worker 1 loses this result once
+                continue
+            keep.append((address, data))
+        return keep
+
+    data, results, clients, p = run_workers(30, tamper=drop_some_results)
+    assert np.array_equal(results[0], results[1])
+    assert clients[1].counters.retransmitted >= len(dropped) > 0
+    assert p.counters.retransmitted >= len(dropped)
+
+
+def test_passes_continue_the_sequence():
+    # switchml: exponent exchange then data; packet ids (and so slots) run on
+    data, results, clients, p = run_workers(10, mode="switchml")
+    exchange, data_packets = pass_packets("switchml", 10, 2)
+    assert clients[0].packet_ids == exchange + data_packets == 3 + 5
+    assert np.array_equal(results[0], fpisa.aggregate(np.stack(data), "switchml", block_size=2))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(rank=2), "rank"), (dict(mode="exact"), "mode"), (dict(num_elements=300), "num_elements"),
+    (dict(window=0), "window"), (dict(timeout_ms=0), "timeout"),
+    (dict(mode="switchml", raw_registers=True), "raw registers"),
+])
+def test_worker_config_is_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        WorkerConfig(**{"rank": 0, "num_workers": 2, **kw})
+
+
+def test_wrong_input_dtype_is_a_clear_error():
+    client = AllreduceClient(WorkerConfig(rank=0, num_workers=1), None, None)
+    with pytest.raises(ValueError, match="bit patterns"):
+        client.allreduce(np.zeros(4, np.float64))
