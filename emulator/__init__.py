@@ -2,6 +2,8 @@
 
 - :mod:`emulator.pipeline`: the data plane (slots, shadow sets, bitmaps,
   the numerics core's registers), transport independent.
+- :mod:`emulator.fastpath`: the same data plane over a batch of packets in
+  one Numba call (what the server runs), checked byte for byte against it.
 - :mod:`emulator.server`: the loop that feeds a pipeline from a transport,
   injects faults and reports statistics.
 - :mod:`emulator.cli`: ``fpisa switch``.
