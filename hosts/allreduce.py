@@ -37,6 +37,7 @@ from .worker import AllreduceClient, WorkerConfig, pass_packets
 __all__ = ["AllreduceConfig", "run_allreduce", "gradient_like", "check_results"]
 
 MODES = ("fpisa", "fpisa-a", "switchml")
+FAULT_DIRECTIONS = ("both", "to-switch", "from-switch")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class AllreduceConfig:
     duplicate: float = 0.0
     reorder: float = 0.0
     delay_ms: float = 0.0
+    #: which links the faults act on: both, to-switch (workers' sends), from-switch
+    fault_direction: str = "both"
     seed: int = 0
     #: results carry the raw registers; workers normalize with ``rounding``
     raw_registers: bool = False
@@ -81,12 +84,21 @@ class AllreduceConfig:
             bad(f"elements per packet must be 1..{MAX_ELEMENTS}, got {self.num_elements}")
         if not 1 <= self.window <= MAX_SLOTS:
             bad(f"window must be 1..{MAX_SLOTS}, got {self.window}")
+        if self.fault_direction not in FAULT_DIRECTIONS:
+            bad(f"fault_direction must be one of {FAULT_DIRECTIONS}, got {self.fault_direction!r}")
         if self.raw_registers and self.mode == "switchml":
             bad("--raw-registers applies to the FPISA modes only")
         # LinkFaults validates the probabilities
         self.faults()
 
     def faults(self, seed_offset: int = 0) -> LinkFaults:
+        """The link faults of one sender: the switch is seed_offset 0
+        (switch -> workers), worker r is 1 + r (worker -> switch)."""
+        towards_switch = seed_offset > 0
+        applies = self.fault_direction == "both" or (
+            self.fault_direction == ("to-switch" if towards_switch else "from-switch"))
+        if not applies:
+            return LinkFaults(seed=self.seed * 1000 + seed_offset)
         return LinkFaults(loss=self.loss, duplicate=self.duplicate, reorder=self.reorder,
                           delay_ms=self.delay_ms, seed=self.seed * 1000 + seed_offset)
 

@@ -62,7 +62,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-check", action="store_true", help="skip the reference aggregation")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")
-    add_fault_arguments(p, "both directions")
+    add_fault_arguments(p, "see --fault-direction")
+    p.add_argument("--fault-direction", choices=["both", "to-switch", "from-switch"], default="both",
+                   help="links the faults act on (default: both)")
     p.set_defaults(func=run_allreduce_command)
 
     w = subparsers.add_parser("worker", help="one worker of a job (with a standalone `fpisa switch`)")
@@ -81,6 +83,7 @@ def _config(args) -> AllreduceConfig:
                            num_elements=args.packet_elements, window=args.window,
                            loss=args.loss, duplicate=args.dup, reorder=args.reorder,
                            delay_ms=args.delay_ms, seed=args.seed,
+                           fault_direction=getattr(args, "fault_direction", "both"),
                            raw_registers=args.raw_registers, rounding=args.rounding,
                            timeout_ms=args.timeout_ms, switch=getattr(args, "switch", "emulator"),
                            check=not getattr(args, "no_check", False))
@@ -117,7 +120,8 @@ def _json_default(x):
 
 def format_summary(report: dict) -> str:
     c = report["config"]
-    faults = ", ".join(f"{k} {c[k]}" for k in ("loss", "duplicate", "reorder", "delay_ms") if c[k]) or "none"
+    faults = ", ".join(f"{k} {c[k]}" for k in ("loss", "duplicate", "reorder", "delay_ms") if c[k])
+    faults = f"{faults} ({c['fault_direction']})" if faults else "none"
     lines = [
         f"fpisa allreduce: {c['workers']} workers x {c['elements']:,} elements, mode {c['mode']}, "
         f"{c['fmt']}, {c['num_elements']} elements/packet, window {c['window']}, faults: {faults}, "

@@ -56,3 +56,10 @@ def test_report_has_what_the_summary_prints():
     # SwitchML converts every element on the host; FPISA does not
     assert report["host_conversion_ns_per_element"] > 0
     assert {"encode_ns_per_element", "decode_ns_per_element"} <= set(report["host_conversion"][0])
+
+
+def test_faults_in_one_direction_only():
+    report = run(mode="fpisa", workers=2, loss=0.2, fault_direction="to-switch")
+    assert report["checks"]["bit_exact"]
+    assert "faults" not in report["switch"]  # the switch's own sends were not touched
+    assert sum(w["retransmitted"] for w in report["workers"]) > 0
