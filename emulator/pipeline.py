@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Hashable
 
 import numpy as np
 
@@ -203,7 +203,6 @@ class SwitchPipeline:
         }
         self._fmt_code = c.fmt_code
         self._pool = c.pool_size
-        self._all_workers = (1 << c.num_workers) - 1
         # per wire mode: (payload dtype, expected DATA length)
         self._data_layout = {
             int(m): (element_dtype(m, self._fmt_code), HEADER_BYTES + payload_bytes(m, self._fmt_code, c.num_elements))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["LinkFaults", "FaultInjector", "add_fault_arguments", "faults_from_args"]

@@ -20,9 +20,8 @@ what that costs per element.
 from __future__ import annotations
 
 import heapq
-import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +33,6 @@ from fpisa.protocol import (
     FLAG_RAW,
     HEADER_BYTES,
     HEADER_DTYPE,
-    HEADER_FIELDS,
     MAX_ELEMENTS,
     MAX_SLOTS,
     RAW_EXPONENT_DTYPE,
@@ -48,9 +46,6 @@ from fpisa.protocol import (
 
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout", "pass_packets"]
 
-_STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
-# derived from the protocol's one definition of the header, not re-typed
-_HEADER = struct.Struct(">" + "".join(_STRUCT_CODES[t] for _, t, _, _ in HEADER_FIELDS))
 _DATA_VT = (VERSION << 4) | MsgType.DATA
 _RESULT_VT = (VERSION << 4) | MsgType.RESULT
 _RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
