@@ -27,7 +27,7 @@ from fpisa.protocol import Header, MsgType, element_dtype, pack
 from .fastpath import BatchProcessor
 from .pipeline import JobConfig, SwitchPipeline
 
-__all__ = ["serve", "launch", "SwitchProcess", "warm_up"]
+__all__ = ["serve", "launch", "SwitchProcess", "SwitchStartError", "warm_up"]
 
 #: how often the loop looks at its stop condition / stats timer
 _CHECK_INTERVAL_S = 0.02
@@ -132,6 +132,15 @@ def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
     transport.close()
 
 
+class SwitchStartError(RuntimeError):
+    """The switch process reported an error instead of being ready.
+    ``tool_missing``: an external tool (p4c, BMv2) is not installed."""
+
+    def __init__(self, message: str, tool_missing: bool = False):
+        super().__init__(message)
+        self.tool_missing = tool_missing
+
+
 class SwitchProcess:
     """Handle on a switch child process (what :func:`launch` returns)."""
 
@@ -149,7 +158,8 @@ class SwitchProcess:
             kind, detail = "error", f"the process exited (code {self.process.exitcode})"
         if kind != "ready":
             self.kill()
-            raise ValueError(f"the switch failed to start: {detail}")
+            raise SwitchStartError(f"the switch failed to start: {detail}",
+                                   tool_missing=str(detail).startswith("ToolMissing"))
 
     def stop(self, timeout: float = 60.0) -> tuple[dict, dict]:
         """Stop the switch; return (statistics, recorded orders as arrays)."""

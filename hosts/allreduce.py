@@ -18,6 +18,7 @@ bit-exactness, switch and worker counters, host conversion cost).
 from __future__ import annotations
 
 import multiprocessing as mp
+from multiprocessing.connection import wait
 import socket
 import sys
 import time
@@ -34,9 +35,13 @@ from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS, WireMode
 
 from .worker import AllreduceClient, WorkerConfig, pass_packets
 
-__all__ = ["AllreduceConfig", "run_allreduce", "gradient_like", "check_results"]
+__all__ = ["AllreduceConfig", "AllreduceFailed", "run_allreduce", "gradient_like", "check_results"]
 
 MODES = ("fpisa", "fpisa-a", "switchml")
+
+
+class AllreduceFailed(RuntimeError):
+    """A worker or the switch failed or died: the run has no result."""
 FAULT_DIRECTIONS = ("both", "to-switch", "from-switch")
 
 
@@ -238,25 +243,32 @@ def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
         switch.wait_ready(start_timeout)
         for conn in conns:
             if not conn.poll(start_timeout):
-                raise RuntimeError("a worker did not start")
+                raise AllreduceFailed("a worker did not start")
             kind, rank, detail = conn.recv()
             if kind != "ready":
-                raise RuntimeError(f"worker {rank} failed to start: {detail}")
+                raise AllreduceFailed(f"worker {rank} failed to start: {detail}")
         packets_per_worker = sum(pass_packets(config.mode, config.elements, config.num_elements))
         bar = _Progress(packets_per_worker * K, sys.stderr.isatty() if progress is None else progress)
         go.set()
         reports: dict[int, dict] = {}
         pending = set(range(K))
+        switch_process = getattr(switch, "process", None)
         while pending:
-            for rank in list(pending):
-                if conns[rank].poll(0.05):
-                    kind, _, detail = conns[rank].recv()
-                    if kind != "done":
-                        raise RuntimeError(f"worker {rank} failed: {detail}")
-                    reports[rank] = detail
-                    pending.discard(rank)
-                elif not workers[rank].is_alive():
-                    raise RuntimeError(f"worker {rank} died (exit code {workers[rank].exitcode})")
+            for conn in wait([conns[r] for r in pending], timeout=0.1):
+                rank = conns.index(conn)
+                try:
+                    kind, _, detail = conn.recv()
+                except EOFError:
+                    kind, detail = "error", f"exited (code {workers[rank].exitcode})"
+                if kind != "done":
+                    raise AllreduceFailed(f"worker {rank} failed: {detail}")
+                reports[rank] = detail
+                pending.discard(rank)
+            for rank in pending:
+                if not workers[rank].is_alive() and not conns[rank].poll():
+                    raise AllreduceFailed(f"worker {rank} died (exit code {workers[rank].exitcode})")
+            if switch_process is not None and not switch_process.is_alive():
+                raise AllreduceFailed(f"the switch died (exit code {switch_process.exitcode})")
             bar.update(sum(v.value for v in counters))
         bar.update(packets_per_worker * K, force=True)
         bar.close()

@@ -28,7 +28,7 @@ from fpisa.net import UdpTransport, parse_address
 from fpisa.netem import add_fault_arguments, faults_from_args
 from fpisa.protocol import UDP_PORT
 
-from .allreduce import AllreduceConfig, gradient_like, run_allreduce
+from .allreduce import AllreduceConfig, AllreduceFailed, gradient_like, run_allreduce
 from .worker import AllreduceClient, AllreduceTimeout, WorkerConfig
 
 __all__ = ["add_parser", "SWITCHES", "format_summary"]
@@ -101,7 +101,14 @@ def run_allreduce_command(args) -> int:
         print(f"fpisa allreduce: {e}", file=sys.stderr)
         return 2
     progress = {"auto": None, "on": True, "off": False}[args.progress]
-    report = run_allreduce(config, _launcher(config.switch), progress=progress)
+    try:
+        report = run_allreduce(config, _launcher(config.switch), progress=progress)
+    except AllreduceFailed as e:
+        print(f"fpisa allreduce: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # the switch launcher's errors (emulator.server.SwitchStartError)
+        print(f"fpisa allreduce: {e}", file=sys.stderr)
+        return 3 if getattr(e, "tool_missing", False) else 1
     print(format_summary(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -63,3 +63,22 @@ def test_faults_in_one_direction_only():
     assert report["checks"]["bit_exact"]
     assert "faults" not in report["switch"]  # the switch's own sends were not touched
     assert sum(w["retransmitted"] for w in report["workers"]) > 0
+
+
+def test_a_dying_switch_fails_the_run_instead_of_hanging():
+    from hosts.allreduce import AllreduceFailed
+
+    def launch_then_kill(spec, sock, faults=None, context=None):
+        handle = launch(spec, sock, faults, context=context)
+        ready = handle.wait_ready
+
+        def wait_ready(timeout=60.0):
+            ready(timeout)
+            handle.process.kill()  # dies right after saying it is ready
+
+        handle.wait_ready = wait_ready
+        return handle
+
+    config = AllreduceConfig(workers=2, elements=5000, window=8)
+    with pytest.raises(AllreduceFailed, match="switch died"):
+        run_allreduce(config, launch_then_kill, progress=False)
