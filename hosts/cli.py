@@ -5,7 +5,8 @@
 
 ``allreduce`` exits 0 if the result is bit-exact against the numerics core
 given the switch's recorded arrival orders (and identical on every worker),
-1 if not, 2 for a bad configuration.
+1 if not (or if a worker or the switch failed), 2 for a bad configuration,
+3 if the chosen switch needs a tool that is not installed (BMv2).
 
 The switch implementation is chosen by name (``--switch``); this module is
 the composition root that binds the name to a launcher, so ``hosts`` itself
@@ -56,7 +57,7 @@ def add_parser(subparsers) -> None:
     """Registers ``allreduce`` and ``worker``."""
     p = subparsers.add_parser("allreduce", help="the main job: K workers allreduce through a switch",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=4, help="worker processes (K)")
     _common(p)
     p.add_argument("--switch", choices=sorted(SWITCHES), default="emulator")
     p.add_argument("--no-check", action="store_true", help="skip the reference aggregation")
