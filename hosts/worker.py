@@ -50,6 +50,7 @@ _DATA_VT = (VERSION << 4) | MsgType.DATA
 _RESULT_VT = (VERSION << 4) | MsgType.RESULT
 _RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 _I16 = (-0x8000, 0x7FFF)
+_PID_AT = HEADER_DTYPE.fields["packet_id"][1]
 
 
 def pass_packets(mode: str, elements: int, num_elements: int) -> tuple[int, int]:
@@ -400,6 +401,11 @@ class AllreduceClient:
                     if clean.any():
                         rto.sample(float(np.median(now - sent_at[k[clean]])))
                     done += k.size
+                    if injector is not None:
+                        # copies still held back by the emulated network
+                        # would outlive their result: see fpisa.netem
+                        injector.discard(lambda item: not pending[
+                            min(num_packets - 1, (int.from_bytes(item[1][_PID_AT:_PID_AT + 4], "big") - base) & 0xFFFFFFFF)])
                     nxt = k + W
                     nxt = nxt[nxt < num_packets]
                     sent_at[nxt] = now

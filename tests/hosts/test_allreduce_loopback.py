@@ -82,3 +82,12 @@ def test_a_dying_switch_fails_the_run_instead_of_hanging():
     config = AllreduceConfig(workers=2, elements=5000, window=8)
     with pytest.raises(AllreduceFailed, match="switch died"):
         run_allreduce(config, launch_then_kill, progress=False)
+
+
+def test_heavy_faults_with_delay_do_not_stall():
+    """Duplicates and retransmissions held back past their result would
+    reset a completed slot (SwitchML assumes bounded packet lifetime); the
+    workers' injectors expire them, so even this finishes, bit-exact."""
+    report = run(mode="fpisa", workers=4, elements=20000, window=32, loss=0.1, duplicate=0.2,
+                 reorder=0.2, delay_ms=0.5)
+    assert report["checks"]["bit_exact"], report["checks"]
