@@ -327,8 +327,9 @@ class BatchProcessor:
                 ranks.append((get(source, -1), len(data) // L))
                 sources.append(source)
             else:  # not ours, or malformed: one by one through the reference path
-                for at in range(0, len(data), size or 1):
-                    for address, packet in p.process(data[at:at + size], source):
+                pieces = [data[at:at + size] for at in range(0, len(data), size)] if size else [data]
+                for piece in pieces:
+                    for address, packet in p.process(piece, source):
                         out.append((address, packet, len(packet)))
         if not blocks:
             return out

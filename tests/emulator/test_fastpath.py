@@ -120,3 +120,20 @@ def test_trains_in_and_out_equal_reference(mode, fmt):
     for a, b in zip(state(fast), state(ref)):
         assert np.array_equal(a, b)
     assert fast.recorded == ref.recorded
+
+
+@given(st.lists(st.tuples(st.binary(max_size=40), st.integers(0, 3),
+                          st.sampled_from(WORKERS + (("10.9.9.9", 9),))), max_size=12),
+       st.integers(0, 2**32 - 1))
+def test_trains_of_garbage_are_counted_never_crash(garbage, seed):
+    rng = np.random.default_rng(seed)
+    good = random_stream(rng, "fpisa", "fp32", 12)
+    trains = [(d, len(d), s) for d, s in good]
+    for blob, repeat, source in garbage:
+        trains.append((blob * max(1, repeat), len(blob), source))
+    p = SwitchPipeline(config("fpisa", "fp32"))
+    out = BatchProcessor(p, max_batch=5).process_trains(trains)
+    c = p.counters
+    assert c.received == c.aggregated + c.retransmitted + c.dropped_total
+    assert c.received == len(good) + sum(max(1, r) if b else 1 for b, r, _ in garbage)
+    assert all(dst in WORKERS and len(train) % size == 0 for dst, train, size in out)
