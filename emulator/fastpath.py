@@ -21,6 +21,7 @@ against the reference path on random packet streams, for every mode.
 
 from __future__ import annotations
 
+import sys
 from typing import Hashable
 
 import numpy as np
@@ -87,7 +88,8 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
             eb, fb, w, elem_bytes,
             bitmap, count, completed, block_exponent, row_mode, orders,
             result_payload, result_length, result_flags,
-            E0, A0, F0, OW0, A1, scratch_bits, scratch_out,
+            E0, A0, F0, OW0, A1, scratch_bits, scratch_out, scratch_in_bytes, scratch_out_bytes,
+            native_little_endian,
             record, log_pid, log_mode, log_order, log_count):
     n_out = 0
     all_workers = K
@@ -150,11 +152,15 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
         counters[_AGGREGATED] += 1
         # -- aggregate: the numerics core's row kernels on the registers
         if float_job:
-            for j in range(E):
-                v = np.int64(0)
-                for b in range(elem_bytes):  # little-endian on the wire
-                    v |= np.int64(pkts[i, HEADER_BYTES + j * elem_bytes + b]) << (8 * b)
-                scratch_bits[j] = v
+            nbytes = E * elem_bytes
+            if native_little_endian:  # the wire's byte order: a plain copy
+                scratch_in_bytes[:] = pkts[i, HEADER_BYTES:HEADER_BYTES + nbytes]
+            else:
+                for j in range(E):
+                    v = np.int64(0)
+                    for b in range(elem_bytes):  # little-endian on the wire
+                        v |= np.int64(pkts[i, HEADER_BYTES + j * elem_bytes + b]) << (8 * b)
+                    scratch_bits[j] = v
             if mode == _FPISA:
                 kernels.accumulate_row_fpisa(E0[row], A0[row], F0[row], scratch_bits, first, eb, fb, w)
             else:
@@ -192,9 +198,13 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
             acc = np.int64(0)
             for j in range(E):
                 acc |= F0[row, j]
-                v = np.int64(scratch_out[j])
-                for b in range(elem_bytes):
-                    result_payload[row, j * elem_bytes + b] = (v >> (8 * b)) & 0xFF
+            if native_little_endian:
+                result_payload[row, :E * elem_bytes] = scratch_out_bytes
+            else:
+                for j in range(E):
+                    v = np.int64(scratch_out[j])
+                    for b in range(elem_bytes):
+                        result_payload[row, j * elem_bytes + b] = (v >> (8 * b)) & 0xFF
             if acc & kernels.OVERFLOW:
                 rflags |= FLAG_OVERFLOW
             if acc & kernels.OVERWRITE:
@@ -275,7 +285,15 @@ class BatchProcessor:
         self._registers = (data.exponent_register, data.mantissa_register, data.element_flags,
                            data.overwrites,
                            int_max.mantissa_register if int_max is not None else np.zeros((1, 1), np.int64),
-                           np.zeros(c.num_elements, fmt.bits_dtype), np.zeros(c.num_elements, fmt.bits_dtype))
+                           *self._scratch(c.num_elements, fmt.bits_dtype), sys.byteorder == "little")
+
+    @staticmethod
+    def _scratch(n: int, dtype) -> tuple:
+        # element buffers and byte views of the same memory: the kernel fills
+        # and drains them with plain copies (the wire is little-endian, as the
+        # host usually is)
+        bits, out = np.zeros(n, dtype), np.zeros(n, dtype)
+        return bits, out, bits.view(np.uint8), out.view(np.uint8)
 
     def process(self, packets: list[tuple[bytes, Hashable]]) -> list[tuple[Hashable, bytes]]:
         """Like calling ``pipeline.process`` on each packet in order."""
