@@ -331,6 +331,25 @@ def accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, exponent_bits, 
         overwrites[j] += ow
 
 
+@_jit
+def accumulate_row_int_sum(A, values, first):
+    """SwitchML's int32 add: wraps at 32 bits like the switch's ALU."""
+    for j in range(values.shape[0]):
+        if first:
+            A[j] = values[j]
+        else:
+            r = (A[j] + np.int64(values[j]) + (1 << 31)) & 0xFFFFFFFF
+            A[j] = r - (1 << 31)
+
+
+@_jit
+def accumulate_row_int_max(A, values, first):
+    """SwitchML's block exponent exchange: int32 max."""
+    for j in range(values.shape[0]):
+        if first or np.int64(values[j]) > A[j]:
+            A[j] = values[j]
+
+
 # ---------------------------------------------------------------- exact sum
 
 

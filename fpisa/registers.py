@@ -92,13 +92,10 @@ class SlotRegisters:
         elif self.mode == "fpisa-a":
             K.accumulate_row_fpisa_a(E, A, self.element_flags[row], self.overwrites[row], values,
                                      first, self._eb, self._m, self._w)
-        elif first:
-            A[:] = values
         elif self.mode == "switchml":
-            # int32 wrap-around add, like the switch's ALU
-            A[:] = (A + values).astype(np.int32)
+            K.accumulate_row_int_sum(A, values, first)
         else:
-            np.maximum(A, values, out=A)
+            K.accumulate_row_int_max(A, values, first)
 
     def read(self, row: int, rounding: str | Rounding = "rz") -> np.ndarray:
         """The row's result: normalized bits (float modes) or int32."""
