@@ -45,11 +45,17 @@ GENERATED_DIR = INCLUDE_DIR / "generated"
 #: compiler output (gitignored)
 BUILD_DIR = P4_DIR / "build"
 
-#: elements per packet, a compile-time constant of every program; equal to
-#: the emulator's default (fpisa.protocol.DEFAULT_ELEMENTS) so a worker
-#: configured with defaults talks to either switch. Packets with another
-#: num_elements are dropped (counter drop_bad_length).
-N_ELEMENTS = 64
+#: elements per packet, a compile-time constant of every program. Not the
+#: emulator's default of 64: stock simple_switch gives a packet only 512 bytes
+#: to grow (PacketBuffer(len + 512) in simple_switch.cpp, an assertion aborts
+#: the switch beyond), and a result with the raw registers grows by 10 bytes
+#: per element; 48 is the largest multiple of 16 that fits. Workers talking
+#: to BMv2 use --packet-elements 48. Packets with another num_elements are
+#: dropped (counter drop_bad_length).
+N_ELEMENTS = 48
+#: bytes simple_switch lets a packet grow by (see N_ELEMENTS)
+BMV2_GROWTH_BYTES = 512
+assert 10 * N_ELEMENTS <= BMV2_GROWTH_BYTES, "raw-register results would not fit in BMv2"
 #: slots in the switch's pool, shared by all jobs (the job table gives each
 #: job a base and a size); each slot has two shadow sets (rows)
 POOL_SLOTS = 512

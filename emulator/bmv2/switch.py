@@ -48,8 +48,8 @@ class SimpleSwitch:
     started_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
-        self.json_path = Path(self.json_path)
-        self.workdir = Path(self.workdir)
+        self.json_path = Path(self.json_path).resolve()  # simple_switch runs in workdir
+        self.workdir = Path(self.workdir).resolve()
         if not self.ports:
             raise ValueError("simple_switch needs at least one port")
         for port, name in self.ports.items():

@@ -270,7 +270,7 @@ def float_scenarios(mode: str) -> list[Scenario]:
 
     s = Scenario(f"{tag}_alignment", "every exponent difference -40..+40 between two "
                  "workers, in both arrival orders, plus 3-worker alignment chains", mode, 2)
-    for slot, distances in enumerate((np.arange(N) - 40, np.arange(N) - 23)):
+    for slot, distances in enumerate((np.arange(N) - 40, np.arange(N) + 40 - (N - 1))):
         a, b = alignment_values(rng, distances)
         s.send(0, slot, 0, a, packet_id=slot, comment=f"slot {slot}: exponent 0")
         s.send(1, slot, 0, b, packet_id=slot, comment=f"slot {slot}: exponent 0 + d")

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from emulator.bmv2 import bridge
+from p4 import N_ELEMENTS
 
 _MISSING = [t for t in ("p4c-bm2-ss", "simple_switch", "simple_switch_CLI") if shutil.which(t) is None]
 needs_bmv2_and_root = [
@@ -25,8 +26,8 @@ needs_bmv2_and_root = [
 def test_allreduce_through_bmv2_is_bit_exact(mode):
     from hosts.allreduce import AllreduceConfig, run_allreduce
 
-    config = AllreduceConfig(workers=3, elements=64 * 40 + 5, mode=mode, window=8,
-                             timeout_ms=200.0, seed=3)
+    config = AllreduceConfig(workers=3, elements=N_ELEMENTS * 40 + 5, mode=mode, window=8,
+                             num_elements=N_ELEMENTS, timeout_ms=200.0, seed=3)
     report = run_allreduce(config, bridge.launch, progress=False)
     assert report["checks"]["bit_exact"], report["checks"]
     cross = report["switch"]["bmv2_vs_emulator"]
@@ -36,9 +37,10 @@ def test_allreduce_through_bmv2_is_bit_exact(mode):
 
 def test_bridge_refuses_jobs_the_p4_programs_cannot_run():
     base = dict(num_workers=2, workers=(("127.0.0.1", 1), ("127.0.0.1", 2)), mode="fpisa")
+    base["num_elements"] = N_ELEMENTS
     with pytest.raises(ValueError, match="fp32"):
         bridge.check_spec({**base, "fmt": "fp16"})
     with pytest.raises(ValueError, match="elements per packet"):
-        bridge.check_spec({**base, "num_elements": 32})
+        bridge.check_spec({**base, "num_elements": N_ELEMENTS + 1})
     with pytest.raises(ValueError, match="rz"):
         bridge.check_spec({**base, "rounding": "rne"})

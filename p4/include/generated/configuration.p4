@@ -4,13 +4,13 @@
 #define FPISA_CONFIGURATION_P4
 
 // elements per packet (p4/__init__.py N_ELEMENTS)
-#define N_ELEMENTS 64
+#define N_ELEMENTS 48
 const bit<32> POOL_ROWS = 1024;  // slots x 2 shadow sets
 const bit<32> MAX_JOBS = 256;
 const bit<8> HEADROOM_BITS = 7;
 const bit<8> REGISTER_BITS = 32;
-const bit<16> DATA_UDP_LENGTH = 280;  // UDP header + agg header + payload
-const bit<16> RAW_BYTES = 640;  // n int64 mantissas + n uint16 exponents
+const bit<16> DATA_UDP_LENGTH = 216;  // UDP header + agg header + payload
+const bit<16> RAW_BYTES = 480;  // n int64 mantissas + n uint16 exponents
 
 // per-element sticky flags (fpisa.registers ELEMENT_*)
 const bit<8> ELEMENT_POS_INF = 1;

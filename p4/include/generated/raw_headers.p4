@@ -52,22 +52,6 @@ control SetRawHeadersValid(inout headers_t hdr) {
         hdr.raw_mantissa[45].setValid();
         hdr.raw_mantissa[46].setValid();
         hdr.raw_mantissa[47].setValid();
-        hdr.raw_mantissa[48].setValid();
-        hdr.raw_mantissa[49].setValid();
-        hdr.raw_mantissa[50].setValid();
-        hdr.raw_mantissa[51].setValid();
-        hdr.raw_mantissa[52].setValid();
-        hdr.raw_mantissa[53].setValid();
-        hdr.raw_mantissa[54].setValid();
-        hdr.raw_mantissa[55].setValid();
-        hdr.raw_mantissa[56].setValid();
-        hdr.raw_mantissa[57].setValid();
-        hdr.raw_mantissa[58].setValid();
-        hdr.raw_mantissa[59].setValid();
-        hdr.raw_mantissa[60].setValid();
-        hdr.raw_mantissa[61].setValid();
-        hdr.raw_mantissa[62].setValid();
-        hdr.raw_mantissa[63].setValid();
         hdr.raw_exponent[0].setValid();
         hdr.raw_exponent[1].setValid();
         hdr.raw_exponent[2].setValid();
@@ -116,21 +100,5 @@ control SetRawHeadersValid(inout headers_t hdr) {
         hdr.raw_exponent[45].setValid();
         hdr.raw_exponent[46].setValid();
         hdr.raw_exponent[47].setValid();
-        hdr.raw_exponent[48].setValid();
-        hdr.raw_exponent[49].setValid();
-        hdr.raw_exponent[50].setValid();
-        hdr.raw_exponent[51].setValid();
-        hdr.raw_exponent[52].setValid();
-        hdr.raw_exponent[53].setValid();
-        hdr.raw_exponent[54].setValid();
-        hdr.raw_exponent[55].setValid();
-        hdr.raw_exponent[56].setValid();
-        hdr.raw_exponent[57].setValid();
-        hdr.raw_exponent[58].setValid();
-        hdr.raw_exponent[59].setValid();
-        hdr.raw_exponent[60].setValid();
-        hdr.raw_exponent[61].setValid();
-        hdr.raw_exponent[62].setValid();
-        hdr.raw_exponent[63].setValid();
     }
 }
