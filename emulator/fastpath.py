@@ -12,9 +12,9 @@ DATA packet of one of the job's modes, formats and sizes) are handed back
 to the reference path, which classifies the drop; none of them can change
 state, so the order in which drops are counted does not matter.
 
-The int32 modes (SwitchML's sum, its exponent max) are one wrap-around add
-or a max per element; they are written out here because SlotRegisters
-implements them in numpy, not as a kernel callable from Numba.
+The int32 modes (SwitchML's sum, its exponent max) use the core's
+``accumulate_row_int_sum`` / ``accumulate_row_int_max`` the same way, after
+the big-endian payload is decoded into a scratch row.
 tests/emulator/test_fastpath.py checks every output byte and every counter
 against the reference path on random packet streams, for every mode.
 """
@@ -45,17 +45,17 @@ __all__ = ["BatchProcessor", "COUNTER_NAMES"]
 #: counter slots of the kernel; names as in SwitchCounters (drops by reason)
 COUNTER_NAMES = ("received", "aggregated", "completed", "multicast", "retransmitted",
                  "wrong_job", "unknown_worker", "rank_mismatch", "slot_out_of_range",
-                 "duplicate_incomplete", "config_mismatch")
+                 "duplicate_incomplete", "config_mismatch", "stale")
 _RECEIVED, _AGGREGATED, _COMPLETED, _MULTICAST, _RETX = 0, 1, 2, 3, 4
 _WRONG_JOB, _UNKNOWN, _RANK_MISMATCH, _SLOT_RANGE, _DUP_INCOMPLETE, _MODE_MISMATCH = 5, 6, 7, 8, 9, 10
-_DEFERRED = 11  # handed back to the reference path
+_STALE = 11
+_DEFERRED = 12  # handed back to the reference path
 
 _DATA_VT = (VERSION << 4) | MsgType.DATA
 _RESULT_VT = (VERSION << 4) | MsgType.RESULT
 _RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 _FPISA, _FPISA_A, _SWITCHML, _INT_MAX = (int(WireMode.FPISA), int(WireMode.FPISA_A),
                                          int(WireMode.SWITCHML), int(WireMode.INT_MAX))
-_INT32_MIN = -(1 << 31)
 
 
 @njit(cache=True, nogil=True)
@@ -86,9 +86,10 @@ def _write_header(out, o, vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, p
 def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
             job, K, E, pool, fmt, data_mode, int_max_ok, float_job, raw_always, nearest,
             eb, fb, w, elem_bytes,
-            bitmap, count, completed, block_exponent, row_mode, orders,
+            bitmap, count, completed, block_exponent, row_mode, orders, round_id,
             result_payload, result_length, result_flags,
             E0, A0, F0, OW0, A1, scratch_bits, scratch_out, scratch_in_bytes, scratch_out_bytes,
+            scratch_int,
             native_little_endian,
             record, log_pid, log_mode, log_order, log_count):
     n_out = 0
@@ -130,20 +131,31 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
         if bexp >= 0x8000:
             bexp -= 0x10000
         pid = (_u16(pkts, i, 12) << 16) | _u16(pkts, i, 14)
-        if bitmap[row] & bit:
-            if completed[row]:
-                counters[_RETX] += 1
-                _write_header(out, n_out, _RETX_VT, row_mode[row], fmt, result_flags[row], job, r,
-                              K, E, pidx, block_exponent[row], pid)
-                L = result_length[row]
-                out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
-                out_len[n_out] = HEADER_BYTES + L
-                out_rank[n_out] = r
-                n_out += 1
-            else:
-                counters[_DUP_INCOMPLETE] += 1
-            continue
-        first = completed[row] or count[row] == 0
+        # the round-id check of SwitchPipeline.process (see there)
+        first = True
+        if count[row] != 0:
+            age = (round_id[row] - pid) & 0xFFFFFFFF
+            if age == 0:
+                if bitmap[row] & bit:
+                    if completed[row]:
+                        counters[_RETX] += 1
+                        _write_header(out, n_out, _RETX_VT, row_mode[row], fmt, result_flags[row],
+                                      job, r, K, E, pidx, block_exponent[row], pid)
+                        L = result_length[row]
+                        out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
+                        out_len[n_out] = HEADER_BYTES + L
+                        out_rank[n_out] = r
+                        n_out += 1
+                    else:
+                        counters[_DUP_INCOMPLETE] += 1
+                    continue
+                if completed[row]:
+                    counters[_STALE] += 1
+                    continue
+                first = False
+            elif age < 0x80000000:
+                counters[_STALE] += 1
+                continue
         if not first and mode != row_mode[row]:
             counters[_MODE_MISMATCH] += 1
             continue
@@ -167,24 +179,21 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
                 kernels.accumulate_row_fpisa_a(E0[row], A0[row], F0[row], OW0[row], scratch_bits,
                                                first, eb, fb, w)
         else:
-            A = A0 if mode == _SWITCHML else A1
             for j in range(E):
                 at = HEADER_BYTES + 4 * j  # big-endian int32 on the wire
                 v = ((np.int64(pkts[i, at]) << 24) | (np.int64(pkts[i, at + 1]) << 16)
                      | (np.int64(pkts[i, at + 2]) << 8) | np.int64(pkts[i, at + 3]))
-                if v >= 0x80000000:
-                    v -= 0x100000000
-                if first:
-                    A[row, j] = v
-                elif mode == _SWITCHML:
-                    A[row, j] = ((A[row, j] + v - _INT32_MIN) & 0xFFFFFFFF) + _INT32_MIN
-                elif v > A[row, j]:
-                    A[row, j] = v
+                scratch_int[j] = v - 0x100000000 if v >= 0x80000000 else v
+            if mode == _SWITCHML:
+                kernels.accumulate_row_int_sum(A0[row], scratch_int, first)
+            else:
+                kernels.accumulate_row_int_max(A1[row], scratch_int, first)
         if first:
             completed[row] = False
             count[row] = 0
             row_mode[row] = mode
             block_exponent[row] = bexp
+            round_id[row] = pid
         elif bexp > block_exponent[row]:
             block_exponent[row] = bexp
         orders[row, count[row]] = r
@@ -273,7 +282,7 @@ class BatchProcessor:
         self._record = c.record_orders
         p = pipeline
         self._state = (p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.orders,
-                       p.result_payload, p.result_length, p.result_flags)
+                       p.round_id, p.result_payload, p.result_length, p.result_flags)
         self._out_len = np.zeros(max_batch * c.num_workers, np.int64)
         self._out_rank = np.zeros(max_batch * c.num_workers, np.int64)
         float_job = c.wire_mode.is_float
@@ -285,7 +294,8 @@ class BatchProcessor:
         self._registers = (data.exponent_register, data.mantissa_register, data.element_flags,
                            data.overwrites,
                            int_max.mantissa_register if int_max is not None else np.zeros((1, 1), np.int64),
-                           *self._scratch(c.num_elements, fmt.bits_dtype), sys.byteorder == "little")
+                           *self._scratch(c.num_elements, fmt.bits_dtype),
+                           np.zeros(c.num_elements, np.int64), sys.byteorder == "little")
 
     @staticmethod
     def _scratch(n: int, dtype) -> tuple:

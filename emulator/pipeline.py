@@ -73,6 +73,7 @@ DROP_REASONS = (
     "config_mismatch",
     "slot_out_of_range",
     "duplicate_incomplete",
+    "stale",
 )
 
 _STRUCT_CODES = {">u1": "B", ">u2": "H", ">i2": "h", ">u4": "I"}
@@ -214,6 +215,8 @@ class SwitchPipeline:
         self.bitmap = np.zeros(rows, np.int64)
         self.count = np.zeros(rows, np.int64)
         self.completed = np.zeros(rows, np.bool_)
+        #: the packet id of the round a row holds (valid where count > 0)
+        self.round_id = np.zeros(rows, np.int64)
         self.block_exponent = np.zeros(rows, np.int64)
         self.row_mode = np.full(rows, int(c.wire_modes()[0]), np.int64)
         self.orders = np.zeros((rows, K), np.int16)  # arrival order of the current generation
@@ -290,13 +293,28 @@ class SwitchPipeline:
         row = s * self._pool + slot
         other = (1 - s) * self._pool + slot
         bit = 1 << r
-        if self.bitmap[row] & bit:  # duplicate
-            if self.completed[row]:
-                counters.retransmitted += 1
-                return [(source, self._result_packet(row, _RETX_VT, r, pid))]
-            counters.drop("duplicate_incomplete")
-            return []
-        first = bool(self.completed[row]) or self.count[row] == 0
+        if self.count[row] == 0:  # the row never held a round
+            first = True
+        else:
+            age = (int(self.round_id[row]) - pid) & 0xFFFFFFFF
+            if age == 0:  # the round held here
+                if self.bitmap[row] & bit:  # duplicate
+                    if self.completed[row]:
+                        counters.retransmitted += 1
+                        return [(source, self._result_packet(row, _RETX_VT, r, pid))]
+                    counters.drop("duplicate_incomplete")
+                    return []
+                if self.completed[row]:
+                    # its sender cleared the bit by moving on to the other
+                    # set, so it has this result: a late copy
+                    counters.drop("stale")
+                    return []
+                first = False
+            elif age < 0x80000000:  # an older round's packet
+                counters.drop("stale")
+                return []
+            else:  # a newer round
+                first = True
         if not first and mode != self.row_mode[row]:
             # workers disagree about what this slot generation aggregates
             counters.drop("config_mismatch")
@@ -311,6 +329,7 @@ class SwitchPipeline:
             self.count[row] = 0
             self.row_mode[row] = mode
             self.block_exponent[row] = bexp
+            self.round_id[row] = pid
         elif bexp > self.block_exponent[row]:
             self.block_exponent[row] = bexp
         self.orders[row, self.count[row]] = r

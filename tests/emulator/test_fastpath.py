@@ -21,20 +21,34 @@ def config(mode, fmt, raw=False):
                      pool_size=POOL, record_orders=True, raw_registers=raw)
 
 
+#: packet ids start just below 2^32, so streams cross the wrap-around
+ID_BASE = 2**32 - 3 * 2 * POOL
+
+
 def random_stream(rng, mode, fmt, length):
+    """Random DATA packets (and bad ones) whose ids follow the workers'
+    scheme loosely: each (slot, set) has a current round that sometimes
+    moves on; some packets carry the previous round's id or an older one
+    (stale)."""
     wire = WireMode.of(mode)
     bits = {"fp32": np.uint32, "fp16": np.uint16, "bf16": np.uint16}[fmt]
     stream = []
+    generation = np.zeros((POOL, 2), np.int64)
     for _ in range(length):
         r = int(rng.integers(K))
+        slot, shadow = int(rng.integers(POOL)), int(rng.integers(2))
+        u = rng.random()
+        if u < 0.1:
+            generation[slot, shadow] += 1
+        g = int(generation[slot, shadow]) - (u > 0.9) - 5 * (u > 0.98)
+        pid = (ID_BASE + (2 * g + shadow) * POOL + slot) & 0xFFFFFFFF
         m = WireMode.INT_MAX if mode == "switchml" and rng.random() < 0.3 else wire
         if m.is_float:
             payload = rng.integers(0, np.iinfo(bits).max, E, dtype=np.uint64).astype(bits)
         else:
             payload = rng.integers(-2**31, 2**31, E).astype(np.int32)
         h = Header(MsgType.DATA, m, format_code(fmt), FLAG_RAW if rng.random() < 0.2 else 0,
-                   0, r, K, E, pool_index(int(rng.integers(POOL)), int(rng.integers(2))),
-                   int(rng.integers(-200, 200)), int(rng.integers(2**32)))
+                   0, r, K, E, pool_index(slot, shadow), int(rng.integers(-200, 200)), pid)
         data = pack(h, payload)
         source = WORKERS[r]
         kind = rng.random()
@@ -57,7 +71,7 @@ def random_stream(rng, mode, fmt, length):
 
 
 def state(p):
-    return (p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.result_length,
+    return (p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.round_id, p.result_length,
             p.result_flags, *[a for r in p.registers.values()
                              for a in (r.exponent_register, r.mantissa_register, r.element_flags)])
 
@@ -75,6 +89,7 @@ def test_fast_path_equals_reference(mode, fmt, raw):
     assert got == expected
     assert fast.counters.as_dict() == ref.counters.as_dict()
     assert fast.counters.completed > 10 and fast.counters.retransmitted > 0
+    assert fast.counters.dropped["stale"] > 0
     for a, b in zip(state(fast), state(ref)):
         assert np.array_equal(a, b)
     assert fast.recorded == ref.recorded

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fpisa
+from emulator.fastpath import BatchProcessor
 from emulator.pipeline import JobConfig, SwitchPipeline
 from fpisa.protocol import (
     FLAG_RAW,
@@ -146,6 +147,105 @@ def test_moving_to_other_set_clears_only_own_bit():
     p.process(data(0, v, slot=3, shadow=1, pid=1), WORKERS[0])
     row0, row1 = 3, POOL + 3
     assert p.bitmap[row0] == 0b010 and p.bitmap[row1] == 0b001
+
+
+@pytest.fixture(params=["reference", "fast"])
+def send(request):
+    """One packet through the reference path or the batch fast path."""
+    if request.param == "reference":
+        return lambda p, packet, source: p.process(packet, source)
+    return lambda p, packet, source: BatchProcessor(p).process([(packet, source)])
+
+
+def test_late_duplicate_after_sender_moved_on_is_stale(send):
+    """The duplicate SwitchML cannot survive: worker 0's copy of (0, set 0,
+    id 0) arrives after worker 0 moved on to set 1. Its bit in set 0 is
+    clear, yet the round it belongs to is complete: it is dropped (stale),
+    set 0 keeps its result for the workers that still need it, and set 1's
+    round keeps worker 0's contribution and completes correctly."""
+    rng = np.random.default_rng(8)
+    p = make()
+    gen = [np.stack([float_values(rng, "fp32") for _ in range(K)]) for _ in range(3)]
+    for r in range(K):
+        send(p, data(r, gen[0][r], pid=0), WORKERS[r])
+    assert send(p, data(0, gen[1][0], shadow=1, pid=4), WORKERS[0]) == []
+    assert send(p, data(0, gen[0][0], pid=0), WORKERS[0]) == []  # the late copy
+    assert p.counters.dropped == {"stale": 1}
+    assert p.bitmap[POOL] == 0b001  # set 1 still has worker 0
+    # worker 1 lost set 0's result: it is still there
+    retx = send(p, data(1, gen[0][1], pid=0), WORKERS[1])
+    assert len(retx) == 1 and unpack(retx[0][1])[0].msg_type == MsgType.RESULT_RETX
+    assert np.array_equal(unpack(retx[0][1])[1], fpisa.aggregate(gen[0], "fpisa"))
+    out = []
+    for r in (1, 2):
+        out += send(p, data(r, gen[1][r], shadow=1, pid=4), WORKERS[r])
+    assert len(out) == K
+    assert np.array_equal(unpack(out[0][1])[1], fpisa.aggregate(gen[1], "fpisa"))
+    # set 0 reused by id 8; late copies of ids 0 and 4 change nothing
+    out = send(p, data(2, gen[2][2], pid=8), WORKERS[2])
+    assert send(p, data(0, gen[0][0], pid=0), WORKERS[0]) == []
+    # worker 2 moved on from set 1 (stale), worker 1 not yet (a dup: RETX)
+    assert send(p, data(2, gen[1][2], shadow=1, pid=4), WORKERS[2]) == []
+    retx = send(p, data(1, gen[1][1], shadow=1, pid=4), WORKERS[1])
+    assert np.array_equal(unpack(retx[0][1])[1], fpisa.aggregate(gen[1], "fpisa"))
+    for r in (0, 1):
+        out += send(p, data(r, gen[2][r], pid=8), WORKERS[r])
+    assert np.array_equal(unpack(out[0][1])[1], fpisa.aggregate(gen[2], "fpisa", order=[2, 0, 1]))
+    assert p.recorded_orders() == {0: (0, 1, 2), 4: (0, 1, 2), 8: (2, 0, 1)}
+    assert p.counters.dropped == {"stale": 3}
+    assert p.counters.received == p.counters.aggregated + p.counters.retransmitted + 3
+
+
+def test_older_id_than_the_round_is_stale_and_touches_nothing(send):
+    p = make()
+    v = np.zeros(E, np.uint32)
+    send(p, data(0, v, slot=1, pid=9), WORKERS[0])  # round 9 in (1, set 0)
+    send(p, data(1, v, slot=1, shadow=1, pid=5), WORKERS[1])  # round 5 in (1, set 1)
+    before = (p.bitmap.copy(), p.count.copy(), p.round_id.copy())
+    assert send(p, data(1, v, slot=1, pid=1), WORKERS[1]) == []
+    assert send(p, data(2, v, slot=1, pid=1), WORKERS[2]) == []
+    assert p.counters.dropped == {"stale": 2}
+    for a, b in zip(before, (p.bitmap, p.count, p.round_id)):
+        assert np.array_equal(a, b)
+
+
+def test_a_newer_id_starts_a_new_round(send):
+    p = make()
+    v = np.ones(E, np.uint32)
+    for r in range(K):
+        send(p, data(r, v, pid=0), WORKERS[r])
+    send(p, data(0, v, pid=8), WORKERS[0])
+    assert p.round_id[0] == 8 and p.count[0] == 1 and not p.completed[0]
+
+
+def test_round_ids_wrap_around_at_2_32(send):
+    """Serial-number arithmetic: ids continue through 2^32 -> 0."""
+    rng = np.random.default_rng(9)
+    p = make()
+    base = 2**32 - POOL  # slot 0: set 0 id base, set 1 id 0 (wrapped), set 0 id POOL
+    ids = [base, 0, POOL]
+    for n, pid in enumerate(ids):
+        values = np.stack([float_values(rng, "fp32") for _ in range(K)])
+        out = []
+        for r in range(K):
+            out += send(p, data(r, values[r], shadow=n % 2, pid=pid), WORKERS[r])
+        assert len(out) == K and unpack(out[0][1])[0].packet_id == pid
+        assert np.array_equal(unpack(out[0][1])[1], fpisa.aggregate(values, "fpisa"))
+    # a late copy of id base (older than POOL across the wrap) is stale
+    assert send(p, data(1, values[1], pid=base), WORKERS[1]) == []
+    assert p.counters.dropped == {"stale": 1}
+
+
+@pytest.mark.parametrize("pid,stale", [(2**31 - 1, False), (2**31, False), (2**31 + 1, True),
+                                       (2**32 - 1, True)])
+def test_serial_arithmetic_boundary(send, pid, stale):
+    """Relative to a round id 0: ids 1..2^31 ahead are newer, the rest older."""
+    p = make()
+    v = np.zeros(E, np.uint32)
+    send(p, data(0, v, pid=0), WORKERS[0])
+    send(p, data(1, v, pid=pid), WORKERS[1])
+    assert p.counters.dropped == ({"stale": 1} if stale else {})
+    assert p.round_id[0] == (0 if stale else pid)
 
 
 def test_raw_registers_give_host_side_rne():
