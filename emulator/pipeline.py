@@ -8,22 +8,32 @@ so tests drive it with packets in memory and the server loop
 State per (slot i, shadow set s), one *row* = s * pool_size + i:
 registers (:class:`fpisa.registers.SlotRegisters`, the numerics core's own
 kernels, one instance per wire mode the job uses), a worker bitmap, an
-arrival count, a completed flag, the max of the header block exponents and,
-when recording, the arrival order. The algorithm is SwitchML's
-(anchors-switchml.md):
+arrival count, a completed flag, the packet id of the round it holds
+(``round_id``), the max of the header block exponents and, when recording,
+the arrival order. The algorithm is SwitchML's (anchors-switchml.md) plus
+the round id, which makes late duplicates harmless (docs/protocol.md):
 
-- a DATA packet from worker r for (i, s) sets bit r of bitmap[i][s] and
-  clears it in bitmap[i][1-s]; it is a duplicate if the bit was set;
-- not a duplicate: the first arrival of a generation *writes* the registers
-  (SlotRegisters ``first=True``: the implicit reset), later ones *add*; the
-  last one completes the slot and the result goes to every worker (one
-  RESULT per worker, with the destination rank in the header);
-- a duplicate for a completed slot: RESULT_RETX to the sender only;
-  a duplicate for an incomplete slot: dropped.
+- a DATA packet with id g for (i, s) whose row holds a round: if g is
+  *older* than ``round_id`` (serial-number arithmetic on 32 bits) it is
+  stale: dropped (``stale``), nothing touched; if g is *newer*, it is the
+  first arrival of a new round;
+- g == ``round_id``: from worker r it is a duplicate if bit r of
+  bitmap[i][s] is set: for a completed round RESULT_RETX to the sender
+  only, for an incomplete one dropped; if the bit is clear and the round is
+  complete, r has moved on to (i, 1-s) and has the result: stale, dropped;
+- otherwise (a new round, or the next arrival of the current one) it sets
+  bit r of bitmap[i][s] and clears it in bitmap[i][1-s]; the first arrival
+  of a round *writes* the registers (SlotRegisters ``first=True``: the
+  implicit reset) and ``round_id``, later ones *add*; the last one
+  completes the round and the result goes to every worker (one RESULT per
+  worker, with the destination rank in the header).
 
 Why this is loss tolerant: a worker sends slot i in set 1-s only after it
 got the result of (i, s), so (i, s) is overwritten only when every worker
-has had its result.
+has had its result. Why duplicates and reordering are harmless too: a DATA
+packet can change state only if its id is that of the round in progress
+in its (slot, set) or newer; a late copy is always older or belongs to a
+completed round its sender has left.
 
 Nothing raises on a bad packet: every rejection is a counted drop with a
 reason (``SwitchCounters.dropped``).
