@@ -14,16 +14,10 @@ Semantics, per packet offered to :meth:`FaultInjector.submit`, in order:
    after ``reorder_gap`` later packets have passed (or ``reorder_max_ms``
    elapsed, so a held packet cannot live forever when traffic stops);
 4. every packet that leaves is delayed by ``delay_ms`` (constant, FIFO).
-Packet lifetimes stay bounded on purpose. SwitchML's slot protocol assumes
-that a DATA packet is never delivered after its sender got the result for
-it: such a stale copy (a duplicate or a retransmission held back by
-reordering) arrives at a slot the sender has already left, is taken for the
-first arrival of the slot's next generation and overwrites a result that
-other workers may still need, which stalls the job for good. Real networks
-rarely do this; an injector at 10% duplication and reordering does it
-routinely. So senders call :meth:`FaultInjector.discard` for packets whose
-result they have (the worker does), and the switch's own faults act on
-results only, which workers de-duplicate.
+Every copy is delivered when it comes out, however late, as a network
+would: the switch drops DATA copies older than the round they belong to by
+their packet ids, and workers de-duplicate results (docs/protocol.md,
+"late duplicates").
 """
 
 from __future__ import annotations
@@ -80,8 +74,6 @@ class FaultCounters:
     duplicated: int = 0
     reordered: int = 0
     delayed: int = 0
-    #: held/delayed packets dropped because they outlived their use (discard)
-    expired: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -164,20 +156,6 @@ class FaultInjector:
         out = self._release_held(now) if self._held else []
         out = self._through_delay(out, now) if out else []
         return out + self._pop_delayed(now) if self._delayed else out
-
-    def discard(self, expired) -> int:
-        """Drop held or delayed packets for which ``expired(packet)`` is true;
-        returns how many. A sender uses it to bound packet lifetime: see
-        the module docstring."""
-        before = len(self._held) + len(self._delayed)
-        if self._held:
-            self._held = [h for h in self._held if not expired(h[3])]
-            heapq.heapify(self._held)
-        if self._delayed:
-            self._delayed = deque(d for d in self._delayed if not expired(d[1]))
-        gone = before - len(self._held) - len(self._delayed)
-        self.counters.expired += gone
-        return gone
 
     def next_deadline(self) -> float | None:
         deadlines = [h[1] for h in self._held]
