@@ -81,6 +81,8 @@ SWITCH_COUNTERS: tuple[str, ...] = (
     "drop_rank_mismatch",  # header rank differs from the registered one
     "drop_bad_slot",  # slot outside the job's pool
     "drop_duplicate_incomplete",  # already counted, slot not complete yet
+    "drop_stale",  # an older round's packet, or a late copy for a round its sender left
+    "drop_mode_mismatch",  # not the mode of the round in progress (switchml / int-max)
     "drop_no_worker_address",  # egress: a replica for a rank with no address
 )
 

@@ -13,8 +13,7 @@
 #include "include/parser.p4"
 #include "include/validate_packet.p4"
 #include "include/worker_check.p4"
-#include "include/worker_bitmap.p4"
-#include "include/worker_count.p4"
+#include "include/slot_protocol.p4"
 #include "include/block_exponent.p4"
 #include "include/lanes.p4"
 #include "include/result.p4"
@@ -24,8 +23,7 @@ control FpisaAIngress(inout headers_t hdr, inout metadata_t meta,
                   inout standard_metadata_t standard_metadata) {
     ValidatePacket(MODE_FPISA_A, MODE_FPISA_A, true) validate;
     WorkerCheck() worker_check;
-    UpdateAndCheckWorkerBitmap() worker_bitmap;
-    CountWorkers() worker_count;
+    SlotProtocol() slot_protocol;
     BlockExponentMax() block_exponent;
     PrepareRawRegisters(true) prepare_raw;
     FpisaALanes() lanes;
@@ -46,8 +44,7 @@ control FpisaAIngress(inout headers_t hdr, inout metadata_t meta,
             worker_check.apply(hdr, meta);
         }
         if (meta.drop_counter == 0) {
-            worker_bitmap.apply(hdr, meta);
-            worker_count.apply(hdr, meta);
+            slot_protocol.apply(hdr, meta);
         }
         if (meta.drop_counter == 0) {
             block_exponent.apply(hdr, meta);

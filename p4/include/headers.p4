@@ -73,7 +73,6 @@ struct metadata_t {
     bit<8>  rank;
     // (slot, shadow set) -> row of every register array
     bit<32> row;
-    bool    duplicate;
     // first arrival: registers are written (implicit reset), not added to
     bool    first;
     // fold this packet's payload into the row

@@ -11,7 +11,8 @@ FPISA/FPISA-A; plain int32 arithmetic for SwitchML, checked against
 fpisa.aggregate(mode="switchml") through fpisa.switchml's quantizer), never
 from the emulator, so the vectors test it. The slot protocol (bitmaps,
 duplicates, retransmission, shadow sets) is modelled here in a few lines
-straight from anchors-switchml.md.
+from anchors-switchml.md plus the round id of docs/protocol.md (a packet id
+per round: older ids are stale, newer ones start a new round).
 
 Run: python tests/conformance/generate_vectors.py   (--check: exit 1 if stale)
 """
@@ -71,6 +72,7 @@ class Row:
     """The model's view of one (slot, shadow set)."""
 
     bitmap: int = 0
+    round_id: int | None = None  # None: the row never held a round
     arrivals: list = field(default_factory=list)  # (rank, values, block exponent)
     mode: int = -1
     completed: bool = False
@@ -116,17 +118,31 @@ class Scenario:
         other = self.rows.setdefault((slot, 1 - shadow_set), Row())
         bit = 1 << rank
         expect: list[tuple[int, bytes]] = []
-        if row.bitmap & bit:
-            if row.completed:
-                expect = [(rank, self._result(row, slot, shadow_set, rank, packet_id,
-                                              MsgType.RESULT_RETX, mode))]
-            # else: duplicate for an incomplete slot: dropped
+        first = proceed = False
+        if row.round_id is None:
+            first = proceed = True
         else:
+            age = (row.round_id - packet_id) & 0xFFFFFFFF
+            if age == 0:
+                if row.bitmap & bit:
+                    if row.completed:  # duplicate for a complete round: RETX
+                        expect = [(rank, self._result(row, slot, shadow_set, rank, packet_id,
+                                                      MsgType.RESULT_RETX, mode))]
+                    # else: duplicate for an incomplete round: dropped
+                elif not row.completed:
+                    proceed = True
+                # else: stale (its sender moved on to the other set): dropped
+            elif age >= 0x80000000:  # a newer round (serial arithmetic)
+                first = proceed = True
+            # else: an older round's packet: stale, dropped
+        if proceed and not first and int(mode) != row.mode:
+            proceed = False  # not the mode of the round in progress: dropped
+        if proceed:
             row.bitmap |= bit
             other.bitmap &= ~bit
-            first = row.completed or not row.arrivals
             if first:
-                row.arrivals, row.completed, row.mode = [], False, int(mode)
+                row.arrivals, row.completed = [], False
+                row.mode, row.round_id = int(mode), packet_id
             row.arrivals.append((rank, np.asarray(values), block_exponent))
             if len(row.arrivals) == self.num_workers:
                 self._complete(row, mode, flags)
@@ -257,11 +273,11 @@ def float_scenarios(mode: str) -> list[Scenario]:
     out = []
 
     s = Scenario(f"{tag}_normal", "4 workers, 3 slots in both shadow sets, different "
-                 "arrival orders; the last arrival's packet id is echoed", mode, 4)
+                 "arrival orders; the round's packet id is echoed", mode, 4)
     for slot, order in ((0, (0, 1, 2, 3)), (1, (2, 0, 3, 1)), (2, (3, 2, 1, 0))):
         values = random_values(rng, (4, N))
         for k, r in enumerate(order):
-            s.send(r, slot, 0, values[r], packet_id=100 + slot * 10 + k,
+            s.send(r, slot, 0, values[r], packet_id=100 + slot,
                    comment=f"slot {slot}: worker {r} ({k + 1}/4)")
     values = random_values(rng, (4, N), spread=30)
     for r in (1, 3, 0, 2):
@@ -295,19 +311,32 @@ def float_scenarios(mode: str) -> list[Scenario]:
             s.send(r, slot, 0, values[r], packet_id=7, comment=f"slot {slot}: worker {r}")
     out.append(s)
 
-    s = Scenario(f"{tag}_duplicates", "duplicates for an incomplete slot are dropped; a "
-                 "duplicate for a completed slot gets RESULT_RETX (asker's rank and "
-                 "packet id, same payload and flags)", mode, 3)
+    s = Scenario(f"{tag}_duplicates", "duplicates for an incomplete round are dropped; a "
+                 "duplicate for a completed round gets RESULT_RETX (asker's rank, same "
+                 "payload and flags); older round ids are stale, newer ones start a new "
+                 "round, with serial arithmetic across the 32-bit wrap", mode, 3)
     values = random_values(rng, (3, N))
     s.send(0, 2, 0, values[0], packet_id=1, comment="worker 0")
     s.send(0, 2, 0, values[0], packet_id=1, comment="worker 0 again: incomplete, dropped")
     s.send(1, 2, 0, values[1], packet_id=1, comment="worker 1")
     s.send(1, 2, 0, values[1], packet_id=1, comment="worker 1 again: dropped")
-    s.send(2, 2, 0, values[2], packet_id=2, comment="worker 2 completes: multicast")
-    s.send(1, 2, 0, values[1], packet_id=3, comment="worker 1 retransmits: RESULT_RETX")
-    s.send(2, 2, 0, values[2], packet_id=4, comment="worker 2 retransmits: RESULT_RETX")
-    s.send(0, 2, 0, random_values(rng, (N,)), packet_id=5,
+    s.send(2, 2, 0, values[2], packet_id=1, comment="worker 2 completes: multicast")
+    s.send(1, 2, 0, values[1], packet_id=1, comment="worker 1 retransmits: RESULT_RETX")
+    s.send(2, 2, 0, values[2], packet_id=1, comment="worker 2 retransmits: RESULT_RETX")
+    s.send(0, 2, 0, random_values(rng, (N,)), packet_id=1,
            comment="worker 0 retransmits (other payload): the stored result, RETX")
+    s.send(0, 2, 0, values[0], packet_id=0, comment="an older round id: stale, dropped")
+    newer = random_values(rng, (3, N))
+    for r in (2, 0, 1):
+        s.send(r, 2, 0, newer[r], packet_id=2, comment=f"a newer round id: new round, worker {r}")
+    wrap = random_values(rng, (3, N))
+    for r in range(3):
+        s.send(r, 3, 0, wrap[r], packet_id=0xFFFFFFFF, comment=f"round 2^32-1: worker {r}")
+    after = random_values(rng, (3, N))
+    s.send(1, 3, 0, after[1], packet_id=0, comment="round 0 is newer than 2^32-1: new round")
+    s.send(2, 3, 0, wrap[2], packet_id=0xFFFFFFFF, comment="late 2^32-1 copy: stale, dropped")
+    s.send(0, 3, 0, after[0], packet_id=0, comment="round 0: worker 0")
+    s.send(2, 3, 0, after[2], packet_id=0, comment="round 0: worker 2 completes")
     out.append(s)
 
     s = Scenario(f"{tag}_shadow_sets", "shadow-set switch-over: set 1 of a slot fills "
@@ -322,8 +351,8 @@ def float_scenarios(mode: str) -> list[Scenario]:
     s.send(2, 1, 1, v1[2], packet_id=11, comment="worker 2 completes set 1")
     for r in (2, 0, 1):
         s.send(r, 1, 0, v2[r], packet_id=12, comment=f"set 0 reused: worker {r}")
-    s.send(0, 1, 1, v1[0], packet_id=11, comment="late duplicate of set 1: worker 0 "
-           "cleared its set-1 bit when it reused set 0, so this is a new first arrival")
+    s.send(0, 1, 1, v1[0], packet_id=11, comment="late copy for set 1: worker 0 cleared "
+           "its set-1 bit when it reused set 0 and the round is complete: stale, dropped")
     out.append(s)
 
     s = Scenario(f"{tag}_raw_registers", "FLAG_RAW: the completing packet asks for the raw "
@@ -418,19 +447,23 @@ def switchml_scenarios() -> list[Scenario]:
 
     s = Scenario("switchml_duplicates", "SwitchML duplicates, retransmission (block "
                  "exponent kept), shadow-set reuse, FLAG_RAW ignored (no raw registers for "
-                 "integers)", "switchml", 3, pool_size=2)
+                 "integers), a mode other than the round's dropped", "switchml", 3, pool_size=2)
     ints = rng.integers(-2**20, 2**20, (3, N)).astype(np.int32)
     s.send(0, 1, 0, ints[0], packet_id=1, block_exponent=5, comment="worker 0")
     s.send(0, 1, 0, ints[0], packet_id=1, block_exponent=5, comment="worker 0 again: dropped")
     s.send(1, 1, 0, ints[1], packet_id=1, block_exponent=-3, flags=FLAG_RAW, comment="worker 1")
     s.send(2, 1, 0, ints[2], packet_id=1, block_exponent=9, flags=FLAG_RAW,
            comment="worker 2 completes (FLAG_RAW: ignored for integers)")
-    s.send(0, 1, 0, ints[0], packet_id=2, comment="worker 0 retransmits: RETX")
+    s.send(0, 1, 0, ints[0], packet_id=1, comment="worker 0 retransmits: RETX")
     ints2 = rng.integers(-2**20, 2**20, (3, N)).astype(np.int32)
     for r in (1, 2, 0):
         s.send(r, 1, 1, ints2[r], packet_id=3, block_exponent=-r, comment=f"set 1: worker {r}")
     for r in (0, 1, 2):
         s.send(r, 1, 0, ints[r] // 2, packet_id=4, block_exponent=r, comment=f"set 0 reused: worker {r}")
+    s.send(0, 0, 0, ints[0], packet_id=5, mode=WireMode.INT_MAX, comment="int-max round")
+    s.send(1, 0, 0, ints[1], packet_id=5, comment="same round, switchml mode: mode mismatch, dropped")
+    s.send(1, 0, 0, ints[1], packet_id=5, mode=WireMode.INT_MAX, comment="int-max: worker 1")
+    s.send(2, 0, 0, ints[2], packet_id=5, mode=WireMode.INT_MAX, comment="int-max: worker 2 completes")
     out.append(s)
     out.append(rejection_scenario("switchml", rng))
     return out

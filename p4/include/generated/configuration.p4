@@ -33,8 +33,10 @@ const bit<32> C_DROP_UNKNOWN_WORKER = 9;
 const bit<32> C_DROP_RANK_MISMATCH = 10;
 const bit<32> C_DROP_BAD_SLOT = 11;
 const bit<32> C_DROP_DUPLICATE_INCOMPLETE = 12;
-const bit<32> C_DROP_NO_WORKER_ADDRESS = 13;
-const bit<32> NUM_SWITCH_COUNTERS = 14;
+const bit<32> C_DROP_STALE = 13;
+const bit<32> C_DROP_MODE_MISMATCH = 14;
+const bit<32> C_DROP_NO_WORKER_ADDRESS = 15;
+const bit<32> NUM_SWITCH_COUNTERS = 16;
 
 // the aggregation header, from fpisa.protocol.HEADER_FIELDS (wire order)
 header agg_t {
