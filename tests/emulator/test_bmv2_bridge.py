@@ -26,12 +26,17 @@ needs_bmv2_and_root = [
 def test_allreduce_through_bmv2_is_bit_exact(mode):
     from hosts.allreduce import AllreduceConfig, run_allreduce
 
-    config = AllreduceConfig(workers=3, elements=N_ELEMENTS * 40 + 5, mode=mode, window=8,
+    # BMv2 does a few hundred packets/s: a small window keeps
+    # the workers from bursting retransmissions it would drop at its input
+    config = AllreduceConfig(workers=3, elements=N_ELEMENTS * 40 + 5, mode=mode, window=4,
                              num_elements=N_ELEMENTS, timeout_ms=200.0, seed=3)
     report = run_allreduce(config, bridge.launch, progress=False)
     assert report["checks"]["bit_exact"], report["checks"]
     cross = report["switch"]["bmv2_vs_emulator"]
-    assert cross["unexpected"] == 0 and cross["missing"] == 0 and cross["matched"] > 0, cross
+    assert cross["matched"] > 0, cross
+    if cross["bmv2_input_lost"] == 0:
+        # every packet went through both switches: identical outputs
+        assert cross["unexpected"] == 0 and cross["missing"] == 0, cross
     assert report["switch"]["bmv2_counters"]["results_multicast"] > 0
 
 
