@@ -11,7 +11,7 @@ import json
 import shlex
 import sys
 
-from .config import MODES, SWITCHES, TOPOLOGIES, ExperimentConfig
+from .config import BMV2_DEFAULTS, EMULATOR_DEFAULTS, MODES, SWITCHES, TOPOLOGIES, ExperimentConfig
 
 __all__ = ["add_parser"]
 
@@ -43,11 +43,17 @@ def add_parser(subparsers) -> None:
     run.add_argument("--reorder", type=float, default=d.reorder, metavar="P",
                      help="per-link, per-direction reordering probability (in the processes)")
     run.add_argument("--elements", type=int, default=d.elements, metavar="N", help="elements per worker")
-    run.add_argument("--packet-elements", type=int, default=d.num_elements, metavar="E",
-                     help="elements per packet (default %(default)s, at most 255)")
-    run.add_argument("--window", type=int, default=d.window, help="outstanding packets per worker")
-    run.add_argument("--timeout", type=float, default=d.timeout_ms, metavar="MS",
-                     help="workers' minimum retransmission timeout (default %(default)s)")
+    run.add_argument("--packet-elements", type=int, default=None, metavar="E",
+                     help=f"elements per packet (default {EMULATOR_DEFAULTS['num_elements']}, at most "
+                          f"255; --switch bmv2: {BMV2_DEFAULTS['num_elements']}, the only size its "
+                          "P4 programs take)")
+    run.add_argument("--window", type=int, default=None,
+                     help=f"outstanding packets per worker (default {EMULATOR_DEFAULTS['window']}; "
+                          f"--switch bmv2: {BMV2_DEFAULTS['window']})")
+    run.add_argument("--timeout", type=float, default=None, metavar="MS",
+                     help=f"workers' minimum retransmission timeout (default "
+                          f"{EMULATOR_DEFAULTS['timeout_ms']:g}; --switch bmv2: "
+                          f"{BMV2_DEFAULTS['timeout_ms']:g})")
     run.add_argument("--repeat", type=int, default=d.repeat, metavar="R")
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument("--no-check", action="store_true", help="skip the bit-exact and error checks")

@@ -11,8 +11,11 @@ from dataclasses import asdict, dataclass, fields
 
 from fpisa.formats import get_format
 from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS
+from p4 import N_ELEMENTS as BMV2_ELEMENTS, POOL_SLOTS as BMV2_SLOTS
 
-__all__ = ["ExperimentConfig", "TOPOLOGIES", "SWITCHES", "MODES", "FRAME_OVERHEAD_BYTES"]
+__all__ = ["ExperimentConfig", "TOPOLOGIES", "SWITCHES", "MODES", "FRAME_OVERHEAD_BYTES",
+           "DEFAULT_PACKET_ELEMENTS", "BMV2_ELEMENTS", "BMV2_MAX_CHECKED_WORKERS", "EMULATOR_DEFAULTS",
+           "BMV2_DEFAULTS"]
 
 TOPOLOGIES = ("star", "two-level")
 SWITCHES = ("emulator", "bmv2")
@@ -22,6 +25,20 @@ MODES = ("fpisa", "fpisa-a", "switchml")
 FRAME_OVERHEAD_BYTES = 14 + 20 + 8 + 16
 #: one bitmap bit per worker in the switch (emulator.pipeline.MAX_WORKERS)
 MAX_WORKERS = 32
+#: elements per packet when not given: the emulator's default; BMv2's
+#: programs are compiled for p4.N_ELEMENTS (48) and take nothing else
+DEFAULT_PACKET_ELEMENTS = 64
+#: defaults that differ by switch (fields left None). simple_switch runs the
+#: 48-lane programs at ~150 packets/s on this 2-core machine (~7 ms each), so
+#: a window of 128 queues seconds of packets and every timer fires: measured,
+#: K=2, 9600 elements, 2% loss, RTO floor 100 ms: window 4 -> 3.6 s and 35
+#: retransmissions, 8 -> 4.0 s / 97, 16 -> 8.6 s / 760
+EMULATOR_DEFAULTS = {"num_elements": DEFAULT_PACKET_ELEMENTS, "window": 128, "timeout_ms": 50.0}
+BMV2_DEFAULTS = {"num_elements": BMV2_ELEMENTS, "window": 4, "timeout_ms": 100.0}
+#: BMv2 records no arrival orders, so its results are checked against the
+#: model under every one of the K! per-packet orders (experiment.py); 6! = 720
+#: references is the most that stays quick
+BMV2_MAX_CHECKED_WORKERS = 6
 
 
 @dataclass(frozen=True)
@@ -48,10 +65,12 @@ class ExperimentConfig:
     reorder: float = 0.0
     #: elements per worker (the gradient's length)
     elements: int = 100_000
-    #: elements per packet (one switch slot)
-    num_elements: int = 64
-    #: outstanding packets per worker = switch slots per shadow set
-    window: int = 128
+    #: elements per packet (one switch slot); None: 64 for the emulator,
+    #: p4.N_ELEMENTS (48) for BMv2 (the only size its programs take)
+    num_elements: int | None = None
+    #: outstanding packets per worker = switch slots per shadow set; None:
+    #: 128 for the emulator, 4 for BMv2 (see BMV2_DEFAULTS)
+    window: int | None = None
     #: allreduces per experiment (fresh data each; timing statistics)
     repeat: int = 1
     seed: int = 0
@@ -59,7 +78,8 @@ class ExperimentConfig:
     #: default (20 ms) because every worker's result waits for the slowest
     #: worker, and K+1 processes share few cores: a 20 ms floor retransmits
     #: spuriously (measured: 1.6 retransmissions per packet, two-level K=3)
-    timeout_ms: float = 50.0
+    #: None: 50 for the emulator, 100 for BMv2
+    timeout_ms: float | None = None
     #: compare results against the numerics core (bit-exact) and the exact sum
     check: bool = True
 
@@ -98,6 +118,11 @@ class ExperimentConfig:
                 bad(f"{name} must be a probability in [0, 0.5), got {p!r}")
         if not is_int(self.elements) or self.elements < 1:
             bad(f"elements must be an int >= 1, got {self.elements!r}")
+        defaults = BMV2_DEFAULTS if self.switch == "bmv2" else EMULATOR_DEFAULTS
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                # frozen dataclass: resolve the default once, so as_dict() records it
+                object.__setattr__(self, name, value)
         if not is_int(self.num_elements) or not 1 <= self.num_elements <= MAX_ELEMENTS:
             bad(f"num_elements (per packet) must be 1..{MAX_ELEMENTS}, got {self.num_elements!r}")
         if not is_int(self.window) or not 1 <= self.window <= MAX_SLOTS:
@@ -108,6 +133,28 @@ class ExperimentConfig:
             bad(f"seed must be an int >= 0, got {self.seed!r}")
         if not is_number(self.timeout_ms) or self.timeout_ms <= 0:
             bad(f"timeout_ms must be > 0, got {self.timeout_ms!r}")
+        if self.switch == "bmv2":
+            self._validate_bmv2(bad)
+
+    def _validate_bmv2(self, bad) -> None:
+        """What the compiled P4 programs (p4/, docs/p4.md) can run."""
+        if self.num_elements != BMV2_ELEMENTS:
+            bad(f"--switch bmv2: the P4 programs carry {BMV2_ELEMENTS} elements per packet, "
+                f"got num_elements={self.num_elements} (use --packet-elements {BMV2_ELEMENTS} "
+                "or leave it out)")
+        if self.mode != "switchml" and self.fmt != "fp32":
+            bad(f"--switch bmv2: the P4 programs aggregate fp32 only, got fmt={self.fmt!r}")
+        if self.window > BMV2_SLOTS:
+            bad(f"--switch bmv2: window {self.window} exceeds the program's {BMV2_SLOTS} slots")
+        if self.duplicate or self.reorder:
+            # the emulator's switch process duplicates/reorders its own sends;
+            # simple_switch cannot, and the workers alone would fault one direction only
+            bad("--switch bmv2: duplicate/reorder are injected by the sending processes and "
+                "simple_switch cannot inject them; use --switch emulator")
+        if self.check and self.mode != "switchml" and self.workers > BMV2_MAX_CHECKED_WORKERS:
+            bad(f"--switch bmv2: results are checked against all K! arrival orders (BMv2 records "
+                f"none), feasible up to K={BMV2_MAX_CHECKED_WORKERS}; got {self.workers} workers "
+                "(use --no-check or fewer workers)")
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":

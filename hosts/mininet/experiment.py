@@ -1,13 +1,15 @@
 """One Mininet experiment: build the network, run the nodes, check and time the results.
 
 :func:`run_experiment` builds a :class:`~hosts.mininet.network.Testbed`,
-starts the switch processes (emulator on AF_PACKET) and one worker process
+starts the switch processes (emulator on AF_PACKET, or for ``--switch
+bmv2`` simple_switch in the star's switch host: :mod:`.bmv2`) and one worker process
 per rank (the hosts allreduce client), runs ``repeat`` allreduces of seeded
 gradient-like data, stops everything, and checks each allreduce:
 
 1. every worker received identical bits;
 2. bit-exact against the numerics core given the arrival orders the
-   switches recorded: ``fpisa.aggregate`` (star) or
+   switches recorded (BMv2 records none: each packet against every
+   arrival order, :func:`.bmv2.check_unordered`): ``fpisa.aggregate`` (star) or
    ``fpisa.hierarchy.aggregate_hierarchical`` (two-level, leaves sending
    normalized partials) with each leaf's and the spine's orders;
 3. the error against the correctly rounded sum, and for two-level the
@@ -43,6 +45,7 @@ from fpisa.hierarchy import aggregate_hierarchical
 from fpisa.protocol import UDP_PORT, WireMode
 from hosts.allreduce import gradient_like
 
+from .bmv2 import Bmv2SwitchNode, bmv2_missing, check_unordered, program_json
 from .config import ExperimentConfig
 from .network import WORKER_PORT, Testbed, mininet_missing, probe_kernel
 
@@ -64,21 +67,6 @@ class ExperimentError(RuntimeError):
     """A node failed or timed out; the message carries its log's tail."""
 
 
-def bmv2_missing(config: ExperimentConfig) -> str:
-    """Why ``--switch bmv2`` cannot run here (for now there is always a reason)."""
-    from p4 import get_program
-
-    if shutil.which("simple_switch") is None:
-        return "simple_switch (BMv2) is not on PATH (docs/p4.md)"
-    program = get_program(config.mode.replace("-", "_")).json_path
-    if not program.exists():
-        return (f"the compiled P4 program {program} does not exist "
-                "(compile it with p4c-bm2-ss: fpisa p4 build)")
-    return ("simple_switch and the compiled program are there, but a BMv2 switch node is not "
-            "wired into the Mininet testbed yet; use --switch emulator (fpisa allreduce "
-            "--switch bmv2 runs BMv2 on loopback)")
-
-
 def preflight(config: ExperimentConfig) -> None:
     if os.geteuid() != 0:
         raise NotRoot("fpisa mininet needs root (network namespaces, veth links, tc, nftables): "
@@ -87,7 +75,17 @@ def preflight(config: ExperimentConfig) -> None:
     if why:
         raise ToolMissing(why)
     if config.switch == "bmv2":
-        raise ToolMissing(f"--switch bmv2: {bmv2_missing(config)}")
+        why = bmv2_missing(config)
+        if why:
+            raise ToolMissing(f"--switch bmv2: {why}")
+        features = probe_kernel()
+        if config.delay_ms and not features.netem:
+            # without netem the sending processes hold packets; simple_switch cannot
+            raise ValueError("--switch bmv2 --delay needs netem (this kernel has none: the delay "
+                             "would be added by the workers only, one direction); use --switch emulator")
+        if config.loss and not (features.netem or features.nft_egress):
+            raise ValueError("--switch bmv2 --loss needs netem or nftables egress (the processes "
+                             "would drop, and simple_switch cannot)")
 
 
 class _Node:
@@ -202,9 +200,16 @@ def _specs(bed: Testbed, config: ExperimentConfig, run_dir: str) -> tuple[list[d
             "worker_config": {"rank": w.index, "num_workers": config.workers, "mode": config.mode,
                               "fmt": config.fmt, "num_elements": config.num_elements,
                               "window": config.window, "timeout_ms": config.timeout_ms,
-                              "stall_s": 30.0},
+                              "max_timeout_ms": _max_timeout_ms(config), "stall_s": 30.0},
         })
     return switch_specs, worker_specs
+
+
+def _max_timeout_ms(config: ExperimentConfig) -> float:
+    """The cap of the workers' adaptive retransmission timeout: the client's
+    default 200 ms for the emulator; BMv2 (a few hundred packets/s here) queues
+    a window for longer than that, so its estimate must be free to follow."""
+    return max(200.0, config.timeout_ms) if config.switch == "emulator" else max(2000.0, config.timeout_ms)
 
 
 def _start(bed: Testbed, node, spec: dict, run_dir: str) -> _Node:
@@ -220,7 +225,13 @@ def _repeat_deadline(config: ExperimentConfig) -> float:
     """Generous: three times the line-rate time plus loss/timeout slack."""
     wire_bits = config.elements * config.element_bytes * 8 / config.payload_fraction
     line_s = wire_bits / (config.bw_mbit * 1e6) if config.bw_mbit else 0.0
-    return 60.0 + 3 * line_s * (2 if config.mode == "switchml" else 1) + 200 * config.delay_ms / 1e3
+    passes = 2 if config.mode == "switchml" else 1
+    bmv2_s = 0.0
+    if config.switch == "bmv2":
+        # simple_switch runs this program at ~150 packets/s on 2 shared cores:
+        # allow 20/s for every worker's packets and the results, per pass
+        bmv2_s = 2 * config.workers * -(-config.elements // config.num_elements) / 20.0
+    return 60.0 + passes * (3 * line_s + bmv2_s) + 200 * config.delay_ms / 1e3
 
 
 def run_experiment(config: ExperimentConfig, *, on_repeat: Callable[[int], None] | None = None,
@@ -231,38 +242,42 @@ def run_experiment(config: ExperimentConfig, *, on_repeat: Callable[[int], None]
     run_dir = tempfile.mkdtemp(prefix="fpisa-mininet-")
     ok = False
     try:
-        _warm_kernels(config, run_dir)
+        if config.switch == "bmv2":
+            try:
+                json_path = program_json(config)
+            except RuntimeError as e:  # p4c-bm2-ss failed on the program
+                raise ExperimentError(str(e)) from None
+        else:
+            _warm_kernels(config, run_dir)
         with Testbed(config, features) as bed:
             switch_specs, worker_specs = _specs(bed, config, run_dir)
-            switches = [_start(bed, sw, spec, run_dir) for sw, spec in zip(bed.switches, switch_specs)]
-            workers = [_start(bed, w, spec, run_dir) for w, spec in zip(bed.workers, worker_specs)]
-            deadline = time.monotonic() + START_TIMEOUT_S
-            for node in switches + workers:
-                node.expect(deadline, "ready", watch=switches + workers)
-            replies, results = [], []
-            for r in range(config.repeat):
-                for w in workers:
-                    w.send(f"go {r}")
-                deadline = time.monotonic() + _repeat_deadline(config)
-                replies.append([json.loads(w.expect(deadline, f"result of allreduce {r}", watch=switches))
-                                for w in workers])
-                results.append([np.load(os.path.join(run_dir, f"result_w{k}_r{r}.npy"))
-                                for k in range(config.workers)])
-                if on_repeat:
-                    on_repeat(r)
-            for w in workers:
-                w.send("exit")
-            deadline = time.monotonic() + 60
-            for node in switches:
-                node.send("stop")
-            for node in switches:
-                node.expect(deadline, "stopped")
-            recorded, switch_stats = [], []
-            for spec in switch_specs:
-                with np.load(spec["out"] + ".npz") as z:
-                    recorded.append({k: z[k] for k in z.files})
-                with open(spec["out"] + ".json") as f:
-                    switch_stats.append(json.load(f))
+            if config.switch == "bmv2":
+                with Bmv2SwitchNode(bed, config, json_path, run_dir) as bmv2:
+                    try:
+                        replies, results = _run_workers(bed, config, worker_specs, [], run_dir,
+                                                        on_repeat)
+                    except ExperimentError as e:
+                        try:
+                            counters = bmv2.counters()
+                        except Exception as why:  # the switch may be the thing that failed
+                            counters = f"unreadable ({why})"
+                        raise ExperimentError(f"{e}; simple_switch: {bmv2.stderr_tail(500) or '(quiet)'}; "
+                                              f"counters: {counters}") from None
+                    switch_stats, recorded = [bmv2.stats()], None
+            else:
+                switches = [_start(bed, sw, spec, run_dir) for sw, spec in zip(bed.switches, switch_specs)]
+                replies, results = _run_workers(bed, config, worker_specs, switches, run_dir, on_repeat)
+                deadline = time.monotonic() + 60
+                for node in switches:
+                    node.send("stop")
+                for node in switches:
+                    node.expect(deadline, "stopped")
+                recorded, switch_stats = [], []
+                for spec in switch_specs:
+                    with np.load(spec["out"] + ".npz") as z:
+                        recorded.append({k: z[k] for k in z.files})
+                    with open(spec["out"] + ".json") as f:
+                        switch_stats.append(json.load(f))
             links = bed.link_mechanism()
         report = _report(config, replies, results, recorded, switch_stats)
         report["kernel"] = {"netem": features.netem, "nft_egress": features.nft_egress}
@@ -274,6 +289,29 @@ def run_experiment(config: ExperimentConfig, *, on_repeat: Callable[[int], None]
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             print(f"fpisa mininet: node logs and specs kept in {run_dir}", file=sys.stderr)
+
+
+def _run_workers(bed: Testbed, config: ExperimentConfig, worker_specs: list[dict], switches: list[_Node],
+                 run_dir: str, on_repeat) -> tuple[list, list]:
+    """Start the workers, run the repeats, end the workers: (replies, results) per repeat."""
+    workers = [_start(bed, w, spec, run_dir) for w, spec in zip(bed.workers, worker_specs)]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for node in switches + workers:
+        node.expect(deadline, "ready", watch=switches + workers)
+    replies, results = [], []
+    for r in range(config.repeat):
+        for w in workers:
+            w.send(f"go {r}")
+        deadline = time.monotonic() + _repeat_deadline(config)
+        replies.append([json.loads(w.expect(deadline, f"result of allreduce {r}", watch=switches))
+                        for w in workers])
+        results.append([np.load(os.path.join(run_dir, f"result_w{k}_r{r}.npy"))
+                        for k in range(config.workers)])
+        if on_repeat:
+            on_repeat(r)
+    for w in workers:
+        w.send("exit")
+    return replies, results
 
 
 # -- checks --------------------------------------------------------------------------
@@ -328,7 +366,7 @@ def _check(config: ExperimentConfig, repeat: int, replies: list[dict], results: 
     return out
 
 
-def _report(config: ExperimentConfig, replies: list, results: list, recorded: list,
+def _report(config: ExperimentConfig, replies: list, results: list, recorded: list | None,
             switch_stats: list) -> dict:
     fmt = get_format(config.fmt)
     line_rate = config.bw_mbit * config.payload_fraction * fmt.storage_bytes / config.element_bytes
@@ -345,7 +383,11 @@ def _report(config: ExperimentConfig, replies: list, results: list, recorded: li
                "payload_line_rate_mbit": line_rate if config.bw_mbit else None,
                "goodput_ratio": goodput / line_rate if config.bw_mbit else None,
                "retransmitted": delta("retransmitted"), "sent": delta("sent")}
-        if config.check:
+        if config.check and recorded is None:  # BMv2: no recorded orders
+            values = np.stack([gradient_like(config.elements, k, config.seed + r, config.fmt)
+                               for k in range(config.workers)])
+            run["checks"] = check_unordered(config, values, results[r])
+        elif config.check:
             run["checks"] = _check(config, r, replies[r], results[r], recorded)
         runs.append(run)
     return {"config": config.as_dict(), "runs": runs, "summary": summarize(config, runs),

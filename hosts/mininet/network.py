@@ -20,7 +20,8 @@ off in every namespace (no router solicitations etc. in the switch's
 sockets), static ARP on the workers, no IPs on switch ports.
 
 Teardown (:meth:`Testbed.close`, also on Ctrl-C): node processes are
-terminated, the nft tables this run created are deleted, ``net.stop()``
+terminated, the nft tables and namespace names (:meth:`Testbed.netns_name`)
+this run created are deleted, ``net.stop()``
 removes the namespaces and veths. Mininet's broad cleanup (``mn -c``) is
 never used: it kills processes by name.
 """
@@ -127,6 +128,8 @@ class Testbed:
         self.uplink_of: dict[tuple[str, int], tuple[NodeInfo, str, str]] = {}
         self.processes: list = []
         self._nft_nodes: list = []
+        #: names this run gave to node namespaces (``ip netns attach``)
+        self._netns_names: list[str] = []
 
     # -- what the experiment asks ---------------------------------------------
 
@@ -285,6 +288,18 @@ class Testbed:
         self.processes.append(proc)
         return proc
 
+    def netns_name(self, node: NodeInfo) -> str:
+        """A name for ``node``'s namespace under /run/netns (``ip netns attach``),
+        so tools that take ``ip netns exec NAME`` (emulator.bmv2's SimpleSwitch
+        and SwitchCLI) can run inside a Mininet host; removed by close()."""
+        name = f"fpisa-mn-{self.tag}-{node.name}"
+        if name not in self._netns_names:
+            done = _run(["ip", "netns", "attach", name, str(node.host.pid)])
+            if done.returncode != 0:
+                raise RuntimeError(f"ip netns attach {name} {node.host.pid} failed: {done.stderr.strip()}")
+            self._netns_names.append(name)
+        return name
+
     # -- teardown ---------------------------------------------------------------------
 
     def close(self) -> None:
@@ -304,6 +319,10 @@ class Testbed:
             except Exception:
                 pass  # the namespace goes away with net.stop() anyway
         self._nft_nodes.clear()
+        for name in self._netns_names:
+            # only the name goes; the namespace itself goes with its Mininet host
+            _run(["ip", "netns", "del", name])
+        self._netns_names.clear()
         if self.net is not None:
             net, self.net = self.net, None
             net.stop()

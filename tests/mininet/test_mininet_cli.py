@@ -28,11 +28,41 @@ def test_missing_mininet_is_exit_3(monkeypatch, capsys):
     assert "mnexec" in capsys.readouterr().err
 
 
-def test_bmv2_without_its_node_is_exit_3(monkeypatch, capsys):
+def test_bmv2_without_its_tools_is_exit_3(monkeypatch, capsys):
+    from emulator.bmv2 import tools
+
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(experiment, "mininet_missing", lambda: None)
+    monkeypatch.setattr(tools, "tool_path", lambda name: None)
     assert main(["mininet", "run", "--switch", "bmv2"]) == 3
-    assert "bmv2" in capsys.readouterr().err
+    assert "simple_switch" in capsys.readouterr().err
+
+
+def test_bmv2_without_program_or_p4c_is_exit_3(monkeypatch, tmp_path, capsys):
+    from emulator.bmv2 import tools
+    from p4 import Program
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(experiment, "mininet_missing", lambda: None)
+    monkeypatch.setattr(tools, "tool_path", lambda name: None if name == tools.P4C else f"/bin/{name}")
+    # a program whose JSON does not exist
+    monkeypatch.setattr("hosts.mininet.bmv2.get_program",
+                        lambda name: type("P", (), {"json_path": tmp_path / f"{name}.json"})())
+    assert main(["mininet", "run", "--switch", "bmv2"]) == 3
+    err = capsys.readouterr().err
+    assert "p4c-bm2-ss" in err and "does not exist" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--packet-elements", "64"], "48 elements per packet"),
+    (["--fmt", "fp16"], "fp32 only"),
+    (["--duplicate", "0.01"], "duplicate"),
+    (["--workers", "7"], "K! arrival orders"),
+    (["--topo", "two-level", "--workers", "4"], "emulator only"),
+])
+def test_bmv2_configs_it_cannot_run_are_exit_2(args, message, capsys):
+    assert main(["mininet", "run", "--switch", "bmv2", *args]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,message", [

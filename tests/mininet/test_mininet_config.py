@@ -44,6 +44,30 @@ def test_bad_values_are_clear_errors(kwargs, message):
         ExperimentConfig(**kwargs)
 
 
+def test_defaults_depend_on_the_switch():
+    emulator, bmv2 = ExperimentConfig(), ExperimentConfig(switch="bmv2")
+    assert (emulator.num_elements, emulator.window, emulator.timeout_ms) == (64, 128, 50.0)
+    # the P4 programs' packet size; a window BMv2's packet rate can serve
+    assert (bmv2.num_elements, bmv2.window, bmv2.timeout_ms) == (48, 4, 100.0)
+    assert bmv2.as_dict()["num_elements"] == 48
+    assert ExperimentConfig(switch="bmv2", window=16, timeout_ms=300).window == 16
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_elements": 64}, "48 elements per packet"),
+    ({"fmt": "bf16"}, "fp32 only"),
+    ({"window": 513}, "512 slots"),
+    ({"reorder": 0.1}, "reorder"),
+    ({"workers": 7}, "K! arrival orders"),
+])
+def test_bmv2_rejects_what_its_programs_cannot_run(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig(switch="bmv2", **kwargs)
+    # switchml is order-independent (one reference) and takes any format's int32
+    ExperimentConfig(switch="bmv2", mode="switchml", workers=7, fmt="fp16")
+    ExperimentConfig(switch="bmv2", workers=7, check=False)
+
+
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown keys"):
         ExperimentConfig.from_dict({"workers": 2, "wokers": 3})
