@@ -190,13 +190,15 @@ def _csv_value(v):
 
 # -- plots -----------------------------------------------------------------------------
 
-def _median_by(rows: list[dict], x: str, y: str, where: dict) -> dict[str, tuple[list, list]]:
-    """mode -> (xs, median y over repeats) for rows matching ``where``."""
+def _median_by(rows: list[dict], x: str, y: str, where: dict,
+               by_switch: bool = False) -> dict[str, tuple[list, list]]:
+    """mode (and switch, if by_switch) -> (xs, median y over repeats) for rows matching ``where``."""
     out: dict[str, dict] = {}
     for r in rows:
         if r.get(y) is None or any(r.get(k) != v for k, v in where.items()):
             continue
-        out.setdefault(r["mode"], {}).setdefault(r[x], []).append(float(r[y]))
+        line = f"{r['mode']} ({r['switch']})" if by_switch else r["mode"]
+        out.setdefault(line, {}).setdefault(r[x], []).append(float(r[y]))
     return {mode: (sorted(v), [float(np.median(v[k])) for k in sorted(v)]) for mode, v in out.items()}
 
 
@@ -218,6 +220,9 @@ def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
     k_max = max(r["workers"] for r in good)
     bw = sorted({r["bw_mbit"] for r in good})[-1]
     topo = good[0]["topo"]
+    # a sweep over switches (emulator vs BMv2) gets one line per mode and switch,
+    # and log axes for time and goodput (they differ by orders of magnitude)
+    by_switch = len({r["switch"] for r in good}) > 1
     panels = [
         (axes[0, 0], "workers", "seconds", {"loss": loss0, "bw_mbit": bw}, "completion time [s]"),
         (axes[0, 1], "loss", "seconds", {"workers": k_max, "bw_mbit": bw}, "completion time [s]"),
@@ -231,8 +236,10 @@ def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
         panels[-1] = (axes[1, 2], "workers", "extra_mean_ulp_vs_star", {"loss": loss0, "bw_mbit": bw},
                       "extra mean error vs star [ulp]")
     for ax, x, y, where, ylabel in panels:
-        for mode, (xs, ys) in sorted(_median_by(good, x, y, where).items()):
-            ax.plot(xs, ys, marker="o", label=mode)
+        for line, (xs, ys) in sorted(_median_by(good, x, y, where, by_switch).items()):
+            ax.plot(xs, ys, marker="o", label=line, ls="--" if "(bmv2)" in line else "-")
+        if by_switch and y in ("seconds", "goodput_mbit"):
+            ax.set_yscale("log")
         if y == "goodput_mbit":
             rates = [r["payload_line_rate_mbit"] for r in good
                      if r.get("payload_line_rate_mbit") and r["bw_mbit"] == bw and r["mode"] != "switchml"]

@@ -12,6 +12,7 @@ aggregation (every worker's packet folded in once, one multicast per slot).
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -84,6 +85,23 @@ def _why_not() -> str | None:
 _why = _why_not()
 
 
+def leftovers() -> list[str]:
+    """simple_switch processes of Mininet runs (their work directory is in the
+    run's fpisa-mininet-* directory) and namespace names still around."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        if b"simple_switch" in cmdline and b"fpisa-mininet-" in cmdline:
+            found.append(f"process {pid}")
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [line for line in names.splitlines() if line.startswith("fpisa-mn-")]
+    return found
+
+
 def run(**kwargs) -> dict:
     from hosts.mininet.experiment import run_experiment
 
@@ -112,6 +130,7 @@ def test_bmv2_star_k3_with_loss_matches_the_model():
     assert report["links"]["loss"] in ("netem", "nftables")
     # loss happened and was recovered (3% per direction over 180+ packets each way)
     assert report["runs"][0]["retransmitted"] > 0
+    assert leftovers() == []
 
 
 @pytest.mark.root
