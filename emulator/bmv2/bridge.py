@@ -8,7 +8,9 @@ retransmission, all on port 0) is unwrapped and sent to its UDP
 destination. So the aggregation itself is BMv2's.
 
 Alongside, the emulator's pipeline processes the same packets in the same
-order (BMv2 has one ingress thread and the veth keeps the order). It gives
+order (BMv2 has one ingress thread and the veth keeps the order; the bridge paces what it feeds BMv2 so BMv2
+does not drop frames at its input, queueing them, and tail-dropping before
+either switch sees them when its queue is full). It gives
 the recorded arrival orders that ``fpisa allreduce`` checks against the
 numerics core, and every BMv2 result is compared with the emulator's: the
 statistics report ``bmv2_vs_emulator`` (matched / missing / unexpected),
@@ -27,7 +29,7 @@ import select
 import socket
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +53,29 @@ _SWITCH_MAC = "02:00:00:00:ff:00"
 _SWITCH_IP = "10.255.255.1"
 _ETH_P_ALL = 0x0003
 _PACKET_OUTGOING = 4
+#: frames/s the bridge feeds BMv2 with, per program: below what a default
+#: BMv2 1.15.5 build (logging macros on) sustains here (measured by
+#: benchmarks/bmv2_vs_emulator.py: ~140 fpisa, ~117 fpisa_a, ~570 switchml);
+#: override with FPISA_BMV2_PPS
+DEFAULT_PACKETS_PER_SECOND = {"fpisa": 100.0, "fpisa_a": 80.0, "switchml": 400.0}
+_QUEUE_PACKETS = 4096
+_BURST_PACKETS = 16
 #: at stop, wait for BMv2 (slow: a few hundred packets/s) to send what the
 #: emulator says it still owes, until it has been silent this long
 _DRAIN_IDLE_S = 3.0
+
+
+def pacing_rate(program: str) -> float:
+    text = os.environ.get("FPISA_BMV2_PPS")
+    if text is None:
+        return DEFAULT_PACKETS_PER_SECOND[program]
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise ValueError(f"FPISA_BMV2_PPS must be a positive number, got {text!r}")
+    return rate
 
 
 def check_spec(spec: dict) -> JobConfig:
@@ -68,6 +90,7 @@ def check_spec(spec: dict) -> JobConfig:
         raise ValueError("the P4 programs have 32-bit mantissa registers")
     if config.rounding != "rz":
         raise ValueError("the P4 programs normalize with rounding toward zero (rz) only")
+    pacing_rate(PROGRAM_OF_MODE[config.mode])  # a bad FPISA_BMV2_PPS fails here
     if os.geteuid() != 0:
         raise ValueError("--switch bmv2 needs root (it creates a veth pair)")
     return config
@@ -110,7 +133,8 @@ def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
         return
     conn.send(("ready", None))
     try:
-        stats = _serve(pipeline, transport, raw, macs, faults, conn.poll)
+        stats = _serve(pipeline, transport, raw, macs, faults, conn.poll,
+                       pacing_rate(PROGRAM_OF_MODE[config.mode]))
         stats["bmv2_counters"] = read_counters(cli, info)
         # frames BMv2 never took in (its input queue overflows when workers
         # burst faster than it processes); the protocol recovers, but then
@@ -141,25 +165,48 @@ def _cleanup(switch, veth, raw) -> None:
 
 
 def _serve(pipeline: SwitchPipeline, transport: UdpTransport, raw: socket.socket, macs,
-           faults: LinkFaults | None, should_stop) -> dict:
+           faults: LinkFaults | None, should_stop, packets_per_second: float) -> dict:
     injector = FaultInjector(faults) if faults is not None and faults.active else None
     rank_of = {addr: r for r, addr in enumerate(pipeline.config.workers)}
     expected: Counter = Counter()  # (destination, bytes) the emulator says BMv2 owes
     matched = unexpected = 0
     next_check = time.monotonic()
+    pending: deque = deque()
+    queued: Counter = Counter()
+    queue_dropped = queue_duplicates = 0
+    rate = packets_per_second
+    tokens, last_refill = float(_BURST_PACKETS), time.monotonic()
     stopping_since = None  # the drain: BMv2 lags; collect what it still owes
     last_frame = time.monotonic()
     while True:
         readable, _, _ = select.select([transport.fileno(), raw], [], [], 0.02)
+        now = time.monotonic()
         if stopping_since is None and transport.fileno() in readable:
-            for data, source in transport.recv_batch(0, 256):
-                for dest, packet in pipeline.process(data, source):
-                    expected[(tuple(dest), packet)] += 1
-                r = rank_of.get(source)
-                src_mac = macs[r] if r is not None else "02:00:00:00:ee:ee"
-                raw.send(build_frame(data, src_mac=src_mac, dst_mac=_SWITCH_MAC,
-                                     src_ip=source[0], dst_ip=_SWITCH_IP, src_port=source[1],
-                                     dst_port=UDP_PORT))
+            for item in transport.recv_batch(0, 256):
+                if queued[item] > 0:
+                    # a worker's retransmission of a packet still waiting here:
+                    # BMv2 will see the first copy (dropped before either switch)
+                    queue_duplicates += 1
+                elif len(pending) < _QUEUE_PACKETS:
+                    pending.append(item)
+                    queued[item] += 1
+                else:
+                    queue_dropped += 1  # tail drop, before either switch saw it
+        # pace: BMv2 drops frames at its input when it falls behind, and then
+        # its state and the emulator's would differ; frames wait here instead
+        tokens = min(_BURST_PACKETS, tokens + (now - last_refill) * rate)
+        last_refill = now
+        while pending and tokens >= 1.0 and stopping_since is None:
+            tokens -= 1.0
+            data, source = pending.popleft()
+            queued[(data, source)] -= 1
+            for dest, packet in pipeline.process(data, source):
+                expected[(tuple(dest), packet)] += 1
+            r = rank_of.get(source)
+            src_mac = macs[r] if r is not None else "02:00:00:00:ee:ee"
+            raw.send(build_frame(data, src_mac=src_mac, dst_mac=_SWITCH_MAC,
+                                 src_ip=source[0], dst_ip=_SWITCH_IP, src_port=source[1],
+                                 dst_port=UDP_PORT))
         out = []
         if raw in readable:
             for _ in range(256):
@@ -202,6 +249,8 @@ def _serve(pipeline: SwitchPipeline, transport: UdpTransport, raw: socket.socket
     stats = pipeline.stats()
     stats["emulator_shadow_counters"] = stats.pop("counters")
     stats["counters"] = stats["emulator_shadow_counters"]
+    stats["bridge"] = {"paced_packets_per_second": rate, "queue_dropped": queue_dropped,
+                       "queue_duplicates_dropped": queue_duplicates}
     stats["bmv2_vs_emulator"] = {"matched": matched, "unexpected": unexpected,
                                  "missing": sum(expected.values()),
                                  "missing_examples": [
