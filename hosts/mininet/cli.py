@@ -114,7 +114,8 @@ def _run_body(args, preflight) -> int:
 def _print_summary(config: ExperimentConfig, report: dict) -> None:
     s = report["summary"]
     links = ", ".join(f"{k} {v}" for k, v in report["links"].items())
-    print(f"{config.topo}, {config.workers} workers, {config.mode}, {config.elements} elements, "
+    print(f"{config.topo}, {config.switch} switch, {config.workers} workers, {config.mode}, "
+          f"{config.elements} elements ({config.num_elements} per packet, window {config.window}), "
           f"bw {config.bw_mbit:g} Mbit/s, delay {config.delay_ms:g} ms, loss {config.loss:g}, "
           f"duplicate {config.duplicate:g}, reorder {config.reorder:g} ({links})")
     for run in report["runs"]:
@@ -123,7 +124,13 @@ def _print_summary(config: ExperimentConfig, report: dict) -> None:
                 f"{ratio}, {run['retransmitted']} retransmissions")
         if "checks" in run:
             c = run["checks"]
-            line += (f"; bit-exact vs numerics core: {c['bit_exact']}; vs exact: mean "
+            against = "numerics core"
+            if "order_check" in c:  # BMv2: no recorded orders
+                o = c["order_check"]
+                against += (f" for some arrival order per packet ({o['orders_tried']} tried, "
+                            f"{o['packets_matching_exactly_one_order']}/{o['packets']} packets "
+                            f"matched exactly one)")
+            line += (f"; bit-exact vs {against}: {c['bit_exact']}; vs exact: mean "
                      f"{c['error_vs_exact']['mean_ulp']:.3f} ulp, max {c['error_vs_exact']['max_ulp']} ulp")
             if "extra_mean_ulp_vs_star" in c:
                 line += f"; extra vs star: {c['extra_mean_ulp_vs_star']:+.3f} ulp mean"

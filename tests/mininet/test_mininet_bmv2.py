@@ -145,3 +145,20 @@ def test_bmv2_star_switchml_two_passes_match_the_model():
     # the data pass (30 packets), each slot completed once by both workers
     assert counters["results_multicast"] == 1 + 30
     assert counters["aggregated"] == 2 * (1 + 30)
+
+
+@pytest.mark.root
+@pytest.mark.mininet
+@pytest.mark.skipif(_why is not None, reason=str(_why))
+def test_bmv2_teardown_after_an_interrupt_leaves_nothing_behind():
+    from hosts.mininet.experiment import run_experiment
+
+    def interrupt(_repeat):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentConfig(switch="bmv2", workers=2, elements=48 * 10, repeat=2),
+                       on_repeat=interrupt)
+    assert leftovers() == []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert "02:fa:" not in links
