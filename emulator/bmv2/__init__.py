@@ -12,6 +12,9 @@ around them, none of which ship with the project (docs/p4.md):
   group, worker tables) and reads its counters and registers back, through
   ``simple_switch_CLI`` (thrift).
 - :mod:`.pcap`: the few lines of the pcap format the file mode needs.
+- :mod:`.bridge`: BMv2 as the switch of ``fpisa allreduce --switch bmv2``
+  (loopback UDP <-> a veth into simple_switch, root).
+- :mod:`.cli`: ``fpisa p4 build | constants | status``.
 """
 
 from .tools import ToolMissing, missing_tools, require_tools
