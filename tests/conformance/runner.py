@@ -131,8 +131,14 @@ def bmv2_available() -> tuple[bool, str]:
 
 
 def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds: int = 4,
-             timeout: float = 60.0, keep_workdir: bool = False) -> list[str]:
-    """Problems found (empty: BMv2 running the vector's program conforms)."""
+             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3) -> list[str]:
+    """Problems found (empty: BMv2 running the vector's program conforms).
+
+    simple_switch starts reading the pcap input ``pcap_wait_seconds`` after
+    it starts, so the job must be configured within that time; on a loaded
+    machine (large programs make simple_switch_CLI slow) that can fail, and
+    the vector is then run again from scratch with twice the wait.
+    """
     from emulator.bmv2.build import ensure_built
     from emulator.bmv2.control_plane import (Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort,
                                              configure_job)
@@ -160,8 +166,14 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
                                                w["switch_port"]) for w in vector.workers))
         configure_job(SwitchCLI(switch.thrift_port), ProgramInfo(json_path), job)
         if switch.seconds_until_processing() <= 0:
-            return [f"{vector.name}: configuring took longer than the pcap wait "
-                    f"({pcap_wait_seconds} s); raise pcap_wait_seconds"]
+            too_slow = [f"{vector.name}: configuring took longer than the pcap wait "
+                        f"({pcap_wait_seconds} s); raise pcap_wait_seconds"]
+            if attempts <= 1:
+                return too_slow
+            switch.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+            return run_bmv2(vector, json_path, pcap_wait_seconds=2 * pcap_wait_seconds,
+                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1)
         outputs = _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
     finally:
         switch.stop()

@@ -91,10 +91,15 @@ def test_heavy_faults_with_delay_do_not_stall(mode):
     a new round and the job stalls; the switch's round ids drop it
     (``stale``), so this finishes, bit-exact, with every round completed
     exactly once. (SwitchML mode: copies held back also cross from the
-    exponent pass into the data pass.)"""
+    exponent pass into the data pass.) Whether a copy arrives after its
+    sender moved on (``stale``) or while the round is still open
+    (``duplicate_incomplete``) depends on timing, so this asserts that
+    duplicates were handled either way; the late-copy case itself is pinned
+    down packet by packet in tests/emulator/test_switch_pipeline.py."""
     report = run(mode=mode, workers=4, elements=20000, window=32, loss=0.1, duplicate=0.2,
                  reorder=0.2, delay_ms=0.5)
     assert report["checks"]["bit_exact"], report["checks"]
     counters = report["switch"]["counters"]
-    assert counters["dropped"].get("stale", 0) > 0, counters
+    dropped = counters["dropped"]
+    assert dropped.get("stale", 0) + dropped.get("duplicate_incomplete", 0) > 0, counters
     assert counters["completed"] == sum(pass_packets(mode, 20000, 64))
