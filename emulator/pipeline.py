@@ -53,6 +53,7 @@ from fpisa.protocol import (
     HEADER_BYTES,
     HEADER_FIELDS,
     MAX_ELEMENTS,
+    MAX_WORKERS,
     MAX_SLOTS,
     RAW_EXPONENT_DTYPE,
     RAW_MANTISSA_DTYPE,
@@ -71,8 +72,6 @@ from fpisa.registers import SlotRegisters
 __all__ = ["JobConfig", "SwitchPipeline", "SwitchCounters", "DROP_REASONS", "MAX_WORKERS",
            "header_struct"]
 
-#: one bit per worker in a 32-bit bitmap register, as in SwitchML
-MAX_WORKERS = 32
 
 #: every drop reason except the malformed:<reason> family from protocol.unpack
 DROP_REASONS = (

@@ -45,6 +45,7 @@ __all__ = [
     "SHADOW_SET_BIT",
     "MAX_SLOTS",
     "MAX_ELEMENTS",
+    "MAX_WORKERS",
     "DEFAULT_ELEMENTS",
     "Header",
     "element_dtype",
@@ -121,6 +122,8 @@ SHADOW_SET_BIT = 0x8000
 MAX_SLOTS = 0x8000
 MAX_ELEMENTS = 255
 DEFAULT_ELEMENTS = 64
+#: one bit per worker in the switch's 32-bit worker bitmap, as in SwitchML
+MAX_WORKERS = 32
 
 
 def pool_index(slot: int, shadow_set: int) -> int:

@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from fpisa.protocol import MAX_WORKERS
 from p4 import MAX_JOBS, POOL_SLOTS, SWITCH_COUNTERS
 
 from .tools import SIMPLE_SWITCH_CLI, require_tools, tool_path
@@ -29,8 +30,6 @@ from .tools import SIMPLE_SWITCH_CLI, require_tools, tool_path
 __all__ = ["ControlPlaneError", "ProgramInfo", "SwitchCLI", "WorkerPort", "Bmv2Job",
            "configure_job", "read_counters", "read_register", "row_index", "MAX_WORKERS"]
 
-#: one bit per worker in the 32-bit bitmap register
-MAX_WORKERS = 32
 _MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 

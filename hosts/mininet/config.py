@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from fpisa.formats import get_format
-from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS
+from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS, MAX_WORKERS
 from p4 import N_ELEMENTS as BMV2_ELEMENTS, POOL_SLOTS as BMV2_SLOTS
 
 __all__ = ["ExperimentConfig", "TOPOLOGIES", "SWITCHES", "MODES", "FRAME_OVERHEAD_BYTES",
@@ -23,8 +23,6 @@ MODES = ("fpisa", "fpisa-a", "switchml")
 #: bytes per packet that are not payload, as the htb shaper counts them:
 #: Ethernet 14 + IPv4 20 + UDP 8 + aggregation header 16 (no preamble/FCS on veth)
 FRAME_OVERHEAD_BYTES = 14 + 20 + 8 + 16
-#: one bitmap bit per worker in the switch (emulator.pipeline.MAX_WORKERS)
-MAX_WORKERS = 32
 #: elements per packet when not given: the emulator's default; BMv2's
 #: programs are compiled for p4.N_ELEMENTS (48) and take nothing else
 DEFAULT_PACKET_ELEMENTS = 64
