@@ -55,31 +55,30 @@ def warm_up(config: JobConfig) -> None:
         batch.process(packets + packets[:1])
 
 
-def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = None,
-          should_stop: Callable[[], bool] = lambda: False,
-          on_stats: Callable[[dict], None] | None = None, stats_interval_s: float | None = None,
-          batch: int = 256) -> dict:
-    """Run until ``should_stop()`` is true; return the final statistics."""
-    injector = FaultInjector(faults) if faults is not None and faults.active else None
-    processor = BatchProcessor(pipeline, max_batch=batch)
-    # without faults to inject per packet, whole GSO/GRO trains go in and out
-    trains = injector is None and hasattr(transport, "recv_trains") and hasattr(transport, "send_train")
-    process_batch = processor.process
+def relay(transport, process_batch: Callable, *, injector: FaultInjector | None = None,
+          process_trains: Callable | None = None, should_stop: Callable[[], bool] = lambda: False,
+          on_check: Callable[[float], None] | None = None, batch: int = 256) -> None:
+    """A switch node's loop: receive a batch, process it, inject faults, send.
+
+    ``process_batch`` maps received (bytes, source) packets to (destination,
+    bytes) sends: a SwitchPipeline's batch processor, or a Mininet leaf.
+    ``process_trains`` (no fault injection) moves whole GSO/GRO trains.
+    Every _CHECK_INTERVAL_S: ``on_check(now)``, then stop if ``should_stop()``.
+    """
     clock = time.monotonic
     next_check = clock() + _CHECK_INTERVAL_S
-    next_stats = clock() + stats_interval_s if stats_interval_s else None
     while True:
         timeout = _CHECK_INTERVAL_S
         if injector is not None:
             deadline = injector.next_deadline()
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - clock()))
-        if trains:
+        if process_trains is not None:
             received = transport.recv_trains(timeout, batch)
             if received:
-                for destination, datagrams, size in processor.process_trains(received):
+                for destination, datagrams, size in process_trains(received):
                     transport.send_train(destination, datagrams, size)
-            out = None
+            out = []
         else:
             packets = transport.recv_batch(timeout, batch)
             out = process_batch(packets) if packets else []
@@ -94,13 +93,33 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
         now = clock()
         if now >= next_check:
             next_check = now + _CHECK_INTERVAL_S
-            if next_stats is not None and now >= next_stats:
-                next_stats = now + stats_interval_s
-                on_stats(statistics(pipeline, transport, injector))
+            if on_check is not None:
+                on_check(now)
             if should_stop():
                 break
     if injector is not None:
         transport.send_batch(injector.flush())
+
+
+def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = None,
+          should_stop: Callable[[], bool] = lambda: False,
+          on_stats: Callable[[dict], None] | None = None, stats_interval_s: float | None = None,
+          batch: int = 256) -> dict:
+    """Run until ``should_stop()`` is true; return the final statistics."""
+    injector = FaultInjector(faults) if faults is not None and faults.active else None
+    processor = BatchProcessor(pipeline, max_batch=batch)
+    # without faults to inject per packet, whole GSO/GRO trains go in and out
+    trains = injector is None and hasattr(transport, "recv_trains") and hasattr(transport, "send_train")
+    next_stats = [time.monotonic() + stats_interval_s] if stats_interval_s else None
+
+    def on_check(now: float) -> None:
+        if next_stats is not None and now >= next_stats[0]:
+            next_stats[0] = now + stats_interval_s
+            on_stats(statistics(pipeline, transport, injector))
+
+    relay(transport, processor.process, injector=injector,
+          process_trains=processor.process_trains if trains else None,
+          should_stop=should_stop, on_check=on_check, batch=batch)
     return statistics(pipeline, transport, injector)
 
 

@@ -92,32 +92,13 @@ def run_switch(spec: dict) -> None:
 
 
 def _serve_leaf(leaf, transport, faults: LinkFaults | None) -> dict:
-    """emulator.server.serve's loop around a leaf (which is not a SwitchPipeline)."""
+    """The switch's loop (emulator.server.relay) around a leaf."""
+    from emulator.server import relay
     from fpisa.netem import FaultInjector
 
     injector = FaultInjector(faults) if faults is not None else None
-    clock = time.monotonic
-    next_check = clock()
-    while True:
-        timeout = 0.02
-        if injector is not None and injector.next_deadline() is not None:
-            timeout = max(0.0, min(timeout, injector.next_deadline() - clock()))
-        packets = transport.recv_batch(timeout, 256)
-        out = leaf.process_batch(packets) if packets else []
-        if injector is not None:
-            now = clock()
-            sends = injector.due(now)
-            for item in out:
-                sends += injector.submit(item, now)
-            out = sends
-        if out:
-            transport.send_batch(out)
-        if clock() >= next_check:
-            next_check = clock() + 0.02
-            if _stdin_has_line():
-                break
+    relay(transport, leaf.process_batch, injector=injector, should_stop=_stdin_has_line)
     if injector is not None:
-        transport.send_batch(injector.flush())
         return {**leaf.stats(), "faults": injector.counters.as_dict()}
     return leaf.stats()
 
