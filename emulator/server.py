@@ -196,13 +196,19 @@ class SwitchProcess:
         self.process.join(5)
 
 
-def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
-    """Start the emulator switch for job ``spec`` (JobConfig fields) on ``sock``."""
-    JobConfig(**spec)  # validate here: a bad config is the caller's error, not the child's
+def start_switch_process(target, name: str, spec: dict, sock, faults: LinkFaults | None,
+                         context=None) -> SwitchProcess:
+    """Run ``target(spec, sock, faults, conn)`` in a child process; ``conn``
+    is the child's end of the pipe a :class:`SwitchProcess` talks over."""
     ctx = context or mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_process_main, args=(spec, sock, faults, child),
-                          name="fpisa-switch", daemon=True)
+    process = ctx.Process(target=target, args=(spec, sock, faults, child), name=name, daemon=True)
     process.start()
     child.close()
     return SwitchProcess(process, parent)
+
+
+def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    """Start the emulator switch for job ``spec`` (JobConfig fields) on ``sock``."""
+    JobConfig(**spec)  # validate here: a bad config is the caller's error, not the child's
+    return start_switch_process(_process_main, "fpisa-switch", spec, sock, faults, context)

@@ -23,7 +23,6 @@ than it processes them, a few hundred packets/s).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import select
 import socket
@@ -40,7 +39,7 @@ from fpisa.protocol import UDP_PORT
 from p4 import N_ELEMENTS
 
 from ..pipeline import JobConfig, SwitchPipeline
-from ..server import SwitchProcess
+from ..server import SwitchProcess, start_switch_process
 from .build import ensure_built
 from .netns import VethPair
 from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
@@ -98,13 +97,7 @@ def check_spec(spec: dict) -> JobConfig:
 
 def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
     check_spec(spec)
-    ctx = context or mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_process_main, args=(spec, sock, faults, child),
-                          name="fpisa-bmv2-bridge", daemon=True)
-    process.start()
-    child.close()
-    return SwitchProcess(process, parent)
+    return start_switch_process(_process_main, "fpisa-bmv2-bridge", spec, sock, faults, context)
 
 
 def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:

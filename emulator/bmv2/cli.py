@@ -72,16 +72,9 @@ def _build(args) -> int:
 
 
 def _constants(args) -> int:
-    from p4.generate import stale_files, write_all
+    from p4.generate import main as generate
 
-    if args.check:
-        stale = stale_files()
-        for path in stale:
-            print(f"stale: {path}")
-        return 1 if stale else 0
-    for path in write_all():
-        print(f"wrote {path}")
-    return 0
+    return generate(["--check"] if args.check else [])
 
 
 def _status(args) -> int:
