@@ -83,11 +83,7 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
             packets = transport.recv_batch(timeout, batch)
             out = process_batch(packets) if packets else []
         if injector is not None:
-            now = clock()
-            sends = injector.due(now)
-            for item in out:
-                sends += injector.submit(item, now)
-            out = sends
+            out = injector.submit_all(out, clock())
         if out:
             transport.send_batch(out)
         now = clock()

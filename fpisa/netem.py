@@ -157,6 +157,14 @@ class FaultInjector:
         out = self._through_delay(out, now) if out else []
         return out + self._pop_delayed(now) if self._delayed else out
 
+    def submit_all(self, packets: list, now: float) -> list:
+        """What leaves now when ``packets`` are offered: held or delayed
+        packets now due, then whatever each packet's faults let through."""
+        out = self.due(now)
+        for packet in packets:
+            out += self.submit(packet, now)
+        return out
+
     def next_deadline(self) -> float | None:
         deadlines = [h[1] for h in self._held]
         if self._delayed:

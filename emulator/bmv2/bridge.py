@@ -223,10 +223,7 @@ def _serve(pipeline: SwitchPipeline, transport: UdpTransport, raw: socket.socket
                 out.append((dest, payload))
         now = time.monotonic()
         if injector is not None:
-            sends = injector.due(now)
-            for item in out:
-                sends += injector.submit(item, now)
-            out = sends
+            out = injector.submit_all(out, now)
         if out:
             transport.send_batch(out)
         if stopping_since is not None:
