@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emulator.server import launch  # noqa: E402
+from fpisa.job import JobSpec  # noqa: E402
 from hosts.allreduce import AllreduceConfig, gradient_like, run_allreduce  # noqa: E402
 
 
@@ -101,9 +101,9 @@ def main(argv=None) -> int:
               f"{n / g_cpu:12,.0f} {1.0:8.3f}")
         for mode in args.modes:
             for E in args.packet_elements:
-                config = AllreduceConfig(workers=K, elements=n, mode=mode, num_elements=E,
-                                         window=args.window, seed=args.seed, check=args.check)
-                report = run_allreduce(config, launch, progress=False)
+                job = JobSpec(mode=mode, num_workers=K, packet_elements=E, window=args.window)
+                config = AllreduceConfig(job=job, elements=n, seed=args.seed, check=args.check)
+                report = run_allreduce(config, progress=False)
                 s = report["seconds"]
                 c = report["switch"]["counters"]
                 cpu = report["switch"].get("cpu_seconds", 0.0) + sum(w["cpu_seconds"] for w in report["workers"])

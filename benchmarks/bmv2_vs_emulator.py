@@ -34,12 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from emulator.pipeline import JobConfig, SwitchPipeline  # noqa: E402
+from emulator.pipeline import SwitchConfig, SwitchPipeline  # noqa: E402
+from fpisa.job import MODE_TABLE, JobSpec, mode_info  # noqa: E402
 from fpisa.net import build_frame, parse_frame  # noqa: E402
-from fpisa.protocol import Header, MsgType, UDP_PORT, WireMode, pack, pool_index  # noqa: E402
+from fpisa.protocol import Header, MsgType, UDP_PORT, pack, pool_index  # noqa: E402
 from p4 import N_ELEMENTS, PROGRAMS  # noqa: E402
 
-MODE_OF = {"fpisa": "fpisa", "fpisa_a": "fpisa-a", "switchml": "switchml"}
+MODE_OF = {info.p4_program: mode.value for mode, info in MODE_TABLE.items() if info.p4_program}
 SWITCH = ("10.0.0.100", "02:00:00:00:01:00")
 
 
@@ -50,7 +51,7 @@ def workers(k: int) -> list[dict]:
 
 def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0) -> list[tuple[int, bytes]]:
     rng = np.random.default_rng(seed)
-    wire = WireMode.of(mode)
+    wire = mode_info(mode).data_wire_mode
     stream = []
     for i in range(rounds):
         slot, shadow = i % pool, (i // pool) % 2
@@ -69,8 +70,8 @@ def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0) -> lis
 
 def run_emulator(mode: str, k: int, pool: int, stream) -> tuple[float, Counter]:
     ws = workers(k)
-    config = JobConfig(num_workers=k, workers=tuple((w["ip"], w["udp_port"]) for w in ws),
-                       mode=mode, job=1, num_elements=N_ELEMENTS, pool_size=pool)
+    config = SwitchConfig(JobSpec(mode=mode, num_workers=k, job=1, packet_elements=N_ELEMENTS, window=pool),
+                          tuple((w["ip"], w["udp_port"]) for w in ws))
     warm = SwitchPipeline(config)
     for r, data in stream[: 4 * k]:
         warm.process(data, (ws[r]["ip"], ws[r]["udp_port"]))

@@ -45,7 +45,7 @@ def main() -> int:
     print(f"{'K':>2} {'goodput':>9} {'line rate':>9} {'ratio':>6} {'unshaped':>9} {'vs binding limit':>16}  bit-exact")
     for K in args.workers:
         common = dict(topo="star", workers=K, mode=args.mode, elements=args.elements,
-                      num_elements=args.packet_elements, window=args.window, timeout_ms=args.timeout,
+                      packet_elements=args.packet_elements, window=args.window, timeout_ms=args.timeout,
                       repeat=args.repeat)
         shaped = run_experiment(ExperimentConfig(bw_mbit=args.bw, **common))
         unshaped = run_experiment(ExperimentConfig(bw_mbit=0.0, check=False, **common))

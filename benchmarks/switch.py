@@ -22,33 +22,34 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emulator.fastpath import BatchProcessor  # noqa: E402
-from emulator.pipeline import JobConfig, SwitchPipeline  # noqa: E402
+from emulator.pipeline import SwitchConfig, SwitchPipeline  # noqa: E402
 from emulator.server import warm_up  # noqa: E402
-from fpisa.protocol import Header, MsgType, WireMode, format_code, pack, pool_index  # noqa: E402
+from fpisa.job import JobSpec  # noqa: E402
+from fpisa.protocol import Header, MsgType, element_dtype, pack, sequence_pool_index  # noqa: E402
 from fpisa.registers import SlotRegisters  # noqa: E402
 
 
-def build_packets(config: JobConfig, num_packets: int, seed: int = 0) -> list[tuple[bytes, tuple]]:
+def build_packets(config: SwitchConfig, num_packets: int, seed: int = 0) -> list[tuple[bytes, tuple]]:
     rng = np.random.default_rng(seed)
-    K, E, W = config.num_workers, config.num_elements, config.pool_size
-    mode = WireMode.of(config.mode)
+    job = config.job
+    K, E, W = job.num_workers, job.packet_elements, job.window
+    mode = job.data_wire_mode
     out = []
     for k in range(num_packets):
-        slot, s = k % W, (k // W) % 2
         for r in range(K):
             if mode.is_float:
                 payload = rng.standard_normal(E).astype(np.float32).view(np.uint32)
             else:
                 payload = rng.integers(-2**20, 2**20, E).astype(np.int32)
-            h = Header(MsgType.DATA, mode, format_code(config.fmt), 0, config.job, r, K, E,
-                       pool_index(slot, s), 0, k)
+            h = Header(MsgType.DATA, mode, job.fmt_code, 0, job.job, r, K, E,
+                       sequence_pool_index(k, W), 0, k)
             out.append((pack(h, payload), config.workers[r]))
     return out
 
 
 def bench_mode(mode: str, workers: int, num_elements: int, num_packets: int) -> dict:
-    config = JobConfig(num_workers=workers, workers=[("10.0.0.1", 5000 + r) for r in range(workers)],
-                       mode=mode, num_elements=num_elements)
+    job = JobSpec(mode=mode, num_workers=workers, packet_elements=num_elements)
+    config = SwitchConfig(job, [("10.0.0.1", 5000 + r) for r in range(workers)])
     warm_up(config)
     packets = build_packets(config, num_packets)
     pipeline = SwitchPipeline(config)
@@ -89,8 +90,8 @@ def bench_mode(mode: str, workers: int, num_elements: int, num_packets: int) -> 
     assert pipeline.counters.completed == num_packets and train_sent == sent
 
     # the register kernels alone, same shapes, same number of calls
-    regs = SlotRegisters({"switchml": "switchml"}.get(mode, mode), 2 * config.pool_size, num_elements)
-    values = [np.frombuffer(d, pipeline._data_layout[int(WireMode.of(mode))][0], num_elements, 16)
+    regs = SlotRegisters(job.data_wire_mode, 2 * job.window, num_elements)
+    values = [np.frombuffer(d, element_dtype(job.data_wire_mode, job.fmt_code), num_elements, 16)
               for d, _ in packets[: 4 * workers]]
     t1 = time.perf_counter()
     for i in range(len(packets)):

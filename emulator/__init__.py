@@ -9,6 +9,6 @@
 - :mod:`emulator.cli`: ``fpisa switch``.
 """
 
-from .pipeline import JobConfig, SwitchCounters, SwitchPipeline
+from .pipeline import SwitchConfig, SwitchCounters, SwitchPipeline
 
-__all__ = ["JobConfig", "SwitchPipeline", "SwitchCounters"]
+__all__ = ["SwitchConfig", "SwitchPipeline", "SwitchCounters"]

@@ -18,11 +18,14 @@ import signal
 import sys
 from pathlib import Path
 
+from fpisa.exitcodes import EPILOG, ExitCode
+from fpisa.formats import FORMATS
+from fpisa.job import SWITCH_MODES, JobSpec
 from fpisa.net import EthEndpoint, RawEthernetTransport, UdpTransport, parse_address
 from fpisa.netem import add_fault_arguments, faults_from_args
-from fpisa.protocol import UDP_PORT
+from fpisa.protocol import DEFAULT_ELEMENTS, UDP_PORT
 
-from .pipeline import MAX_WORKERS, JobConfig, SwitchPipeline
+from .pipeline import SwitchConfig, SwitchPipeline
 from .server import serve, warm_up
 
 __all__ = ["add_parser"]
@@ -30,17 +33,21 @@ __all__ = ["add_parser"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("switch", help="run the emulator switch for one job",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n", 1)[1].strip() + "\n", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", action="append", required=True, metavar="ADDR",
                    help="a worker's address, in rank order: HOST:PORT (UDP) or "
                         "IFACE/MAC/IP:PORT (raw Ethernet)")
-    p.add_argument("--mode", choices=["fpisa", "fpisa-a", "switchml"], default="fpisa")
-    p.add_argument("--fmt", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--job", type=int, default=0)
-    p.add_argument("--packet-elements", type=int, default=64, help="elements per packet")
-    p.add_argument("--pool-size", type=int, default=256, help="slots per shadow set")
-    p.add_argument("--register-bits", type=int, default=32)
-    p.add_argument("--raw-registers", action="store_true", help="append raw registers to results")
+    p.add_argument("--mode", choices=SWITCH_MODES, default="fpisa", help="aggregation (default fpisa)")
+    p.add_argument("--fmt", choices=sorted(FORMATS), default="fp32", help="element format (default fp32)")
+    p.add_argument("--job", type=int, default=0, help="the job number in the header (default 0)")
+    p.add_argument("--packet-elements", type=int, default=DEFAULT_ELEMENTS,
+                   help=f"elements per packet (default {DEFAULT_ELEMENTS})")
+    p.add_argument("--window", "--pool-size", type=int, default=256, dest="window",
+                   help="slots per shadow set = the workers' window (default 256)")
+    p.add_argument("--register-bits", type=int, default=32,
+                   help="mantissa register width, FPISA modes (default 32)")
+    p.add_argument("--raw-registers", action="store_true", help="append raw registers to every result")
     p.add_argument("--record-orders", action="store_true",
                    help="record arrival orders (included in the final statistics)")
     p.add_argument("--listen", default=f"127.0.0.1:{UDP_PORT}", help="UDP HOST:PORT to listen on")
@@ -71,12 +78,10 @@ def run(args) -> int:
     raw = bool(args.interfaces)
     try:
         workers = tuple(_worker_address(w, raw) for w in args.worker)
-        if len(workers) > MAX_WORKERS:
-            raise ValueError(f"at most {MAX_WORKERS} workers")
-        config = JobConfig(num_workers=len(workers), workers=workers, mode=args.mode, fmt=args.fmt,
-                           job=args.job, num_elements=args.packet_elements,
-                           pool_size=args.pool_size, register_bits=args.register_bits,
-                           raw_registers=args.raw_registers, record_orders=args.record_orders)
+        job = JobSpec(mode=args.mode, fmt=args.fmt, num_workers=len(workers), job=args.job,
+                      packet_elements=args.packet_elements, window=args.window,
+                      register_bits=args.register_bits, raw_registers=args.raw_registers)
+        config = SwitchConfig(job, workers, record_orders=args.record_orders)
         faults = faults_from_args(args, seed=args.seed * 1000)
         if raw:
             transport = RawEthernetTransport(args.interfaces, args.ip)
@@ -84,7 +89,7 @@ def run(args) -> int:
             transport = UdpTransport.bind(*parse_address(args.listen))
     except ValueError as e:
         print(f"fpisa switch: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     warm_up(config)
     pipeline = SwitchPipeline(config)
     stopping = []
@@ -95,7 +100,7 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     where = ", ".join(args.interfaces) if raw else "%s:%d" % transport.address
-    print(f"fpisa switch: job {config.job}, {config.mode}/{config.fmt}, {config.num_workers} workers, "
+    print(f"fpisa switch: job {job.job}, {job.mode.value}/{job.fmt}, {job.num_workers} workers, "
           f"listening on {where}", file=sys.stderr)
 
     def emit(stats):
@@ -113,4 +118,4 @@ def run(args) -> int:
         args.stats_json.write_text(text + "\n")
     else:
         print(text)
-    return 0
+    return ExitCode.OK

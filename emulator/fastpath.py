@@ -22,21 +22,23 @@ against the reference path on random packet streams, for every mode.
 from __future__ import annotations
 
 import sys
-from typing import Hashable
+from typing import Hashable, NamedTuple
 
 import numpy as np
 from numba import njit
 
 from fpisa import _kernels as kernels
 from fpisa.protocol import (
+    DATA_VT,
+    FIELD_OFFSETS,
     FLAG_OVERFLOW,
     FLAG_OVERWRITE,
     FLAG_RAW,
     FLAG_SPECIAL,
     HEADER_BYTES,
     MAX_SLOTS,
-    VERSION,
-    MsgType,
+    RESULT_VT,
+    RETX_VT,
     WireMode,
 )
 
@@ -51,11 +53,81 @@ _WRONG_JOB, _UNKNOWN, _RANK_MISMATCH, _SLOT_RANGE, _DUP_INCOMPLETE, _MODE_MISMAT
 _STALE = 11
 _DEFERRED = 12  # handed back to the reference path
 
-_DATA_VT = (VERSION << 4) | MsgType.DATA
-_RESULT_VT = (VERSION << 4) | MsgType.RESULT
-_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 _FPISA, _FPISA_A, _SWITCHML, _INT_MAX = (int(WireMode.FPISA), int(WireMode.FPISA_A),
                                          int(WireMode.SWITCHML), int(WireMode.INT_MAX))
+# header byte offsets, from the protocol's one definition (compile-time constants)
+_VT = FIELD_OFFSETS["ver_type"]
+_MODE = FIELD_OFFSETS["mode"]
+_FMT = FIELD_OFFSETS["fmt"]
+_FLAGS = FIELD_OFFSETS["flags"]
+_JOB = FIELD_OFFSETS["job"]
+_RANK = FIELD_OFFSETS["rank"]
+_NW = FIELD_OFFSETS["num_workers"]
+_NE = FIELD_OFFSETS["num_elements"]
+_POOL = FIELD_OFFSETS["pool_index"]
+_BEXP = FIELD_OFFSETS["block_exponent"]
+_PID = FIELD_OFFSETS["packet_id"]
+
+
+class KernelJob(NamedTuple):
+    """The job's constants, as the kernel reads them."""
+
+    job: int
+    num_workers: int
+    packet_elements: int
+    pool: int
+    fmt: int
+    data_mode: int
+    int_max_ok: bool
+    float_job: bool
+    raw_always: bool
+    nearest: bool
+    exponent_bits: int
+    fraction_bits: int
+    register_bits: int
+    element_bytes: int
+    native_little_endian: bool
+    record: bool
+
+
+class SlotState(NamedTuple):
+    """The pipeline's per-row arrays (the very arrays the reference path uses)."""
+
+    bitmap: np.ndarray
+    count: np.ndarray
+    completed: np.ndarray
+    block_exponent: np.ndarray
+    row_mode: np.ndarray
+    orders: np.ndarray
+    round_id: np.ndarray
+    result_payload: np.ndarray
+    result_length: np.ndarray
+    result_flags: np.ndarray
+
+
+class Registers(NamedTuple):
+    """The data mode's registers (and SwitchML's exponent-max row), plus scratch
+    rows and byte views of them for plain copies from and to the wire."""
+
+    exponent: np.ndarray
+    mantissa: np.ndarray
+    flags: np.ndarray
+    overwrites: np.ndarray
+    int_max: np.ndarray
+    bits: np.ndarray
+    out: np.ndarray
+    bits_bytes: np.ndarray
+    out_bytes: np.ndarray
+    ints: np.ndarray
+
+
+class Log(NamedTuple):
+    """The pipeline's :class:`~emulator.pipeline.ArrivalLog` arrays."""
+
+    packet_id: np.ndarray
+    wire_mode: np.ndarray
+    order: np.ndarray
+    count: np.ndarray
 
 
 @njit(cache=True, nogil=True)
@@ -65,59 +137,63 @@ def _u16(p, i, at):
 
 @njit(cache=True, nogil=True)
 def _write_header(out, o, vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, pid):
-    out[o, 0] = vt
-    out[o, 1] = mode
-    out[o, 2] = fmt
-    out[o, 3] = flags
-    out[o, 4] = job
-    out[o, 5] = rank
-    out[o, 6] = nw
-    out[o, 7] = ne
-    out[o, 8] = (pidx >> 8) & 0xFF
-    out[o, 9] = pidx & 0xFF
+    out[o, _VT] = vt
+    out[o, _MODE] = mode
+    out[o, _FMT] = fmt
+    out[o, _FLAGS] = flags
+    out[o, _JOB] = job
+    out[o, _RANK] = rank
+    out[o, _NW] = nw
+    out[o, _NE] = ne
+    out[o, _POOL] = (pidx >> 8) & 0xFF
+    out[o, _POOL + 1] = pidx & 0xFF
     b = min(0x7FFF, max(-0x8000, bexp)) & 0xFFFF
-    out[o, 10] = (b >> 8) & 0xFF
-    out[o, 11] = b & 0xFF
+    out[o, _BEXP] = (b >> 8) & 0xFF
+    out[o, _BEXP + 1] = b & 0xFF
     for k in range(4):
-        out[o, 12 + k] = (pid >> (24 - 8 * k)) & 0xFF
+        out[o, _PID + k] = (pid >> (24 - 8 * k)) & 0xFF
 
 
 @njit(cache=True, nogil=True)
-def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
-            job, K, E, pool, fmt, data_mode, int_max_ok, float_job, raw_always, nearest,
-            eb, fb, w, elem_bytes,
-            bitmap, count, completed, block_exponent, row_mode, orders, round_id,
-            result_payload, result_length, result_flags,
-            E0, A0, F0, OW0, A1, scratch_bits, scratch_out, scratch_in_bytes, scratch_out_bytes,
-            scratch_int,
-            native_little_endian,
-            record, log_pid, log_mode, log_order, log_count):
+def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs, log):
+    job, K, E, pool, fmt = cfg.job, cfg.num_workers, cfg.packet_elements, cfg.pool, cfg.fmt
+    data_mode, int_max_ok, float_job = cfg.data_mode, cfg.int_max_ok, cfg.float_job
+    raw_always, nearest, elem_bytes = cfg.raw_always, cfg.nearest, cfg.element_bytes
+    eb, fb, w = cfg.exponent_bits, cfg.fraction_bits, cfg.register_bits
+    native_little_endian, record = cfg.native_little_endian, cfg.record
+    bitmap, count, completed, block_exponent = st.bitmap, st.count, st.completed, st.block_exponent
+    row_mode, orders, round_id = st.row_mode, st.orders, st.round_id
+    result_payload, result_length, result_flags = st.result_payload, st.result_length, st.result_flags
+    E0, A0, F0, OW0, A1 = regs.exponent, regs.mantissa, regs.flags, regs.overwrites, regs.int_max
+    scratch_bits, scratch_out = regs.bits, regs.out
+    scratch_in_bytes, scratch_out_bytes, scratch_int = regs.bits_bytes, regs.out_bytes, regs.ints
+    log_pid, log_mode, log_order, log_count = log.packet_id, log.wire_mode, log.order, log.count
     n_out = 0
     all_workers = K
     counters[:] = 0
     for i in range(pkts.shape[0]):
         defer[i] = 0
         counters[_RECEIVED] += 1
-        vt = pkts[i, 0]
-        mode = np.int64(pkts[i, 1])
+        vt = pkts[i, _VT]
+        mode = np.int64(pkts[i, _MODE])
         mode_ok = mode == data_mode or (int_max_ok and mode == _INT_MAX)
-        if (vt != _DATA_VT or not mode_ok or pkts[i, 6] != K or pkts[i, 7] != E
-                or (float_job and pkts[i, 2] != fmt)):
+        if (vt != DATA_VT or not mode_ok or pkts[i, _NW] != K or pkts[i, _NE] != E
+                or (float_job and pkts[i, _FMT] != fmt)):
             counters[_RECEIVED] -= 1  # the reference path counts it
             counters[_DEFERRED] += 1
             defer[i] = 1
             continue
-        if pkts[i, 4] != job:
+        if pkts[i, _JOB] != job:
             counters[_WRONG_JOB] += 1
             continue
         r = ranks[i]
         if r < 0:
             counters[_UNKNOWN] += 1
             continue
-        if pkts[i, 5] != r:
+        if pkts[i, _RANK] != r:
             counters[_RANK_MISMATCH] += 1
             continue
-        pidx = _u16(pkts, i, 8)
+        pidx = _u16(pkts, i, _POOL)
         slot = pidx & (MAX_SLOTS - 1)
         if slot >= pool:
             counters[_SLOT_RANGE] += 1
@@ -126,11 +202,11 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
         row = s * pool + slot
         other = (1 - s) * pool + slot
         bit = np.int64(1) << r
-        flags_in = np.int64(pkts[i, 3])
-        bexp = _u16(pkts, i, 10)
+        flags_in = np.int64(pkts[i, _FLAGS])
+        bexp = _u16(pkts, i, _BEXP)
         if bexp >= 0x8000:
             bexp -= 0x10000
-        pid = (_u16(pkts, i, 12) << 16) | _u16(pkts, i, 14)
+        pid = (_u16(pkts, i, _PID) << 16) | _u16(pkts, i, _PID + 2)
         # the round-id check of SwitchPipeline.process (see there)
         first = True
         if count[row] != 0:
@@ -139,7 +215,7 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
                 if bitmap[row] & bit:
                     if completed[row]:
                         counters[_RETX] += 1
-                        _write_header(out, n_out, _RETX_VT, row_mode[row], fmt, result_flags[row],
+                        _write_header(out, n_out, RETX_VT, row_mode[row], fmt, result_flags[row],
                                       job, r, K, E, pidx, block_exponent[row], pid)
                         L = result_length[row]
                         out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
@@ -250,7 +326,7 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters,
                 log_order[t, k] = orders[row, k]
             log_count[0] = t + 1
         for k in range(K):
-            _write_header(out, n_out, _RESULT_VT, mode, fmt, rflags, job, k, K, E, pidx,
+            _write_header(out, n_out, RESULT_VT, mode, fmt, rflags, job, k, K, E, pidx,
                           block_exponent[row], pid)
             out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
             out_len[n_out] = HEADER_BYTES + L
@@ -265,37 +341,34 @@ class BatchProcessor:
 
     def __init__(self, pipeline, max_batch: int = 256):
         self.p = pipeline
-        c = pipeline.config
+        job = pipeline.job
+        K, E = job.num_workers, job.packet_elements
         self.max_batch = max_batch
-        self._lengths = {layout[1] for layout in pipeline._data_layout.values()}
-        assert len(self._lengths) == 1, "all of a job's modes carry equally long payloads"
-        self.data_length = next(iter(self._lengths))
-        self.workers = list(c.workers)
-        self._rank_of = pipeline._rank_of
-        data = pipeline.registers[c.wire_modes()[0]]
+        self.data_length = pipeline.data_length
+        self.workers = list(pipeline.config.workers)
+        self._rank_of = pipeline.rank_of
+        data = pipeline.registers[job.data_wire_mode]
         int_max = pipeline.registers.get(WireMode.INT_MAX)
         self._stride = HEADER_BYTES + pipeline.max_result_payload
-        self._out = np.zeros((max_batch * c.num_workers, self._stride), np.uint8)
+        self._out = np.zeros((max_batch * K, self._stride), np.uint8)
         self._out_view = memoryview(self._out.reshape(-1))
         self._defer = np.zeros(max_batch, np.uint8)
         self._counters = np.zeros(len(COUNTER_NAMES) + 1, np.int64)  # + deferred
-        self._record = c.record_orders
+        self._out_len = np.zeros(max_batch * K, np.int64)
+        self._out_rank = np.zeros(max_batch * K, np.int64)
+        fmt = job.format
+        self._job = KernelJob(job.job, K, E, job.window, job.fmt_code, int(job.data_wire_mode),
+                              int_max is not None, job.info.is_float, job.raw_registers,
+                              pipeline.readout_nearest_even, fmt.exponent_bits, fmt.fraction_bits,
+                              job.register_bits, fmt.storage_bytes, sys.byteorder == "little",
+                              pipeline.config.record_orders)
         p = pipeline
-        self._state = (p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.orders,
-                       p.round_id, p.result_payload, p.result_length, p.result_flags)
-        self._out_len = np.zeros(max_batch * c.num_workers, np.int64)
-        self._out_rank = np.zeros(max_batch * c.num_workers, np.int64)
-        float_job = c.wire_mode.is_float
-        fmt = data.fmt
-        self._args_config = (c.job, c.num_workers, c.num_elements, c.pool_size, pipeline._fmt_code,
-                             int(c.wire_mode), int_max is not None, float_job, c.raw_registers,
-                             pipeline._rounding.value == "rne", fmt.exponent_bits, fmt.fraction_bits,
-                             data.layout.register_bits, fmt.storage_bytes)
-        self._registers = (data.exponent_register, data.mantissa_register, data.element_flags,
-                           data.overwrites,
-                           int_max.mantissa_register if int_max is not None else np.zeros((1, 1), np.int64),
-                           *self._scratch(c.num_elements, fmt.bits_dtype),
-                           np.zeros(c.num_elements, np.int64), sys.byteorder == "little")
+        self._state = SlotState(p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.orders,
+                                p.round_id, p.result_payload, p.result_length, p.result_flags)
+        self._registers = Registers(
+            data.exponent_register, data.mantissa_register, data.element_flags, data.overwrites,
+            int_max.mantissa_register if int_max is not None else np.zeros((1, 1), np.int64),
+            *self._scratch(E, fmt.bits_dtype), np.zeros(E, np.int64))
 
     @staticmethod
     def _scratch(n: int, dtype) -> tuple:
@@ -388,12 +461,12 @@ class BatchProcessor:
         p = self.p
         m = pkts.shape[0]
         counters = self._counters
-        record = self._record
-        if record:
-            p._reserve_log(m)
+        log = p.log
+        if self._job.record:
+            log.reserve(m)
         n = _kernel(pkts, ranks, self._defer, self._out, self._out_len, self._out_rank, counters,
-                    *self._args_config, *self._state, *self._registers,
-                    record, p._log_pid, p._log_mode, p._log_order, p._log_count)
+                    self._job, self._state, self._registers,
+                    Log(log.packet_id, log.wire_mode, log.order, log.count))
         received, aggregated, completed, multicast, retransmitted, *drops, deferred = counters.tolist()
         c = p.counters
         c.received += received

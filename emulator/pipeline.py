@@ -41,36 +41,37 @@ reason (``SwitchCounters.dropped``).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 from typing import Hashable
 
 import numpy as np
 
-from fpisa.formats import RegisterLayout, get_format, get_rounding
+from fpisa.formats import get_rounding
+from fpisa.job import JobSpec
 from fpisa.protocol import (
+    DATA_VT,
+    FIELD_OFFSETS,
     FLAG_RAW,
     HEADER_BYTES,
     HEADER_FIELDS,
-    MAX_ELEMENTS,
-    MAX_WORKERS,
-    MAX_SLOTS,
     RAW_EXPONENT_DTYPE,
     RAW_MANTISSA_DTYPE,
-    VERSION,
+    RESULT_VT,
+    RETX_VT,
     MalformedPacket,
     MsgType,
     WireMode,
     element_dtype,
-    format_code,
     payload_bytes,
-    raw_bytes,
+    split_pool_index,
+    pool_index,
     unpack,
 )
 from fpisa.registers import SlotRegisters
 
-__all__ = ["JobConfig", "SwitchPipeline", "SwitchCounters", "DROP_REASONS", "MAX_WORKERS",
-           "header_struct"]
+__all__ = ["SwitchConfig", "SwitchPipeline", "SwitchCounters", "DROP_REASONS", "header_struct"]
 
 
 #: every drop reason except the malformed:<reason> family from protocol.unpack
@@ -96,79 +97,81 @@ def header_struct() -> struct.Struct:
 
 _HEADER = header_struct()
 assert _HEADER.size == HEADER_BYTES
-_RANK_OFFSET = [name for name, *_ in HEADER_FIELDS].index("rank")  # 1-byte fields come first
-_DATA_VT = (VERSION << 4) | MsgType.DATA
-_RESULT_VT = (VERSION << 4) | MsgType.RESULT
-_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
-_SWITCH_MODES = ("fpisa", "fpisa-a", "switchml")
+_RANK_OFFSET = FIELD_OFFSETS["rank"]
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    """One aggregation job as installed in the switch (its control plane)."""
+class SwitchConfig:
+    """One job as installed in the switch by its control plane: the job, the
+    workers' addresses and what the switch itself may choose."""
 
-    num_workers: int
+    job: JobSpec
     #: transport addresses by rank (UDP: (ip, port); raw Ethernet: EthEndpoint)
     workers: tuple
-    mode: str = "fpisa"
-    fmt: str = "fp32"
-    job: int = 0
-    #: elements per packet (one slot's width)
-    num_elements: int = 64
-    register_bits: int = 32
-    #: slots per shadow set
-    pool_size: int = 256
-    #: always append the raw (mantissa, exponent) registers to float results
-    raw_registers: bool = False
     #: the switch's read-out normalization; a real switch truncates ("rz")
     rounding: str = "rz"
     #: keep each completed slot's arrival order (for bit-exact checks)
     record_orders: bool = False
 
     def __post_init__(self) -> None:
-        def bad(msg: str):
-            raise ValueError(f"JobConfig: {msg}")
-
-        def is_int(x) -> bool:
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-        if self.mode not in _SWITCH_MODES:
-            bad(f"mode {self.mode!r} does not run in the switch; expected one of {_SWITCH_MODES}")
-        get_format(self.fmt)  # raises ValueError for unknown formats
+        if not isinstance(self.job, JobSpec):
+            raise ValueError(f"switch: job must be a JobSpec, got {type(self.job).__name__}")
         get_rounding(self.rounding)
-        if not is_int(self.num_workers) or not 1 <= self.num_workers <= MAX_WORKERS:
-            bad(f"num_workers must be 1..{MAX_WORKERS}, got {self.num_workers!r}")
-        if not is_int(self.job) or not 0 <= self.job <= 255:
-            bad(f"job must be 0..255, got {self.job!r}")
-        if not is_int(self.num_elements) or not 1 <= self.num_elements <= MAX_ELEMENTS:
-            bad(f"num_elements must be 1..{MAX_ELEMENTS}, got {self.num_elements!r}")
-        if not is_int(self.pool_size) or not 1 <= self.pool_size <= MAX_SLOTS:
-            bad(f"pool_size must be 1..{MAX_SLOTS}, got {self.pool_size!r}")
         workers = tuple(self.workers)
         object.__setattr__(self, "workers", workers)
-        if len(workers) != self.num_workers:
-            bad(f"{len(workers)} worker addresses for {self.num_workers} workers")
+        if len(workers) != self.job.num_workers:
+            raise ValueError(f"switch: {len(workers)} worker addresses for {self.job.num_workers} workers")
         try:
             distinct = len(set(workers)) == len(workers)
         except TypeError:
-            bad("worker addresses must be hashable (e.g. (ip, port) tuples)")
+            raise ValueError("switch: worker addresses must be hashable (e.g. (ip, port) tuples)") from None
         if not distinct:
-            bad(f"worker addresses must be distinct, got {workers}")
-        RegisterLayout.of(self.fmt, self.register_bits)  # raises for a bad width
+            raise ValueError(f"switch: worker addresses must be distinct, got {workers}")
 
-    @property
-    def wire_mode(self) -> WireMode:
-        return WireMode.of(self.mode)
+    def replace(self, **changes) -> "SwitchConfig":
+        return dataclasses.replace(self, **changes)
 
-    @property
-    def fmt_code(self) -> int:
-        return format_code(self.fmt)
 
-    def wire_modes(self) -> tuple[WireMode, ...]:
-        """The modes the job's packets may use: SwitchML adds its exponent exchange."""
-        if self.mode == "switchml":
-            return (WireMode.SWITCHML, WireMode.INT_MAX)
-        return (self.wire_mode,)
+class ArrivalLog:
+    """The arrival order of every completed slot: (packet id, wire mode, ranks).
+
+    numpy arrays that grow, so the batch fast path appends in compiled code:
+    it calls :meth:`reserve` for a whole batch first.
+    """
+
+    def __init__(self, num_workers: int, capacity: int = 1024):
+        self.packet_id = np.zeros(capacity, np.int64)
+        self.wire_mode = np.zeros(capacity, np.int8)
+        self.order = np.zeros((capacity, num_workers), np.int16)
+        #: entries used (an array so compiled code can advance it)
+        self.count = np.zeros(1, np.int64)
+
+    def __len__(self) -> int:
+        return int(self.count[0])
+
+    def reserve(self, more: int) -> None:
+        need = len(self) + more
+        if need > self.packet_id.size:
+            size = max(need, 2 * self.packet_id.size)
+            self.packet_id = np.resize(self.packet_id, size)
+            self.wire_mode = np.resize(self.wire_mode, size)
+            self.order = np.resize(self.order, (size, self.order.shape[1]))
+
+    def append(self, packet_id: int, wire_mode: int, order: np.ndarray) -> None:
+        self.reserve(1)
+        i = len(self)
+        self.packet_id[i], self.wire_mode[i], self.order[i] = packet_id, wire_mode, order
+        self.count[0] += 1
+
+    def entries(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        n = len(self)
+        return [(int(p), int(m), tuple(int(r) for r in o))
+                for p, m, o in zip(self.packet_id[:n], self.wire_mode[:n], self.order[:n])]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        n = len(self)
+        return {"packet_id": self.packet_id[:n].copy(), "wire_mode": self.wire_mode[:n].copy(),
+                "order": self.order[:n].copy()}
 
 
 @dataclass
@@ -201,73 +204,67 @@ class SwitchCounters:
 class SwitchPipeline:
     """The switch for one job; see the module docstring for the algorithm."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: SwitchConfig):
         self.config = config
-        c = config
+        job = self.job = config.job
         self.counters = SwitchCounters()
-        self._rank_of: dict[Hashable, int] = {addr: r for r, addr in enumerate(c.workers)}
-        rows = 2 * c.pool_size
+        #: transport address -> rank
+        self.rank_of: dict[Hashable, int] = {addr: r for r, addr in enumerate(config.workers)}
+        rows = 2 * job.window
+        E = job.packet_elements
         self.registers: dict[WireMode, SlotRegisters] = {
-            m: SlotRegisters(_register_mode(m), rows, c.num_elements, c.fmt, c.register_bits)
-            for m in c.wire_modes()
+            m: SlotRegisters(m, rows, E, job.fmt, job.register_bits) for m in job.wire_modes
         }
-        self._fmt_code = c.fmt_code
-        self._pool = c.pool_size
+        self._fmt_code = job.fmt_code
+        self._pool = job.window
         # per wire mode: (payload dtype, expected DATA length)
         self._data_layout = {
-            int(m): (element_dtype(m, self._fmt_code), HEADER_BYTES + payload_bytes(m, self._fmt_code, c.num_elements))
-            for m in c.wire_modes()
+            int(m): (element_dtype(m, self._fmt_code), HEADER_BYTES + payload_bytes(m, self._fmt_code, E))
+            for m in job.wire_modes
         }
         # per-row state, numpy so the batch fast path (emulator.fastpath)
         # works on the very same arrays as this reference path
-        K = c.num_workers
+        K = job.num_workers
         self.bitmap = np.zeros(rows, np.int64)
         self.count = np.zeros(rows, np.int64)
         self.completed = np.zeros(rows, np.bool_)
         #: the packet id of the round a row holds (valid where count > 0)
         self.round_id = np.zeros(rows, np.int64)
         self.block_exponent = np.zeros(rows, np.int64)
-        self.row_mode = np.full(rows, int(c.wire_modes()[0]), np.int64)
+        self.row_mode = np.full(rows, int(job.data_wire_mode), np.int64)
         self.orders = np.zeros((rows, K), np.int16)  # arrival order of the current generation
         # the completed result of each row, kept for retransmissions
-        float_job = self.config.wire_mode.is_float
         self.result_payload = np.zeros((rows, self.max_result_payload), np.uint8)
         self.result_length = np.zeros(rows, np.int64)
         self.result_flags = np.zeros(rows, np.int64)
-        # the log of completions when recording: (packet_id, wire mode, order)
-        self._log_pid = np.zeros(1024, np.int64)
-        self._log_mode = np.zeros(1024, np.int8)
-        self._log_order = np.zeros((1024, K), np.int16)
-        self._log_count = np.zeros(1, np.int64)
-        self._rounding = get_rounding(c.rounding)
-        self._float_job = float_job
+        #: completed slots' arrival orders, when the job records them
+        self.log = ArrivalLog(K)
+        self._rounding = get_rounding(config.rounding)
 
     @property
     def max_result_payload(self) -> int:
-        c = self.config
-        n = max(payload_bytes(m, self._fmt_code, c.num_elements) for m in c.wire_modes())
-        return n + (raw_bytes(c.num_elements) if c.wire_mode.is_float else 0)
+        return self.job.max_result_bytes - HEADER_BYTES
 
-    def _reserve_log(self, more: int) -> None:
-        need = int(self._log_count[0]) + more
-        if need > self._log_pid.size:
-            size = max(need, 2 * self._log_pid.size)
-            self._log_pid = np.resize(self._log_pid, size)
-            self._log_mode = np.resize(self._log_mode, size)
-            self._log_order = np.resize(self._log_order, (size, self.config.num_workers))
+    @property
+    def readout_nearest_even(self) -> bool:
+        return self._rounding.value == "rne"
+
+    @property
+    def data_length(self) -> int:
+        """The length of every DATA packet of the job (all its wire modes
+        carry equally long payloads)."""
+        lengths = {length for _, length in self._data_layout.values()}
+        assert len(lengths) == 1, "all of a job's wire modes carry equally long payloads"
+        return lengths.pop()
 
     @property
     def recorded(self) -> list[tuple[int, int, tuple[int, ...]]]:
         """(packet_id, wire mode, arrival order) per completed slot, in completion
         order (empty unless the job records orders)."""
-        n = int(self._log_count[0])
-        return [(int(p), int(m), tuple(int(r) for r in o))
-                for p, m, o in zip(self._log_pid[:n], self._log_mode[:n], self._log_order[:n])]
+        return self.log.entries()
 
     def recorded_arrays(self) -> dict[str, np.ndarray]:
-        n = int(self._log_count[0])
-        return {"packet_id": self._log_pid[:n].copy(), "wire_mode": self._log_mode[:n].copy(),
-                "order": self._log_order[:n].copy()}
+        return self.log.arrays()
 
     # -- the data plane (reference path: one packet at a time) -------------------
 
@@ -275,30 +272,29 @@ class SwitchPipeline:
         """One arriving packet -> the packets to send (possibly none)."""
         counters = self.counters
         counters.received += 1
-        c = self.config
+        c = self.job
         try:
             (vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, pid) = _HEADER.unpack_from(data)
         except struct.error:
             return self._drop_malformed(data)
         layout = self._data_layout.get(mode)
-        if (vt != _DATA_VT or layout is None or len(data) != layout[1] or nw != c.num_workers
-                or ne != c.num_elements or (mode <= WireMode.FPISA_A and fmt != self._fmt_code)):
+        if (vt != DATA_VT or layout is None or len(data) != layout[1] or nw != c.num_workers
+                or ne != c.packet_elements or (WireMode(mode).is_float and fmt != self._fmt_code)):
             return self._classify_drop(data)
         if job != c.job:
             counters.drop("wrong_job")
             return []
-        r = self._rank_of.get(source)
+        r = self.rank_of.get(source)
         if r is None:
             counters.drop("unknown_worker")
             return []
         if rank != r:
             counters.drop("rank_mismatch")
             return []
-        slot = pidx & (MAX_SLOTS - 1)
+        slot, s = split_pool_index(pidx)
         if slot >= self._pool:
             counters.drop("slot_out_of_range")
             return []
-        s = pidx >> 15
         row = s * self._pool + slot
         other = (1 - s) * self._pool + slot
         bit = 1 << r
@@ -310,7 +306,7 @@ class SwitchPipeline:
                 if self.bitmap[row] & bit:  # duplicate
                     if self.completed[row]:
                         counters.retransmitted += 1
-                        return [(source, self._result_packet(row, _RETX_VT, r, pid))]
+                        return [(source, self._result_packet(row, RETX_VT, r, pid))]
                     counters.drop("duplicate_incomplete")
                     return []
                 if self.completed[row]:
@@ -330,7 +326,7 @@ class SwitchPipeline:
             return []
         self.bitmap[row] |= bit
         self.bitmap[other] &= ~bit
-        payload = np.frombuffer(data, layout[0], c.num_elements, HEADER_BYTES)
+        payload = np.frombuffer(data, layout[0], c.packet_elements, HEADER_BYTES)
         self.registers[mode].accumulate(row, payload, first)
         counters.aggregated += 1
         if first:
@@ -348,13 +344,12 @@ class SwitchPipeline:
         return self._complete(row, pid, flags)
 
     def _complete(self, row: int, packet_id: int, flags: int) -> list[tuple[Hashable, bytes]]:
-        c = self.config
         mode = WireMode(int(self.row_mode[row]))
         regs = self.registers[mode]
         if mode.is_float:
             payload = regs.read(row, self._rounding).astype(element_dtype(mode, self._fmt_code)).tobytes()
             result_flags = regs.row_flags(row)
-            if c.raw_registers or flags & FLAG_RAW:
+            if self.job.raw_registers or flags & FLAG_RAW:
                 mantissa, exponent = regs.raw(row)
                 payload += (mantissa.astype(RAW_MANTISSA_DTYPE).tobytes()
                             + exponent.astype(RAW_EXPONENT_DTYPE).tobytes())
@@ -367,27 +362,23 @@ class SwitchPipeline:
         self.result_length[row] = len(payload)
         self.result_flags[row] = result_flags
         self.counters.completed += 1
-        if c.record_orders:
-            self._reserve_log(1)
-            i = int(self._log_count[0])
-            self._log_pid[i], self._log_mode[i] = packet_id, int(mode)
-            self._log_order[i] = self.orders[row]
-            self._log_count[0] += 1
-        header = bytearray(self._result_header(row, _RESULT_VT, 0, packet_id))
+        if self.config.record_orders:
+            self.log.append(packet_id, int(mode), self.orders[row])
+        header = bytearray(self._result_header(row, RESULT_VT, 0, packet_id))
         payload = self.result_payload[row, :len(payload)].tobytes()
         out = []
-        for r, address in enumerate(c.workers):
+        for r, address in enumerate(self.config.workers):
             header[_RANK_OFFSET] = r
             out.append((address, bytes(header) + payload))
         self.counters.multicast += len(out)
         return out
 
     def _result_header(self, row: int, vt: int, rank: int, packet_id: int) -> bytes:
-        c = self.config
-        slot, s = row % self._pool, row // self._pool
+        c = self.job
         bexp = max(-0x8000, min(0x7FFF, int(self.block_exponent[row])))
         return _HEADER.pack(vt, int(self.row_mode[row]), self._fmt_code, int(self.result_flags[row]),
-                            c.job, rank, c.num_workers, c.num_elements, (s << 15) | slot, bexp, packet_id)
+                            c.job, rank, c.num_workers, c.packet_elements,
+                            pool_index(row % self._pool, row // self._pool), bexp, packet_id)
 
     def _result_packet(self, row: int, vt: int, rank: int, packet_id: int) -> bytes:
         payload = self.result_payload[row, :self.result_length[row]].tobytes()
@@ -411,7 +402,7 @@ class SwitchPipeline:
         except MalformedPacket as e:
             self.counters.drop(f"malformed:{e.reason}")
             return []
-        c = self.config
+        c = self.job
         if header.msg_type != MsgType.DATA:
             self.counters.drop("not_data")
         elif header.job != c.job:
@@ -424,20 +415,13 @@ class SwitchPipeline:
     # -- the control plane's view ------------------------------------------------
 
     def stats(self) -> dict:
-        c = self.config
-        return {"job": c.job, "mode": c.mode, "fmt": c.fmt, "num_workers": c.num_workers,
-                "num_elements": c.num_elements, "pool_size": c.pool_size,
-                "counters": self.counters.as_dict()}
+        return {**self.job.as_dict(), "counters": self.counters.as_dict()}
 
     def recorded_orders(self, wire_mode: WireMode | None = None) -> dict[int, tuple[int, ...]]:
         """packet_id -> arrival order (ranks), for slots completed in ``wire_mode``
         (default: the job's data mode). Later completions of the same id win."""
         if not self.config.record_orders:
             raise ValueError("the job was configured without record_orders")
-        mode = int(self.config.wire_mode if wire_mode is None else wire_mode)
+        mode = int(self.job.data_wire_mode if wire_mode is None else wire_mode)
         return {pid: order for pid, m, order in self.recorded if m == mode}
 
-
-def _register_mode(mode: WireMode) -> str:
-    return {WireMode.FPISA: "fpisa", WireMode.FPISA_A: "fpisa-a",
-            WireMode.SWITCHML: "switchml", WireMode.INT_MAX: "int-max"}[mode]

@@ -25,7 +25,7 @@ from fpisa.net import UdpTransport
 from fpisa.protocol import Header, MsgType, element_dtype, pack
 
 from .fastpath import BatchProcessor
-from .pipeline import JobConfig, SwitchPipeline
+from .pipeline import SwitchConfig, SwitchPipeline
 
 __all__ = ["serve", "launch", "SwitchProcess", "SwitchStartError", "warm_up"]
 
@@ -33,12 +33,13 @@ __all__ = ["serve", "launch", "SwitchProcess", "SwitchStartError", "warm_up"]
 _CHECK_INTERVAL_S = 0.02
 
 
-def warm_up(config: JobConfig) -> None:
+def warm_up(config: SwitchConfig) -> None:
     """Run the register kernels once on scratch state, so the first real
     packet does not pay Numba's (cached) compile/load time."""
-    probe = SwitchPipeline(JobConfig(**{**config.__dict__, "pool_size": 1}))
+    job = config.job.replace(window=1)
+    probe = SwitchPipeline(config.replace(job=job))
     for regs in probe.registers.values():
-        values = np.zeros(config.num_elements, np.int32 if not regs.is_float else regs.fmt.bits_dtype)
+        values = np.zeros(job.packet_elements, np.int32 if not regs.is_float else regs.fmt.bits_dtype)
         regs.accumulate(0, values, True)
         regs.accumulate(0, values, False)
         regs.read(0)
@@ -46,11 +47,11 @@ def warm_up(config: JobConfig) -> None:
         regs.row_flags(0)
     # the batch kernel: one complete slot per mode of the job
     batch = BatchProcessor(probe)
-    for mode in config.wire_modes():
-        dtype = element_dtype(mode, config.fmt_code)
-        packets = [(pack(Header(MsgType.DATA, mode, config.fmt_code, 0, config.job, r,
-                                config.num_workers, config.num_elements, 0, 0, 0),
-                         np.zeros(config.num_elements, dtype)), address)
+    for mode in job.wire_modes:
+        dtype = element_dtype(mode, job.fmt_code)
+        packets = [(pack(Header(MsgType.DATA, mode, job.fmt_code, 0, job.job, r,
+                                job.num_workers, job.packet_elements, 0, 0, 0),
+                         np.zeros(job.packet_elements, dtype)), address)
                    for r, address in enumerate(config.workers)]
         batch.process(packets + packets[:1])
 
@@ -129,9 +130,8 @@ def statistics(pipeline: SwitchPipeline, transport, injector: FaultInjector | No
 
 # -- the switch as a child process of the orchestrator ---------------------------
 
-def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
+def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -> None:
     try:
-        config = JobConfig(**spec)
         warm_up(config)
         pipeline = SwitchPipeline(config)
         transport = UdpTransport(sock)
@@ -192,19 +192,18 @@ class SwitchProcess:
         self.process.join(5)
 
 
-def start_switch_process(target, name: str, spec: dict, sock, faults: LinkFaults | None,
+def start_switch_process(target, name: str, config: SwitchConfig, sock, faults: LinkFaults | None,
                          context=None) -> SwitchProcess:
-    """Run ``target(spec, sock, faults, conn)`` in a child process; ``conn``
+    """Run ``target(config, sock, faults, conn)`` in a child process; ``conn``
     is the child's end of the pipe a :class:`SwitchProcess` talks over."""
     ctx = context or mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=target, args=(spec, sock, faults, child), name=name, daemon=True)
+    process = ctx.Process(target=target, args=(config, sock, faults, child), name=name, daemon=True)
     process.start()
     child.close()
     return SwitchProcess(process, parent)
 
 
-def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
-    """Start the emulator switch for job ``spec`` (JobConfig fields) on ``sock``."""
-    JobConfig(**spec)  # validate here: a bad config is the caller's error, not the child's
-    return start_switch_process(_process_main, "fpisa-switch", spec, sock, faults, context)
+def launch(config: SwitchConfig, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    """Start the emulator switch for ``config`` on the bound UDP socket ``sock``."""
+    return start_switch_process(_process_main, "fpisa-switch", config, sock, faults, context)

@@ -12,6 +12,7 @@ from .aggregate import AggregateResult, aggregate, aggregate_detailed
 from .codec import decode, encode, from_bits, normalize, renormalize, to_bits
 from .errors import error_report, relative_error, ulp_distance
 from .formats import FORMATS, Format, Mode, RegisterLayout, Rounding
+from .job import MODE_TABLE, JobSpec, ModeInfo, mode_info
 from .registers import (
     ELEMENT_NAN,
     ELEMENT_NEG_INF,
@@ -41,6 +42,10 @@ __all__ = [
     "Mode",
     "Rounding",
     "RegisterLayout",
+    "JobSpec",
+    "MODE_TABLE",
+    "ModeInfo",
+    "mode_info",
     "SlotRegisters",
     "ELEMENT_POS_INF",
     "ELEMENT_NEG_INF",

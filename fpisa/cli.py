@@ -1,12 +1,9 @@
 """The ``fpisa`` command: one entry point, one subcommand per package.
 
-This module is the composition root: it is the only place that names the
-upper layers (emulator, hosts, hw_model, ...), and it imports each lazily so
-``fpisa numerics`` works without them being importable. Each package owns
-its subcommand in its own ``cli.py`` exposing ``add_parser(subparsers)``.
-
-Exit codes: 0 success, 1 a check failed (e.g. results not bit-exact),
-2 bad usage or configuration, 3 a required external tool is missing.
+Each package owns its subcommands in its own ``cli.py`` exposing
+``add_parser(subparsers)``; this module lists those modules (it names them
+as strings only, so ``fpisa numerics`` works in a checkout that lacks a
+package). Exit codes: :mod:`fpisa.exitcodes`.
 """
 
 from __future__ import annotations
@@ -15,10 +12,8 @@ import argparse
 import importlib
 import sys
 
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_TOOL_MISSING = 3
+from . import __version__
+from .exitcodes import EPILOG, ExitCode
 
 #: modules that contribute subcommands, in --help order
 SUBCOMMAND_MODULES = (
@@ -40,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
             "numerics, a software switch, worker hosts, P4 for BMv2, Mininet "
             "experiments and a hardware cycle model."
         ),
-        epilog="exit codes: 0 ok, 1 check failed, 2 bad usage/config, 3 required tool missing",
+        epilog=EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"fpisa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -59,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # configuration errors are validated into ValueErrors
         print(f"fpisa {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import Format, Mode, get_format
+from .formats import Format, get_format
 
 __all__ = [
     "UDP_PORT",
@@ -47,6 +47,7 @@ __all__ = [
     "MAX_ELEMENTS",
     "MAX_WORKERS",
     "DEFAULT_ELEMENTS",
+    "FRAME_OVERHEAD_BYTES",
     "Header",
     "element_dtype",
     "payload_bytes",
@@ -56,6 +57,15 @@ __all__ = [
     "MalformedPacket",
     "pool_index",
     "split_pool_index",
+    "sequence_pool_index",
+    "ver_type",
+    "DATA_VT",
+    "RESULT_VT",
+    "RETX_VT",
+    "FIELD_OFFSETS",
+    "RAW_MANTISSA_DTYPE",
+    "RAW_EXPONENT_DTYPE",
+    "format_code",
     "p4_constants",
     "scapy_layer",
 ]
@@ -82,6 +92,9 @@ HEADER_FIELDS: tuple[tuple[str, str, int, str], ...] = (
 HEADER_DTYPE = np.dtype([(name, typ) for name, typ, _, _ in HEADER_FIELDS])
 HEADER_BYTES = HEADER_DTYPE.itemsize
 assert HEADER_BYTES == 16
+#: byte offset of each header field, derived from the one definition (code
+#: that rewrites a field in place, e.g. a result's rank, uses these)
+FIELD_OFFSETS: dict[str, int] = {name: HEADER_DTYPE.fields[name][1] for name in HEADER_DTYPE.names}
 
 
 class MsgType(enum.IntEnum):
@@ -96,17 +109,29 @@ class WireMode(enum.IntEnum):
     SWITCHML = 2  #: int32 sum of quantized values
     INT_MAX = 3  #: int32 max: SwitchML's block exponent exchange
 
-    @classmethod
-    def of(cls, mode: Mode | str) -> "WireMode":
-        mode = Mode(mode)
-        table = {Mode.FPISA: cls.FPISA, Mode.FPISA_A: cls.FPISA_A, Mode.SWITCHML: cls.SWITCHML}
-        if mode not in table:
-            raise ValueError(f"mode {mode.value!r} does not run in the switch")
-        return table[mode]
-
     @property
     def is_float(self) -> bool:
         return self in (WireMode.FPISA, WireMode.FPISA_A)
+
+    @property
+    def register_mode(self) -> str:
+        """The name of its register kernel in :class:`fpisa.registers.SlotRegisters`."""
+        return _REGISTER_MODE[self]
+
+
+_REGISTER_MODE = {WireMode.FPISA: "fpisa", WireMode.FPISA_A: "fpisa-a",
+                  WireMode.SWITCHML: "switchml", WireMode.INT_MAX: "int-max"}
+
+
+def ver_type(msg_type: MsgType) -> int:
+    """The header's first byte for ``msg_type``: version (high nibble) | type."""
+    return (VERSION << 4) | int(msg_type)
+
+
+#: first header byte of each message type, for code that compares raw bytes
+DATA_VT = ver_type(MsgType.DATA)
+RESULT_VT = ver_type(MsgType.RESULT)
+RETX_VT = ver_type(MsgType.RESULT_RETX)
 
 
 #: wire format code <-> format name
@@ -124,17 +149,39 @@ MAX_ELEMENTS = 255
 DEFAULT_ELEMENTS = 64
 #: one bit per worker in the switch's 32-bit worker bitmap, as in SwitchML
 MAX_WORKERS = 32
+#: bytes of a data packet on a link that are not payload (as an htb shaper
+#: counts them): Ethernet 14 + IPv4 20 + UDP 8 + aggregation header 16; no
+#: preamble, inter-frame gap or FCS (a veth has none)
+FRAME_OVERHEAD_BYTES = 14 + 20 + 8 + HEADER_BYTES
 
 
-def pool_index(slot: int, shadow_set: int) -> int:
-    if not 0 <= slot < MAX_SLOTS or shadow_set not in (0, 1):
-        raise ValueError(f"bad slot {slot} / shadow set {shadow_set}")
-    return (shadow_set << 15) | slot
+def pool_index(slot, shadow_set):
+    """(slot, shadow set) -> the header's pool_index; ints or integer arrays."""
+    slot, shadow_set = np.asarray(slot), np.asarray(shadow_set)
+    if np.any((slot < 0) | (slot >= MAX_SLOTS)) or np.any((shadow_set != 0) & (shadow_set != 1)):
+        raise ValueError(f"bad slot {slot} / shadow set {shadow_set}: slots are 0..{MAX_SLOTS - 1}, "
+                         "shadow sets 0 or 1")
+    index = (shadow_set.astype(np.int64) << 15) | slot.astype(np.int64)
+    return int(index) if index.ndim == 0 else index
 
 
-def split_pool_index(index: int) -> tuple[int, int]:
-    """pool_index -> (slot, shadow_set)."""
+def split_pool_index(index):
+    """pool_index -> (slot, shadow_set); ints or integer arrays."""
     return index & (MAX_SLOTS - 1), index >> 15
+
+
+def sequence_pool_index(sequence, window: int):
+    """The pool_index of a worker's packet number ``sequence`` (int or array).
+
+    SwitchML's rule: packet g uses slot g mod window in shadow set
+    (g // window) mod 2, and g + window is sent only after g's result came
+    back, so two shadow sets suffice under loss.
+    """
+    if not 1 <= window <= MAX_SLOTS:
+        raise ValueError(f"window must be 1..{MAX_SLOTS}, got {window}")
+    g = np.asarray(sequence, dtype=np.int64)
+    index = (((g // window) & 1) << 15) | (g % window)
+    return int(index) if index.ndim == 0 else index
 
 
 def format_code(fmt: str | Format) -> int:
@@ -185,11 +232,11 @@ class Header:
 
     @property
     def slot(self) -> int:
-        return self.pool_index & (MAX_SLOTS - 1)
+        return split_pool_index(self.pool_index)[0]
 
     @property
     def shadow_set(self) -> int:
-        return self.pool_index >> 15
+        return split_pool_index(self.pool_index)[1]
 
 
 def pack(header: Header, payload: np.ndarray, raw: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
@@ -199,7 +246,7 @@ def pack(header: Header, payload: np.ndarray, raw: tuple[np.ndarray, np.ndarray]
     in the wire byte order of the header's mode.
     """
     h = np.zeros((), HEADER_DTYPE)
-    h["ver_type"] = (VERSION << 4) | int(header.msg_type)
+    h["ver_type"] = ver_type(header.msg_type)
     h["mode"] = int(header.mode)
     h["fmt"] = header.fmt
     h["flags"] = header.flags

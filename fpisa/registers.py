@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _kernels as K
 from .formats import RegisterLayout, Rounding, get_format, get_rounding
-from .protocol import FLAG_OVERFLOW, FLAG_OVERWRITE, FLAG_SPECIAL
+from .protocol import FLAG_OVERFLOW, FLAG_OVERWRITE, FLAG_SPECIAL, WireMode
 
 __all__ = [
     "SlotRegisters",
@@ -32,21 +32,28 @@ ELEMENT_NAN = K.NAN
 ELEMENT_OVERFLOW = K.OVERFLOW
 ELEMENT_OVERWRITE = K.OVERWRITE
 
-#: "switchml" sums int32 (wrapping like the hardware); "int-max" is SwitchML's
-#: block-exponent exchange
-REGISTER_MODES = ("fpisa", "fpisa-a", "switchml", "int-max")
+#: one register kernel per wire mode: "switchml" sums int32 (wrapping like the
+#: hardware); "int-max" is SwitchML's block-exponent exchange
+REGISTER_MODES = tuple(m.register_mode for m in WireMode)
+_WIRE_MODE_OF = {m.register_mode: m for m in WireMode}
 
 
 class SlotRegisters:
     """Register arrays for ``num_rows`` slots of ``num_elements`` elements."""
 
-    def __init__(self, mode: str, num_rows: int, num_elements: int, fmt="fp32",
+    def __init__(self, mode: WireMode | str, num_rows: int, num_elements: int, fmt="fp32",
                  register_bits: int = 32):
-        if mode not in REGISTER_MODES:
-            raise ValueError(f"unknown register mode {mode!r}; expected one of {REGISTER_MODES}")
+        """``mode``: a :class:`~fpisa.protocol.WireMode` or its register name
+        (one of :data:`REGISTER_MODES`)."""
+        if not isinstance(mode, WireMode):
+            if mode not in _WIRE_MODE_OF:
+                raise ValueError(f"unknown register mode {mode!r}; expected one of {REGISTER_MODES}")
+            mode = _WIRE_MODE_OF[mode]
         if num_rows < 1 or num_elements < 1:
             raise ValueError(f"need >= 1 row and element, got {num_rows} x {num_elements}")
-        self.mode = mode
+        self.wire_mode = mode
+        #: the register kernel's name (REGISTER_MODES)
+        self.mode = mode.register_mode
         self.fmt = get_format(fmt)
         self.layout = RegisterLayout(self.fmt, register_bits)
         self.num_rows = num_rows
@@ -62,7 +69,7 @@ class SlotRegisters:
 
     @property
     def is_float(self) -> bool:
-        return self.mode in ("fpisa", "fpisa-a")
+        return self.wire_mode.is_float
 
     def _check(self, row: int, values: np.ndarray) -> np.ndarray:
         if not 0 <= row < self.num_rows:
@@ -86,13 +93,14 @@ class SlotRegisters:
         values = self._check(row, np.asarray(values))
         E = self.exponent_register[row]
         A = self.mantissa_register[row]
-        if self.mode == "fpisa":
+        mode = self.wire_mode
+        if mode is WireMode.FPISA:
             K.accumulate_row_fpisa(E, A, self.element_flags[row], values, first,
                                    self._eb, self._m, self._w)
-        elif self.mode == "fpisa-a":
+        elif mode is WireMode.FPISA_A:
             K.accumulate_row_fpisa_a(E, A, self.element_flags[row], self.overwrites[row], values,
                                      first, self._eb, self._m, self._w)
-        elif self.mode == "switchml":
+        elif mode is WireMode.SWITCHML:
             K.accumulate_row_int_sum(A, values, first)
         else:
             K.accumulate_row_int_max(A, values, first)

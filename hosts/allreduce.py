@@ -1,9 +1,9 @@
 """The main job: K worker processes allreduce an array through one switch process.
 
 :func:`run_allreduce` binds the sockets (loopback UDP, no root), starts the
-switch (any launcher with the ``emulator.server.launch`` signature, injected
-by the CLI so that ``hosts`` does not import ``emulator``) and K workers
-(spawned processes), generates seeded gradient-like data, runs, and checks:
+switch (the emulator, or the BMv2 bridge: ``AllreduceConfig.switch``) and K
+workers (processes from a forkserver), generates seeded gradient-like data,
+runs, and checks (:mod:`fpisa.verify`):
 
 1. every worker received identical bits;
 2. the result is bit-exact against ``fpisa.aggregate`` given the switch's
@@ -13,51 +13,50 @@ by the CLI so that ``hosts`` does not import ``emulator``) and K workers
 
 It returns a JSON-ready report (config, seconds, elements/s, errors,
 bit-exactness, switch and worker counters, host conversion cost).
+
+This module is part of the testbed layer: it composes the switch
+(``emulator``) with the worker client (``hosts.worker``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 from multiprocessing.connection import wait
 import socket
-import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-import fpisa
-from fpisa.formats import get_format, get_rounding
+from fpisa.formats import get_format
+from fpisa.job import JobSpec
 from fpisa.netem import LinkFaults
 from fpisa.net import UdpTransport
-from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS, WireMode
+from fpisa.verify import check_allreduce, packet_orders, star_reference
 
-from .worker import AllreduceClient, WorkerConfig, pass_packets
+from .worker import AllreduceClient, WorkerConfig
 
-__all__ = ["AllreduceConfig", "AllreduceFailed", "run_allreduce", "gradient_like", "check_results"]
+__all__ = ["AllreduceConfig", "AllreduceFailed", "run_allreduce", "gradient_like", "check_results",
+           "SWITCHES", "FAULT_DIRECTIONS"]
 
-MODES = ("fpisa", "fpisa-a", "switchml")
+#: --switch NAME -> the module whose ``launch(SwitchConfig, sock, faults, context)``
+#: starts that switch as a process
+SWITCHES = {"emulator": "emulator.server", "bmv2": "emulator.bmv2.bridge"}
+FAULT_DIRECTIONS = ("both", "to-switch", "from-switch")
 
 
 class AllreduceFailed(RuntimeError):
     """A worker or the switch failed or died: the run has no result."""
-FAULT_DIRECTIONS = ("both", "to-switch", "from-switch")
 
 
 @dataclass(frozen=True)
 class AllreduceConfig:
     """Everything that determines one run (printed into its report)."""
 
-    workers: int = 4
+    job: JobSpec = field(default_factory=JobSpec)
+    #: elements each worker contributes
     elements: int = 1_000_000
-    mode: str = "fpisa"
-    fmt: str = "fp32"
-    #: elements per packet
-    num_elements: int = 64
-    #: outstanding packets per worker = switch slots per shadow set
-    window: int = 256
-    register_bits: int = 32
     loss: float = 0.0
     duplicate: float = 0.0
     reorder: float = 0.0
@@ -65,9 +64,6 @@ class AllreduceConfig:
     #: which links the faults act on: both, to-switch (workers' sends), from-switch
     fault_direction: str = "both"
     seed: int = 0
-    #: results carry the raw registers; workers normalize with ``rounding``
-    raw_registers: bool = False
-    rounding: str = "rne"
     timeout_ms: float = 20.0
     switch: str = "emulator"
     #: bit-exact and error checks (costs a reference aggregation)
@@ -77,24 +73,23 @@ class AllreduceConfig:
         def bad(msg):
             raise ValueError(f"allreduce: {msg}")
 
-        if self.mode not in MODES:
-            bad(f"mode must be one of {MODES}, got {self.mode!r}")
-        get_format(self.fmt)
-        get_rounding(self.rounding)
-        if not 1 <= self.workers <= 32:
-            bad(f"workers must be 1..32, got {self.workers}")
-        if self.elements < 1:
-            bad(f"elements must be >= 1, got {self.elements}")
-        if not 1 <= self.num_elements <= MAX_ELEMENTS:
-            bad(f"elements per packet must be 1..{MAX_ELEMENTS}, got {self.num_elements}")
-        if not 1 <= self.window <= MAX_SLOTS:
-            bad(f"window must be 1..{MAX_SLOTS}, got {self.window}")
+        if not isinstance(self.job, JobSpec):
+            bad(f"job must be a JobSpec, got {type(self.job).__name__}")
+        if isinstance(self.elements, bool) or not isinstance(self.elements, int) or self.elements < 1:
+            bad(f"elements must be an int >= 1, got {self.elements!r}")
         if self.fault_direction not in FAULT_DIRECTIONS:
             bad(f"fault_direction must be one of {FAULT_DIRECTIONS}, got {self.fault_direction!r}")
-        if self.raw_registers and self.mode == "switchml":
-            bad("--raw-registers applies to the FPISA modes only")
+        if self.switch not in SWITCHES:
+            bad(f"switch must be one of {tuple(SWITCHES)}, got {self.switch!r}")
+        if not self.timeout_ms > 0:
+            bad(f"timeout_ms must be > 0, got {self.timeout_ms!r}")
         # LinkFaults validates the probabilities
         self.faults()
+
+    def as_dict(self) -> dict:
+        """Flat: the job's fields and the run's (the report's "config")."""
+        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "job"}
+        return {**self.job.as_dict(), **run}
 
     def faults(self, seed_offset: int = 0) -> LinkFaults:
         """The link faults of one sender: the switch is seed_offset 0
@@ -108,10 +103,7 @@ class AllreduceConfig:
                           delay_ms=self.delay_ms, seed=self.seed * 1000 + seed_offset)
 
     def worker_config(self, rank: int) -> WorkerConfig:
-        return WorkerConfig(rank=rank, num_workers=self.workers, mode=self.mode, fmt=self.fmt,
-                            num_elements=self.num_elements, window=self.window,
-                            timeout_ms=self.timeout_ms, raw_registers=self.raw_registers,
-                            rounding=self.rounding)
+        return WorkerConfig(job=self.job, rank=rank, timeout_ms=self.timeout_ms)
 
 
 def gradient_like(elements: int, rank: int, seed: int, fmt: str = "fp32") -> np.ndarray:
@@ -140,7 +132,7 @@ def gradient_like(elements: int, rank: int, seed: int, fmt: str = "fp32") -> np.
 
 def _worker_main(config: AllreduceConfig, rank: int, sock, switch_address, conn, go, progress):
     try:
-        bits = gradient_like(config.elements, rank, config.seed, config.fmt)
+        bits = gradient_like(config.elements, rank, config.seed, config.job.fmt)
         transport = UdpTransport(sock)
         faults = config.faults(seed_offset=1 + rank)
         client = AllreduceClient(config.worker_config(rank), transport, switch_address,
@@ -184,46 +176,38 @@ def _bind_loopback() -> socket.socket:
     return sock
 
 
-class _Progress:
-    """A one-line progress bar on stderr (only when it is a terminal or forced)."""
+def _launcher(name: str):
+    """The ``launch`` function of switch ``name`` (imported here: the testbed
+    layer may name the switch; the worker client never does)."""
+    import importlib
 
-    def __init__(self, total: int, enabled: bool):
-        self.total = max(1, total)
-        self.enabled = enabled
-        self._last = 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.2):
-            return
-        self._last = now
-        frac = min(1.0, done / self.total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\rallreduce [{bar:<30}] {100 * frac:5.1f}%")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+    return importlib.import_module(SWITCHES[name]).launch
 
 
-def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
-                  progress: bool | None = None, start_timeout: float = 120.0) -> dict:
-    """Run the job; return the report (see module docstring)."""
-    ctx = _context(getattr(launch_switch, "__module__", None))
-    K = config.workers
+def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
+                  start_timeout: float = 120.0, launch_switch=None) -> dict:
+    """Run the job; return the report (see module docstring).
+
+    ``progress``: a progress bar on stderr (None: when stderr is a terminal).
+    ``launch_switch``: replaces ``config.switch``'s launcher (tests use it to
+    play a failing switch); same signature as ``emulator.server.launch``.
+    """
+    from emulator.pipeline import SwitchConfig
+    from tqdm import tqdm
+
+    ctx = _context(SWITCHES[config.switch])
+    K = config.job.num_workers
     switch_sock = _bind_loopback()
     worker_socks = [_bind_loopback() for _ in range(K)]
     switch_address = switch_sock.getsockname()
-    spec = {
-        "num_workers": K, "workers": tuple(s.getsockname() for s in worker_socks),
-        "mode": config.mode, "fmt": config.fmt, "job": 0, "num_elements": config.num_elements,
-        "register_bits": config.register_bits, "pool_size": config.window,
-        "raw_registers": False, "rounding": "rz", "record_orders": config.check,
-    }
+    # workers ask for raw registers per packet (FLAG_RAW): the switch itself
+    # is configured as the P4 programs are, rz read-out
+    switch_config = SwitchConfig(config.job, tuple(s.getsockname() for s in worker_socks),
+                                 record_orders=config.check)
     switch_faults = config.faults(seed_offset=0)
-    switch = launch_switch(spec, switch_sock, switch_faults if switch_faults.active else None,
-                           context=ctx)
+    launch = launch_switch or _launcher(config.switch)
+    switch = launch(switch_config, switch_sock, switch_faults if switch_faults.active else None,
+                    context=ctx)
     go = ctx.Event()
     workers, conns, counters = [], [], []
     try:
@@ -247,8 +231,9 @@ def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
             kind, rank, detail = conn.recv()
             if kind != "ready":
                 raise AllreduceFailed(f"worker {rank} failed to start: {detail}")
-        packets_per_worker = sum(pass_packets(config.mode, config.elements, config.num_elements))
-        bar = _Progress(packets_per_worker * K, sys.stderr.isatty() if progress is None else progress)
+        bar = tqdm(total=config.job.packets(config.elements) * K, unit="packet", desc="allreduce",
+                   disable=(None if progress is None else not progress), leave=False,
+                   mininterval=0.2)
         go.set()
         reports: dict[int, dict] = {}
         pending = set(range(K))
@@ -269,8 +254,8 @@ def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
                     raise AllreduceFailed(f"worker {rank} died (exit code {workers[rank].exitcode})")
             if switch_process is not None and not switch_process.is_alive():
                 raise AllreduceFailed(f"the switch died (exit code {switch_process.exitcode})")
-            bar.update(sum(v.value for v in counters))
-        bar.update(packets_per_worker * K, force=True)
+            bar.update(sum(v.value for v in counters) - bar.n)
+        bar.update(bar.total - bar.n)
         bar.close()
         stats, recorded = switch.stop()
     finally:
@@ -283,12 +268,12 @@ def run_allreduce(config: AllreduceConfig, launch_switch: Callable, *,
 
 
 def _report(config: AllreduceConfig, reports: dict[int, dict], stats: dict, recorded: dict) -> dict:
-    K = config.workers
+    K = config.job.num_workers
     seconds = max(r["end"] for r in reports.values()) - min(r["start"] for r in reports.values())
     results = [reports[r]["result"] for r in range(K)]
     conversion = [reports[r]["conversion"] for r in range(K)]
     report = {
-        "config": asdict(config),
+        "config": config.as_dict(),
         "seconds": seconds,
         "elements_per_second": config.elements / seconds if seconds > 0 else float("inf"),
         "host_conversion_ns_per_element": float(np.mean([c["ns_per_element"] for c in conversion])),
@@ -305,30 +290,10 @@ def _report(config: AllreduceConfig, reports: dict[int, dict], stats: dict, reco
 
 def check_results(config: AllreduceConfig, results: list[np.ndarray], recorded: dict) -> dict:
     """Checks 1-3 of the module docstring; ``recorded`` as the switch reports it."""
-    K, n, E = config.workers, config.elements, config.num_elements
-    values = np.stack([gradient_like(n, r, config.seed, config.fmt) for r in range(K)])
-    identical = all(np.array_equal(results[0], r) for r in results)
+    job = config.job
+    K, n = job.num_workers, config.elements
+    values = np.stack([gradient_like(n, r, config.seed, job.fmt) for r in range(K)])
     # the data pass's packet ids: SwitchML's exponent exchange used the first ones
-    base, num_packets = pass_packets(config.mode, n, E)
-    data_mode = int(WireMode.of(config.mode))
-    mask = recorded["wire_mode"] == data_mode
-    ids = recorded["packet_id"][mask] - base
-    orders = np.full((num_packets, K), -1, np.int64)
-    ok = (ids >= 0) & (ids < num_packets)
-    orders[ids[ok]] = recorded["order"][mask][ok]
-    missing = int(np.count_nonzero(orders[:, 0] < 0))
-    checks: dict = {"identical_across_workers": identical, "packets_without_recorded_order": missing}
-    rounding = config.rounding if config.raw_registers else "rz"
-    if missing == 0:
-        per_element = np.repeat(orders, E, axis=0)[:n]
-        reference = fpisa.aggregate(values, config.mode, fmt=config.fmt, order=per_element,
-                                    rounding=rounding, register_bits=config.register_bits,
-                                    block_size=E)
-        mismatches = [int(np.count_nonzero(r != reference)) for r in results]
-        checks["bit_exact"] = identical and not any(mismatches)
-        checks["mismatched_elements"] = mismatches
-    else:
-        checks["bit_exact"] = False
-    exact = fpisa.aggregate(values, "exact", fmt=config.fmt)
-    checks["error_vs_exact"] = fpisa.error_report(results[0], exact, config.fmt)
-    return checks
+    base, num_packets = job.pass_packets(n)
+    orders, missing = packet_orders(recorded, job.data_wire_mode, base, num_packets, K)
+    return check_allreduce(values, results, job, missing, lambda: star_reference(values, job, orders))

@@ -1,23 +1,9 @@
-"""``fpisa allreduce`` (the main job) and ``fpisa worker`` (one worker).
-
-    fpisa allreduce --workers 4 --elements 1000000 --mode fpisa
-    fpisa allreduce --workers 4 --elements 100000 --mode switchml --loss 0.1 --dup 0.1 --reorder 0.1
-
-``allreduce`` exits 0 if the result is bit-exact against the numerics core
-given the switch's recorded arrival orders (and identical on every worker),
-1 if not (or if a worker or the switch failed), 2 for a bad configuration,
-3 if the chosen switch needs a tool that is not installed (BMv2).
-
-The switch implementation is chosen by name (``--switch``); this module is
-the composition root that binds the name to a launcher, so ``hosts`` itself
-never imports ``emulator``.
-"""
+"""``fpisa allreduce`` (the main job) and ``fpisa worker`` (one worker by hand)."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import sys
 import time
@@ -25,53 +11,96 @@ from pathlib import Path
 
 import numpy as np
 
+from fpisa.exitcodes import EPILOG, ExitCode
+from fpisa.formats import FORMATS
+from fpisa.job import SWITCH_MODES, JobSpec
 from fpisa.net import UdpTransport, parse_address
 from fpisa.netem import add_fault_arguments, faults_from_args
-from fpisa.protocol import UDP_PORT
+from fpisa.protocol import DEFAULT_ELEMENTS, MAX_ELEMENTS, UDP_PORT
 
-from .allreduce import AllreduceConfig, AllreduceFailed, gradient_like, run_allreduce
+from .allreduce import FAULT_DIRECTIONS, SWITCHES, AllreduceConfig, AllreduceFailed, gradient_like, run_allreduce
 from .worker import AllreduceClient, AllreduceTimeout, WorkerConfig
 
-__all__ = ["add_parser", "SWITCHES", "format_summary"]
+__all__ = ["add_parser", "format_summary"]
 
-#: --switch NAME -> "module:function" with the signature of emulator.server.launch
-SWITCHES = {"emulator": "emulator.server:launch", "bmv2": "emulator.bmv2.bridge:launch"}
+ALLREDUCE_HELP = """\
+Run K worker processes that sum (allreduce) an array each through one
+switch process on this machine's loopback (no root needed), then check the
+result and print accuracy, throughput and the switch's counters.
+
+Every run is checked: all workers must receive identical bits, and those
+must equal fpisa.aggregate given the arrival order of every packet that
+the switch recorded (bit-exact), whatever faults were injected.
+
+examples:
+  fpisa allreduce --workers 4 --elements 1000000 --mode fpisa
+  fpisa allreduce --mode switchml --loss 0.1 --dup 0.1 --reorder 0.1 --json out.json
+  fpisa allreduce --mode fpisa --raw-registers --rounding rne --fmt fp16
+
+exit status: 0 bit-exact, 1 not bit-exact or a process failed, 2 bad
+configuration, 3 the chosen switch needs a tool that is not installed (BMv2).
+"""
+
+WORKER_HELP = """\
+Run one worker of a job against a switch started by hand with `fpisa switch`
+(e.g. on another host). The worker's data is the same seeded gradient-like
+array rank R gets inside `fpisa allreduce`; it prints a JSON report with the
+SHA-256 of the result, so the workers' results can be compared.
+
+example (three shells):
+  fpisa switch --worker 127.0.0.1:5000 --worker 127.0.0.1:5001
+  fpisa worker --rank 0 --workers 2 --bind 127.0.0.1:5000
+  fpisa worker --rank 1 --workers 2 --bind 127.0.0.1:5001
+"""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--elements", type=int, default=1_000_000, help="array length")
-    p.add_argument("--mode", choices=["fpisa", "fpisa-a", "switchml"], default="fpisa")
-    p.add_argument("--fmt", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--packet-elements", type=int, default=64, help="elements per packet")
-    p.add_argument("--window", type=int, default=256, help="outstanding packets (= switch slots)")
+    p.add_argument("--elements", type=int, default=1_000_000, help="array length per worker (default 1000000)")
+    p.add_argument("--mode", choices=SWITCH_MODES, default="fpisa",
+                   help="aggregation in the switch (default fpisa)")
+    p.add_argument("--fmt", choices=sorted(FORMATS), default="fp32", help="element format (default fp32)")
+    p.add_argument("--packet-elements", type=int, default=DEFAULT_ELEMENTS,
+                   help=f"elements per packet, 1..{MAX_ELEMENTS} (default {DEFAULT_ELEMENTS})")
+    p.add_argument("--window", type=int, default=256,
+                   help="packets each worker keeps outstanding = switch slots per shadow set (default 256)")
+    p.add_argument("--register-bits", type=int, default=32,
+                   help="width of the switch's mantissa register, FPISA modes (default 32)")
     p.add_argument("--raw-registers", action="store_true",
-                   help="FPISA modes: get the raw registers and normalize on the host")
-    p.add_argument("--rounding", choices=["rne", "rz"], default="rne",
-                   help="host-side normalization rounding with --raw-registers")
-    p.add_argument("--timeout-ms", type=float, default=20.0, help="minimum retransmission timeout")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data and the faults")
+                   help="FPISA modes: results carry the raw registers and workers normalize them")
+    p.add_argument("--rounding", choices=["rne", "rz"], default=None,
+                   help="host-side normalization with --raw-registers (default rne); "
+                        "without them results are the switch's truncated (rz) read-out")
+    p.add_argument("--timeout-ms", type=float, default=20.0,
+                   help="floor of the adaptive retransmission timeout (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the data and the faults (default 0)")
     p.add_argument("--json", type=Path, help="write the full report here")
 
 
 def add_parser(subparsers) -> None:
     """Registers ``allreduce`` and ``worker``."""
     p = subparsers.add_parser("allreduce", help="the main job: K workers allreduce through a switch",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, default=4, help="worker processes (K)")
+                              description=ALLREDUCE_HELP, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=4, help="worker processes K (default 4)")
     _common(p)
-    p.add_argument("--switch", choices=sorted(SWITCHES), default="emulator")
-    p.add_argument("--no-check", action="store_true", help="skip the reference aggregation")
+    p.add_argument("--switch", choices=sorted(SWITCHES), default="emulator",
+                   help="the emulator (default) or BMv2 running the P4 program (root, p4c and BMv2 installed)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the bit-exact check and the exact sum (saves a reference aggregation)")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")
     add_fault_arguments(p, "see --fault-direction")
-    p.add_argument("--fault-direction", choices=["both", "to-switch", "from-switch"], default="both",
-                   help="links the faults act on (default: both)")
+    p.add_argument("--fault-direction", choices=FAULT_DIRECTIONS, default="both",
+                   help="links the faults act on (default both)")
     p.set_defaults(func=run_allreduce_command)
 
-    w = subparsers.add_parser("worker", help="one worker of a job (with a standalone `fpisa switch`)")
-    w.add_argument("--rank", type=int, required=True)
-    w.add_argument("--workers", type=int, required=True)
-    w.add_argument("--switch-address", default=f"127.0.0.1:{UDP_PORT}", metavar="HOST:PORT")
+    w = subparsers.add_parser("worker", help="one worker of a job (with a standalone `fpisa switch`)",
+                              description=WORKER_HELP, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("--rank", type=int, required=True, help="this worker's rank, 0..K-1")
+    w.add_argument("--workers", type=int, required=True, help="workers in the job (K)")
+    w.add_argument("--switch-address", default=f"127.0.0.1:{UDP_PORT}", metavar="HOST:PORT",
+                   help=f"the switch's UDP address (default 127.0.0.1:{UDP_PORT})")
     w.add_argument("--bind", default="0.0.0.0:0", metavar="HOST:PORT",
                    help="local address (the switch must list it for this rank)")
     _common(w)
@@ -79,20 +108,21 @@ def add_parser(subparsers) -> None:
     w.set_defaults(func=run_worker_command)
 
 
+def job_from_args(args) -> JobSpec:
+    """The job the command line describes (a ValueError names the bad option)."""
+    rounding = args.rounding or ("rne" if args.raw_registers else "rz")
+    return JobSpec(mode=args.mode, fmt=args.fmt, num_workers=args.workers,
+                   packet_elements=args.packet_elements, window=args.window,
+                   register_bits=args.register_bits, raw_registers=args.raw_registers,
+                   rounding=rounding)
+
+
 def _config(args) -> AllreduceConfig:
-    return AllreduceConfig(workers=args.workers, elements=args.elements, mode=args.mode, fmt=args.fmt,
-                           num_elements=args.packet_elements, window=args.window,
+    return AllreduceConfig(job=job_from_args(args), elements=args.elements,
                            loss=args.loss, duplicate=args.dup, reorder=args.reorder,
                            delay_ms=args.delay_ms, seed=args.seed,
-                           fault_direction=getattr(args, "fault_direction", "both"),
-                           raw_registers=args.raw_registers, rounding=args.rounding,
-                           timeout_ms=args.timeout_ms, switch=getattr(args, "switch", "emulator"),
-                           check=not getattr(args, "no_check", False))
-
-
-def _launcher(name: str):
-    module, function = SWITCHES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+                           fault_direction=args.fault_direction, timeout_ms=args.timeout_ms,
+                           switch=args.switch, check=not args.no_check)
 
 
 def run_allreduce_command(args) -> int:
@@ -100,22 +130,23 @@ def run_allreduce_command(args) -> int:
         config = _config(args)
     except ValueError as e:
         print(f"fpisa allreduce: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
-        report = run_allreduce(config, _launcher(config.switch), progress=progress)
+        report = run_allreduce(config, progress=progress)
     except AllreduceFailed as e:
         print(f"fpisa allreduce: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.CHECK_FAILED
     except RuntimeError as e:  # the switch launcher's errors (emulator.server.SwitchStartError)
         print(f"fpisa allreduce: {e}", file=sys.stderr)
-        return 3 if getattr(e, "tool_missing", False) else 1
+        return ExitCode.TOOL_MISSING if getattr(e, "tool_missing", False) else ExitCode.CHECK_FAILED
     print(format_summary(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
     checks = report["checks"]
-    return 0 if checks.get("bit_exact", checks["identical_across_workers"]) else 1
+    ok = checks.get("bit_exact", checks["identical_across_workers"])
+    return ExitCode.OK if ok else ExitCode.CHECK_FAILED
 
 
 def _json_default(x):
@@ -131,8 +162,8 @@ def format_summary(report: dict) -> str:
     faults = ", ".join(f"{k} {c[k]}" for k in ("loss", "duplicate", "reorder", "delay_ms") if c[k])
     faults = f"{faults} ({c['fault_direction']})" if faults else "none"
     lines = [
-        f"fpisa allreduce: {c['workers']} workers x {c['elements']:,} elements, mode {c['mode']}, "
-        f"{c['fmt']}, {c['num_elements']} elements/packet, window {c['window']}, faults: {faults}, "
+        f"fpisa allreduce: {c['num_workers']} workers x {c['elements']:,} elements, mode {c['mode']}, "
+        f"{c['fmt']}, {c['packet_elements']} elements/packet, window {c['window']}, faults: {faults}, "
         f"seed {c['seed']}",
         f"  time        {report['seconds']:.3f} s  ({report['elements_per_second']:,.0f} elements/s)",
     ]
@@ -168,17 +199,14 @@ def format_summary(report: dict) -> str:
 
 def run_worker_command(args) -> int:
     try:
-        config = WorkerConfig(rank=args.rank, num_workers=args.workers, mode=args.mode, fmt=args.fmt,
-                              num_elements=args.packet_elements, window=args.window,
-                              timeout_ms=args.timeout_ms, raw_registers=args.raw_registers,
-                              rounding=args.rounding)
+        config = WorkerConfig(job=job_from_args(args), rank=args.rank, timeout_ms=args.timeout_ms)
         # the same seed stream as the same rank inside `fpisa allreduce`
         faults = faults_from_args(args, seed=args.seed * 1000 + 1 + args.rank)
         switch = parse_address(args.switch_address)
         transport = UdpTransport.bind(*parse_address(args.bind, default_port=0))
     except ValueError as e:
         print(f"fpisa worker: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     bits = gradient_like(args.elements, args.rank, args.seed, args.fmt)
     client = AllreduceClient(config, transport, switch, faults=faults if faults.active else None)
     client.warm_up()
@@ -189,7 +217,7 @@ def run_worker_command(args) -> int:
         result = client.allreduce(bits)
     except AllreduceTimeout as e:
         print(f"fpisa worker: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.CHECK_FAILED
     seconds = time.perf_counter() - start
     report = {"rank": args.rank, "elements": args.elements, "seconds": seconds,
               "elements_per_second": args.elements / seconds,
@@ -199,4 +227,4 @@ def run_worker_command(args) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     transport.close()
-    return 0
+    return ExitCode.OK

@@ -27,38 +27,25 @@ import numpy as np
 
 from fpisa import switchml
 from fpisa.codec import normalize
-from fpisa.formats import get_format, get_rounding
+from fpisa.job import JobSpec
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import (
+    DATA_VT,
     FLAG_RAW,
     HEADER_BYTES,
     HEADER_DTYPE,
-    MAX_ELEMENTS,
-    MAX_SLOTS,
     RAW_EXPONENT_DTYPE,
     RAW_MANTISSA_DTYPE,
-    VERSION,
-    MsgType,
+    RESULT_VT,
+    RETX_VT,
     WireMode,
-    format_code,
     raw_bytes,
+    sequence_pool_index,
 )
 
-__all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout", "pass_packets"]
+__all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
-_DATA_VT = (VERSION << 4) | MsgType.DATA
-_RESULT_VT = (VERSION << 4) | MsgType.RESULT
-_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 _I16 = (-0x8000, 0x7FFF)
-
-
-def pass_packets(mode: str, elements: int, num_elements: int) -> tuple[int, int]:
-    """(packets of SwitchML's exponent exchange, packets of the data pass)
-    for one allreduce; packet ids run through both in this order."""
-    data = -(-elements // num_elements)
-    # one exponent per data packet (block), num_elements exponents per packet
-    exchange = -(-data // num_elements) if mode == "switchml" else 0
-    return exchange, data
 
 
 class AllreduceTimeout(RuntimeError):
@@ -67,47 +54,43 @@ class AllreduceTimeout(RuntimeError):
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """One worker of a job: its rank and its retransmission policy."""
+
+    job: JobSpec
     rank: int
-    num_workers: int
-    mode: str = "fpisa"
-    fmt: str = "fp32"
-    job: int = 0
-    num_elements: int = 64
-    #: outstanding packets = slots used; must not exceed the switch's pool
-    window: int = 256
     #: lower bound of the adaptive retransmission timeout (doubles per
     #: retry of the same packet, up to max_timeout_ms)
     timeout_ms: float = 20.0
     max_timeout_ms: float = 200.0
     #: give up after this long without any result
     stall_s: float = 30.0
-    #: ask for the raw registers and normalize on the host (float modes)
-    raw_registers: bool = False
-    #: host-side normalization rounding when raw_registers (rz or rne)
-    rounding: str = "rne"
 
     def __post_init__(self) -> None:
         def bad(msg):
-            raise ValueError(f"WorkerConfig: {msg}")
+            raise ValueError(f"worker: {msg}")
 
-        if self.mode not in ("fpisa", "fpisa-a", "switchml"):
-            bad(f"mode must be fpisa, fpisa-a or switchml, got {self.mode!r}")
-        get_format(self.fmt)
-        get_rounding(self.rounding)
-        if not 1 <= self.num_workers <= 255:
-            bad(f"num_workers must be 1..255, got {self.num_workers}")
-        if not 0 <= self.rank < self.num_workers:
-            bad(f"rank {self.rank} outside 0..{self.num_workers - 1}")
-        if not 0 <= self.job <= 255:
-            bad(f"job must be 0..255, got {self.job}")
-        if not 1 <= self.num_elements <= MAX_ELEMENTS:
-            bad(f"num_elements must be 1..{MAX_ELEMENTS}, got {self.num_elements}")
-        if not 1 <= self.window <= MAX_SLOTS:
-            bad(f"window must be 1..{MAX_SLOTS}, got {self.window}")
+        if not isinstance(self.job, JobSpec):
+            bad(f"job must be a JobSpec, got {type(self.job).__name__}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) \
+                or not 0 <= self.rank < self.job.num_workers:
+            bad(f"rank {self.rank!r} outside 0..{self.job.num_workers - 1}")
         if not 0 < self.timeout_ms <= self.max_timeout_ms:
             bad(f"need 0 < timeout_ms <= max_timeout_ms, got {self.timeout_ms}, {self.max_timeout_ms}")
-        if self.raw_registers and self.mode == "switchml":
-            bad("raw registers exist only in the FPISA modes")
+        if not self.stall_s > 0:
+            bad(f"stall_s must be > 0, got {self.stall_s}")
+
+    @property
+    def num_workers(self) -> int:
+        return self.job.num_workers
+
+    def as_dict(self) -> dict:
+        return {"job": self.job.as_dict(), "rank": self.rank, "timeout_ms": self.timeout_ms,
+                "max_timeout_ms": self.max_timeout_ms, "stall_s": self.stall_s}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "WorkerConfig":
+        values = dict(values)
+        return cls(job=JobSpec.from_dict(values.pop("job")), **values)
 
 
 @dataclass
@@ -176,8 +159,9 @@ class AllreduceClient:
         self.transport = transport
         self.switch = switch_address
         self._injector = FaultInjector(faults) if faults is not None and faults.active else None
-        self._fmt = get_format(config.fmt)
-        self._fmt_code = format_code(self._fmt)
+        self.job = config.job
+        self._fmt = config.job.format
+        self._fmt_code = config.job.fmt_code
         #: packets this client has sent so far: the slot/set sequence number
         self._sequence = 0
         self.counters = ClientCounters()
@@ -185,6 +169,8 @@ class AllreduceClient:
         #: optional multiprocessing.Value("q") counting completed packets
         self._progress = progress
         self._rto = RetransmitTimer(config.timeout_ms / 1e3, config.max_timeout_ms / 1e3)
+        if not isinstance(config, WorkerConfig):
+            raise ValueError(f"AllreduceClient needs a WorkerConfig, got {type(config).__name__}")
 
     # -- public -------------------------------------------------------------------
 
@@ -194,21 +180,21 @@ class AllreduceClient:
         if bits.ndim != 1 or bits.dtype != np.dtype(self._fmt.bits_dtype):
             raise ValueError(f"expected 1-D {np.dtype(self._fmt.bits_dtype)} bit patterns of "
                              f"{self._fmt.name}, got {bits.dtype} with shape {bits.shape}")
-        if self.config.mode == "switchml":
+        if self.job.info.exponent_pass:
             return self._allreduce_switchml(bits)
         return self._allreduce_fpisa(bits)
 
     def warm_up(self) -> None:
         """Run the host-side conversions once on a tiny array (no network), so
         the measured conversion cost excludes first-call/JIT time."""
-        c = self.config
-        bits = np.zeros(c.num_elements, self._fmt.bits_dtype)
-        if c.mode == "switchml":
-            e = switchml.block_exponents(bits, self._fmt, c.num_elements)
-            q = switchml.quantize(bits, self._fmt, e, c.num_workers, c.num_elements)
-            switchml.dequantize(q, self._fmt, e, c.num_workers, c.num_elements)
+        c = self.job
+        bits = np.zeros(c.packet_elements, self._fmt.bits_dtype)
+        if c.info.exponent_pass:
+            e = switchml.block_exponents(bits, self._fmt, c.packet_elements)
+            q = switchml.quantize(bits, self._fmt, e, c.num_workers, c.packet_elements)
+            switchml.dequantize(q, self._fmt, e, c.num_workers, c.packet_elements)
         elif c.raw_registers:
-            zeros = np.zeros(c.num_elements, np.int64)
+            zeros = np.zeros(c.packet_elements, np.int64)
             normalize(zeros, zeros, self._fmt, c.rounding)
 
     @property
@@ -218,14 +204,13 @@ class AllreduceClient:
     # -- modes ----------------------------------------------------------------------
 
     def _allreduce_fpisa(self, bits: np.ndarray) -> np.ndarray:
-        c = self.config
+        c = self.job
         t0 = time.thread_time_ns()
         # the wire carries the host's little-endian bytes: on a little-endian
         # host this is a view, no per-element work (FPISA's claim)
         wire = bits.astype(bits.dtype.newbyteorder("<"), copy=False)
         t1 = time.thread_time_ns()
-        mode = WireMode.of(c.mode)
-        result, raw = self._run_pass(mode, wire, bexp=0, want_raw=c.raw_registers)
+        result, raw = self._run_pass(c.data_wire_mode, wire, bexp=0, want_raw=c.raw_registers)
         t2 = time.thread_time_ns()
         if raw is not None:
             # host-side normalization with the rounding the switch cannot do
@@ -240,8 +225,8 @@ class AllreduceClient:
         return out
 
     def _allreduce_switchml(self, bits: np.ndarray) -> np.ndarray:
-        c = self.config
-        E, K = c.num_elements, c.num_workers
+        c = self.job
+        E, K = c.packet_elements, c.num_workers
         t0 = time.thread_time_ns()
         local = switchml.block_exponents(bits, self._fmt, E).astype(">i4")
         t1 = time.thread_time_ns()
@@ -264,8 +249,8 @@ class AllreduceClient:
 
     def _packets(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
         """All of a pass's DATA packets, built at once: (num_packets, bytes)."""
-        c = self.config
-        E, W = c.num_elements, c.window
+        c = self.job
+        E = c.packet_elements
         num_packets = -(-wire.size // E)
         packet_bytes = E * wire.dtype.itemsize
         packets = np.zeros((num_packets, HEADER_BYTES + packet_bytes), np.uint8)
@@ -277,15 +262,15 @@ class AllreduceClient:
             payload[full, : flat.size - full * packet_bytes] = flat[full * packet_bytes:]
         header = packets[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
         g = base + np.arange(num_packets, dtype=np.int64)
-        header["ver_type"] = _DATA_VT
+        header["ver_type"] = DATA_VT
         header["mode"] = int(mode)
         header["fmt"] = self._fmt_code
         header["flags"] = flags
         header["job"] = c.job
-        header["rank"] = c.rank
+        header["rank"] = self.config.rank
         header["num_workers"] = c.num_workers
         header["num_elements"] = E
-        header["pool_index"] = (((g // W) & 1) << 15) | (g % W)
+        header["pool_index"] = sequence_pool_index(g, c.window)
         header["block_exponent"] = np.clip(bexp, *_I16)
         header["packet_id"] = g & 0xFFFFFFFF
         return packets
@@ -300,8 +285,8 @@ class AllreduceClient:
         and the next packets leave as one train: Python work per batch, not
         per packet. A batch's timers share one heap entry.
         """
-        c = self.config
-        E, W = c.num_elements, c.window
+        c = self.job
+        E, W = c.packet_elements, c.window
         n = wire.size
         num_packets = -(-n // E)
         packet_bytes = E * wire.dtype.itemsize
@@ -375,8 +360,8 @@ class AllreduceClient:
                 buf = np.frombuffer(b"".join(blocks), np.uint8).reshape(-1, expected_len)
                 header = buf[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
                 vt = header["ver_type"]
-                ours = (((vt == _RESULT_VT) | (vt == _RETX_VT)) & (header["mode"] == int(mode))
-                        & (header["job"] == c.job) & (header["rank"] == c.rank))
+                ours = (((vt == RESULT_VT) | (vt == RETX_VT)) & (header["mode"] == int(mode))
+                        & (header["job"] == c.job) & (header["rank"] == self.config.rank))
                 counters.ignored += int(np.count_nonzero(~ours))
                 k = (header["packet_id"].astype(np.int64) - base) & 0xFFFFFFFF
                 ours &= k < num_packets  # a late result of an earlier pass
@@ -418,8 +403,9 @@ class AllreduceClient:
                 due = injector.due(now)
                 if due:
                     transport.send_batch(due)
-            if now - last_progress > c.stall_s:
-                raise AllreduceTimeout(f"rank {c.rank}: no result for {c.stall_s:.0f} s with "
+            if now - last_progress > self.config.stall_s:
+                raise AllreduceTimeout(f"rank {self.config.rank}: no result for "
+                                       f"{self.config.stall_s:.0f} s with "
                                        f"{num_packets - done} of {num_packets} packets outstanding")
         counters.results += num_packets
         # copies the emulated network still holds back stay there and leave

@@ -18,6 +18,8 @@ orders and compares it with ``fpisa.aggregate`` bit for bit (exit 1 if not).
 
 from __future__ import annotations
 
+from fpisa.exitcodes import ExitCode
+
 import argparse
 import json
 import sys
@@ -35,7 +37,7 @@ from .simulate import check_against_numerics
 
 __all__ = ["add_parser", "DEFAULT_PROGRAMS"]
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.CHECK_FAILED, ExitCode.USAGE
 DEFAULT_PROGRAMS = ("switchml", "fpisa-a", "fpisa-a-varshift", "fpisa", "fpisa-raw")
 
 

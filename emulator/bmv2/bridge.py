@@ -31,23 +31,21 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
-import numpy as np
 
 from fpisa.net import UdpTransport, build_frame, parse_frame
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import UDP_PORT
 from p4 import N_ELEMENTS
 
-from ..pipeline import JobConfig, SwitchPipeline
+from ..pipeline import SwitchConfig, SwitchPipeline
 from ..server import SwitchProcess, start_switch_process
 from .build import ensure_built
 from .netns import VethPair
 from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
 from .switch import SimpleSwitch
 
-__all__ = ["launch", "check_spec", "PROGRAM_OF_MODE"]
+__all__ = ["launch", "check_config"]
 
-PROGRAM_OF_MODE = {"fpisa": "fpisa", "fpisa-a": "fpisa_a", "switchml": "switchml"}
 _SWITCH_MAC = "02:00:00:00:ff:00"
 _SWITCH_IP = "10.255.255.1"
 _ETH_P_ALL = 0x0003
@@ -77,40 +75,41 @@ def pacing_rate(program: str) -> float:
     return rate
 
 
-def check_spec(spec: dict) -> JobConfig:
+def check_config(config: SwitchConfig) -> SwitchConfig:
     """The job as the emulator would run it, refused if BMv2 cannot run it."""
-    config = JobConfig(**spec)
-    if config.num_elements != N_ELEMENTS:
+    job = config.job
+    if job.packet_elements != N_ELEMENTS:
         raise ValueError(f"the P4 programs carry {N_ELEMENTS} elements per packet, "
-                         f"the job has {config.num_elements} (--packet-elements {N_ELEMENTS})")
-    if config.mode != "switchml" and config.fmt != "fp32":
-        raise ValueError(f"the P4 programs aggregate fp32 only, the job is {config.fmt}")
-    if config.register_bits != 32:
+                         f"the job has {job.packet_elements} (--packet-elements {N_ELEMENTS})")
+    if job.info.is_float and job.fmt != "fp32":
+        raise ValueError(f"the P4 programs aggregate fp32 only, the job is {job.fmt}")
+    if job.register_bits != 32:
         raise ValueError("the P4 programs have 32-bit mantissa registers")
     if config.rounding != "rz":
         raise ValueError("the P4 programs normalize with rounding toward zero (rz) only")
-    pacing_rate(PROGRAM_OF_MODE[config.mode])  # a bad FPISA_BMV2_PPS fails here
+    pacing_rate(job.info.p4_program)  # a bad FPISA_BMV2_PPS fails here
     if os.geteuid() != 0:
         raise ValueError("--switch bmv2 needs root (it creates a veth pair)")
     return config
 
 
-def launch(spec: dict, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
-    check_spec(spec)
-    return start_switch_process(_process_main, "fpisa-bmv2-bridge", spec, sock, faults, context)
+def launch(config: SwitchConfig, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    check_config(config)
+    return start_switch_process(_process_main, "fpisa-bmv2-bridge", config, sock, faults, context)
 
 
-def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
+def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -> None:
     veth = switch = raw = None
     try:
-        config = check_spec(spec)
-        json_path = ensure_built(PROGRAM_OF_MODE[config.mode])
+        check_config(config)
+        job_spec = config.job
+        json_path = ensure_built(job_spec.info.p4_program)
         veth = VethPair()
         workdir = Path(tempfile.mkdtemp(prefix="fpisa-bmv2-"))
         switch = SimpleSwitch(json_path, {0: veth.switch}, workdir).start()
-        macs = [f"02:00:00:00:{r >> 8:02x}:{r & 0xFF:02x}" for r in range(config.num_workers)]
-        job = Bmv2Job(job=config.job, pool_size=config.pool_size,
-                      raw_registers=config.raw_registers,
+        macs = [f"02:00:00:00:{r >> 8:02x}:{r & 0xFF:02x}" for r in range(job_spec.num_workers)]
+        job = Bmv2Job(job=job_spec.job, pool_size=job_spec.window,
+                      raw_registers=job_spec.raw_registers,
                       workers=tuple(WorkerPort(r, macs[r], ip, port, switch_port=0)
                                     for r, (ip, port) in enumerate(config.workers)))
         cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
@@ -127,7 +126,7 @@ def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
     conn.send(("ready", None))
     try:
         stats = _serve(pipeline, transport, raw, macs, faults, conn.poll,
-                       pacing_rate(PROGRAM_OF_MODE[config.mode]))
+                       pacing_rate(job_spec.info.p4_program))
         stats["bmv2_counters"] = read_counters(cli, info)
         # frames BMv2 never took in (its input queue overflows when workers
         # burst faster than it processes); the protocol recovers, but then
@@ -136,13 +135,7 @@ def _process_main(spec: dict, sock, faults: LinkFaults | None, conn) -> None:
             stats["counters"]["received"] - stats["bmv2_counters"]["received"])
         stats["switch"] = f"bmv2 ({json_path.name})"
         conn.recv()
-        recorded = pipeline.recorded
-        conn.send(("stats", stats, {
-            "packet_id": np.array([p for p, _, _ in recorded], np.int64),
-            "wire_mode": np.array([m for _, m, _ in recorded], np.int8),
-            "order": np.array([o for _, _, o in recorded], np.int16).reshape(
-                len(recorded), config.num_workers),
-        }))
+        conn.send(("stats", stats, pipeline.recorded_arrays()))
     finally:
         transport.close()
         _cleanup(switch, veth, raw)
@@ -160,7 +153,7 @@ def _cleanup(switch, veth, raw) -> None:
 def _serve(pipeline: SwitchPipeline, transport: UdpTransport, raw: socket.socket, macs,
            faults: LinkFaults | None, should_stop, packets_per_second: float) -> dict:
     injector = FaultInjector(faults) if faults is not None and faults.active else None
-    rank_of = {addr: r for r, addr in enumerate(pipeline.config.workers)}
+    rank_of = pipeline.rank_of
     expected: Counter = Counter()  # (destination, bytes) the emulator says BMv2 owes
     matched = unexpected = 0
     next_check = time.monotonic()

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from fpisa.exitcodes import ExitCode
+
 import argparse
 import json
 import sys
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="tools on PATH and built programs")
     status.set_defaults(func=_status)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USAGE)[1])
     return parser
 
 
@@ -48,17 +50,17 @@ def _build(args) -> int:
     unknown = [n for n in names if n not in PROGRAMS]
     if unknown:
         print(f"unknown program(s) {unknown}; expected some of {list(PROGRAMS)}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     results = []
     for name in names:
         try:
             result = build_program(name)
         except ToolMissing as e:
             print(f"fpisa p4 build: {e}", file=sys.stderr)
-            return 3
+            return ExitCode.TOOL_MISSING
         except ValueError as e:
             print(f"fpisa p4 build: {e}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         results.append(result)
         if not args.json:
             status = "ok" if result.ok else "FAILED"

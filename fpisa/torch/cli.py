@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK = 0
-EXIT_TOOL_MISSING = 3
+from fpisa.exitcodes import ExitCode
+
+EXIT_OK, EXIT_TOOL_MISSING = ExitCode.OK, ExitCode.TOOL_MISSING
 
 # kept here too (not imported from train.py, which needs torch) so --help works without it
 _DATASETS = ("digits", "synthetic")

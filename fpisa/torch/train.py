@@ -187,36 +187,27 @@ def build_model(name: str, seed: int) -> nn.Module:
 # -- progress --------------------------------------------------------------------------
 
 class Progress:
-    """Progress on stderr: a live bar on a terminal, one line per epoch otherwise."""
+    """Progress on stderr: a live bar (tqdm) on a terminal, and one line per epoch."""
 
     def __init__(self, total_steps: int, enabled: bool = True, stream=None):
+        from tqdm import tqdm
+
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.live = enabled and self.stream.isatty()
-        self.total = max(1, total_steps)
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
+        self._bar = tqdm(total=max(1, total_steps), unit="step", desc="train", file=self.stream,
+                         disable=not (enabled and self.stream.isatty()), leave=False,
+                         dynamic_ncols=True, mininterval=0.1)
 
     def step(self, label: str) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if not self.live or (now - self._last < 0.1 and self.done < self.total):
-            return
-        self._last = now
-        frac = self.done / self.total
-        eta = (now - self.start) / frac * (1 - frac)
-        self.stream.write(f"\rtrain [{'#' * int(30 * frac):<30}] {100 * frac:5.1f}% "
-                          f"eta {eta:4.0f}s  {label:<60}")
-        self.stream.flush()
+        self._bar.set_postfix_str(label, refresh=False)
+        self._bar.update(1)
 
     def epoch(self, line: str) -> None:
-        if not self.enabled:
-            return
-        if self.live:
-            self.stream.write("\r" + " " * 110 + "\r")
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.enabled:
+            self._bar.write(line, file=self.stream)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 # -- training ----------------------------------------------------------------------------
@@ -324,7 +315,10 @@ def run_training(config: TrainConfig, *, progress: bool = True, out: str | None 
                             synthetic_samples=config.synthetic_samples)
         steps = len(_batches(len(data[0]), config.batch_size, 0, 1))
         bar = Progress(steps * config.epochs * len(config.modes) * len(config.seeds), enabled=progress)
-        runs = [train_one(config, mode, seed, data, bar) for seed in config.seeds for mode in config.modes]
+        try:
+            runs = [train_one(config, mode, seed, data, bar) for seed in config.seeds for mode in config.modes]
+        finally:
+            bar.close()
     finally:
         torch.set_num_threads(threads)
     return {

@@ -33,10 +33,9 @@ from p4 import get_program
 
 from .config import ExperimentConfig
 
-__all__ = ["PROGRAM_OF_MODE", "bmv2_missing", "program_json", "Bmv2SwitchNode", "check_unordered"]
+__all__ = ["bmv2_missing", "program_json", "Bmv2SwitchNode", "check_unordered"]
 
 #: the compiled program per aggregation mode (p4/)
-PROGRAM_OF_MODE = {"fpisa": "fpisa", "fpisa-a": "fpisa_a", "switchml": "switchml"}
 #: the one aggregation job this testbed installs
 JOB = 0
 
@@ -48,7 +47,7 @@ def bmv2_missing(config: ExperimentConfig) -> str | None:
     missing = missing_tools(SIMPLE_SWITCH, SIMPLE_SWITCH_CLI)
     if missing:
         return f"{', '.join(missing)} (BMv2) not on PATH (docs/p4.md)"
-    program = get_program(PROGRAM_OF_MODE[config.mode])
+    program = get_program(config.job.info.p4_program)
     if not program.json_path.exists() and missing_tools(P4C):
         return (f"the compiled P4 program {program.json_path} does not exist and {P4C} is not "
                 "on PATH to compile it (docs/p4.md)")
@@ -59,7 +58,7 @@ def program_json(config: ExperimentConfig) -> Path:
     """The mode's compiled program, compiled now if missing or older than its sources."""
     from emulator.bmv2.build import ensure_built
 
-    return ensure_built(PROGRAM_OF_MODE[config.mode])
+    return ensure_built(config.job.info.p4_program)
 
 
 class Bmv2SwitchNode:
@@ -128,12 +127,12 @@ def check_unordered(config: ExperimentConfig, values: np.ndarray, results: list[
     received. Returns the checks' JSON-ready dict (``bit_exact`` = identical
     across workers and every packet equals the model for some order).
     """
-    K, n, E = config.workers, config.elements, config.num_elements
+    K, n, E = config.workers, config.elements, config.packet_elements
     num_packets = -(-n // E)
     out: dict = {"identical_across_workers": all(np.array_equal(results[0], r) for r in results)}
     exact = fpisa.aggregate(values, "exact", fmt=config.fmt)
     out["error_vs_exact"] = fpisa.error_report(results[0], exact, config.fmt)
-    if config.mode == "switchml":
+    if not config.job.info.is_float:
         # the model ignores the order: an integer sum (and a max) are order-independent
         orders = [tuple(range(K))]
     else:

@@ -7,15 +7,20 @@ missing.
 
 from __future__ import annotations
 
+from fpisa.exitcodes import ExitCode
+
 import json
 import shlex
 import sys
 
-from .config import BMV2_DEFAULTS, EMULATOR_DEFAULTS, MODES, SWITCHES, TOPOLOGIES, ExperimentConfig
+from fpisa.job import SWITCH_MODES
+
+from .config import BMV2_DEFAULTS, EMULATOR_DEFAULTS, SWITCHES, TOPOLOGIES, ExperimentConfig
 
 __all__ = ["add_parser"]
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_TOOL_MISSING = 0, 1, 2, 3
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_TOOL_MISSING = (ExitCode.OK, ExitCode.CHECK_FAILED,
+                                                            ExitCode.USAGE, ExitCode.TOOL_MISSING)
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +36,7 @@ def add_parser(subparsers) -> None:
     run.add_argument("--workers", type=int, default=d.workers, metavar="K")
     run.add_argument("--leaves", type=int, default=d.leaves, help="leaf switches (two-level)")
     run.add_argument("--switch", choices=SWITCHES, default=d.switch)
-    run.add_argument("--mode", choices=MODES, default=d.mode)
+    run.add_argument("--mode", choices=SWITCH_MODES, default=d.mode)
     run.add_argument("--fmt", choices=("fp32", "fp16", "bf16"), default=d.fmt)
     run.add_argument("--bw", type=float, default=d.bw_mbit, metavar="MBIT",
                      help="per-link bandwidth in Mbit/s, 0 = unshaped (default %(default)s)")
@@ -44,8 +49,8 @@ def add_parser(subparsers) -> None:
                      help="per-link, per-direction reordering probability (in the processes)")
     run.add_argument("--elements", type=int, default=d.elements, metavar="N", help="elements per worker")
     run.add_argument("--packet-elements", type=int, default=None, metavar="E",
-                     help=f"elements per packet (default {EMULATOR_DEFAULTS['num_elements']}, at most "
-                          f"255; --switch bmv2: {BMV2_DEFAULTS['num_elements']}, the only size its "
+                     help=f"elements per packet (default {EMULATOR_DEFAULTS['packet_elements']}, at most "
+                          f"255; --switch bmv2: {BMV2_DEFAULTS['packet_elements']}, the only size its "
                           "P4 programs take)")
     run.add_argument("--window", type=int, default=None,
                      help=f"outstanding packets per worker (default {EMULATOR_DEFAULTS['window']}; "
@@ -92,7 +97,7 @@ def _run_body(args, preflight) -> int:
     config = ExperimentConfig(topo=args.topo, workers=args.workers, leaves=args.leaves, switch=args.switch,
                               mode=args.mode, fmt=args.fmt, bw_mbit=args.bw, delay_ms=args.delay,
                               loss=args.loss, duplicate=args.duplicate, reorder=args.reorder,
-                              elements=args.elements, num_elements=args.packet_elements,
+                              elements=args.elements, packet_elements=args.packet_elements,
                               window=args.window, timeout_ms=args.timeout, repeat=args.repeat, seed=args.seed, check=not args.no_check)
     preflight(config)
 
@@ -115,7 +120,7 @@ def _print_summary(config: ExperimentConfig, report: dict) -> None:
     s = report["summary"]
     links = ", ".join(f"{k} {v}" for k, v in report["links"].items())
     print(f"{config.topo}, {config.switch} switch, {config.workers} workers, {config.mode}, "
-          f"{config.elements} elements ({config.num_elements} per packet, window {config.window}), "
+          f"{config.elements} elements ({config.packet_elements} per packet, window {config.window}), "
           f"bw {config.bw_mbit:g} Mbit/s, delay {config.delay_ms:g} ms, loss {config.loss:g}, "
           f"duplicate {config.duplicate:g}, reorder {config.reorder:g} ({links})")
     for run in report["runs"]:

@@ -9,30 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from fpisa.formats import get_format
-from fpisa.protocol import MAX_ELEMENTS, MAX_SLOTS, MAX_WORKERS
+from fpisa.job import JobSpec
+from fpisa.protocol import DEFAULT_ELEMENTS, FRAME_OVERHEAD_BYTES
 from p4 import N_ELEMENTS as BMV2_ELEMENTS, POOL_SLOTS as BMV2_SLOTS
 
-__all__ = ["ExperimentConfig", "TOPOLOGIES", "SWITCHES", "MODES", "FRAME_OVERHEAD_BYTES",
+__all__ = ["ExperimentConfig", "TOPOLOGIES", "SWITCHES", "FRAME_OVERHEAD_BYTES",
            "DEFAULT_PACKET_ELEMENTS", "BMV2_ELEMENTS", "BMV2_MAX_CHECKED_WORKERS", "EMULATOR_DEFAULTS",
            "BMV2_DEFAULTS"]
 
 TOPOLOGIES = ("star", "two-level")
 SWITCHES = ("emulator", "bmv2")
-MODES = ("fpisa", "fpisa-a", "switchml")
-#: bytes per packet that are not payload, as the htb shaper counts them:
-#: Ethernet 14 + IPv4 20 + UDP 8 + aggregation header 16 (no preamble/FCS on veth)
-FRAME_OVERHEAD_BYTES = 14 + 20 + 8 + 16
 #: elements per packet when not given: the emulator's default; BMv2's
 #: programs are compiled for p4.N_ELEMENTS (48) and take nothing else
-DEFAULT_PACKET_ELEMENTS = 64
+DEFAULT_PACKET_ELEMENTS = DEFAULT_ELEMENTS
 #: defaults that differ by switch (fields left None). simple_switch runs the
 #: 48-lane programs at ~150 packets/s on this 2-core machine (~7 ms each), so
 #: a window of 128 queues seconds of packets and every timer fires: measured,
 #: K=2, 9600 elements, 2% loss, RTO floor 100 ms: window 4 -> 3.6 s and 35
 #: retransmissions, 8 -> 4.0 s / 97, 16 -> 8.6 s / 760
-EMULATOR_DEFAULTS = {"num_elements": DEFAULT_PACKET_ELEMENTS, "window": 128, "timeout_ms": 50.0}
-BMV2_DEFAULTS = {"num_elements": BMV2_ELEMENTS, "window": 4, "timeout_ms": 100.0}
+EMULATOR_DEFAULTS = {"packet_elements": DEFAULT_PACKET_ELEMENTS, "window": 128, "timeout_ms": 50.0}
+BMV2_DEFAULTS = {"packet_elements": BMV2_ELEMENTS, "window": 4, "timeout_ms": 100.0}
 #: BMv2 records no arrival orders, so its results are checked against the
 #: model under every one of the K! per-packet orders (experiment.py); 6! = 720
 #: references is the most that stays quick
@@ -41,7 +37,12 @@ BMV2_MAX_CHECKED_WORKERS = 6
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment: topology, switch, aggregation mode, links, workload."""
+    """One experiment: topology, switch, aggregation mode, links, workload.
+
+    The flat fields are a sweep file's keys; the job's (mode, fmt, workers,
+    packet_elements, window) are validated by the :class:`~fpisa.job.JobSpec`
+    that :attr:`job` holds.
+    """
 
     topo: str = "star"
     workers: int = 3
@@ -65,7 +66,7 @@ class ExperimentConfig:
     elements: int = 100_000
     #: elements per packet (one switch slot); None: 64 for the emulator,
     #: p4.N_ELEMENTS (48) for BMv2 (the only size its programs take)
-    num_elements: int | None = None
+    packet_elements: int | None = None
     #: outstanding packets per worker = switch slots per shadow set; None:
     #: 128 for the emulator, 4 for BMv2 (see BMV2_DEFAULTS)
     window: int | None = None
@@ -95,11 +96,6 @@ class ExperimentConfig:
             bad(f"topo must be one of {TOPOLOGIES}, got {self.topo!r}")
         if self.switch not in SWITCHES:
             bad(f"switch must be one of {SWITCHES}, got {self.switch!r}")
-        if self.mode not in MODES:
-            bad(f"mode must be one of {MODES}, got {self.mode!r}")
-        get_format(self.fmt)
-        if not is_int(self.workers) or not 1 <= self.workers <= MAX_WORKERS:
-            bad(f"workers must be 1..{MAX_WORKERS}, got {self.workers!r}")
         if self.topo == "two-level":
             if not is_int(self.leaves) or not 2 <= self.leaves <= self.workers:
                 bad(f"two-level needs 2 <= leaves <= workers, got leaves={self.leaves!r} "
@@ -121,10 +117,12 @@ class ExperimentConfig:
             if getattr(self, name) is None:
                 # frozen dataclass: resolve the default once, so as_dict() records it
                 object.__setattr__(self, name, value)
-        if not is_int(self.num_elements) or not 1 <= self.num_elements <= MAX_ELEMENTS:
-            bad(f"num_elements (per packet) must be 1..{MAX_ELEMENTS}, got {self.num_elements!r}")
-        if not is_int(self.window) or not 1 <= self.window <= MAX_SLOTS:
-            bad(f"window must be 1..{MAX_SLOTS}, got {self.window!r}")
+        try:
+            job = JobSpec(mode=self.mode, fmt=self.fmt, num_workers=self.workers,
+                          packet_elements=self.packet_elements, window=self.window)
+        except ValueError as e:
+            bad(str(e))
+        object.__setattr__(self, "_job", job)
         if not is_int(self.repeat) or not 1 <= self.repeat <= 1000:
             bad(f"repeat must be 1..1000, got {self.repeat!r}")
         if not is_int(self.seed) or self.seed < 0:
@@ -136,11 +134,11 @@ class ExperimentConfig:
 
     def _validate_bmv2(self, bad) -> None:
         """What the compiled P4 programs (p4/, docs/p4.md) can run."""
-        if self.num_elements != BMV2_ELEMENTS:
+        if self.packet_elements != BMV2_ELEMENTS:
             bad(f"--switch bmv2: the P4 programs carry {BMV2_ELEMENTS} elements per packet, "
-                f"got num_elements={self.num_elements} (use --packet-elements {BMV2_ELEMENTS} "
+                f"got packet_elements={self.packet_elements} (use --packet-elements {BMV2_ELEMENTS} "
                 "or leave it out)")
-        if self.mode != "switchml" and self.fmt != "fp32":
+        if self.job.info.is_float and self.fmt != "fp32":
             bad(f"--switch bmv2: the P4 programs aggregate fp32 only, got fmt={self.fmt!r}")
         if self.window > BMV2_SLOTS:
             bad(f"--switch bmv2: window {self.window} exceeds the program's {BMV2_SLOTS} slots")
@@ -149,7 +147,7 @@ class ExperimentConfig:
             # simple_switch cannot, and the workers alone would fault one direction only
             bad("--switch bmv2: duplicate/reorder are injected by the sending processes and "
                 "simple_switch cannot inject them; use --switch emulator")
-        if self.check and self.mode != "switchml" and self.workers > BMV2_MAX_CHECKED_WORKERS:
+        if self.check and self.job.info.is_float and self.workers > BMV2_MAX_CHECKED_WORKERS:
             bad(f"--switch bmv2: results are checked against all K! arrival orders (BMv2 records "
                 f"none), feasible up to K={BMV2_MAX_CHECKED_WORKERS}; got {self.workers} workers "
                 "(use --no-check or fewer workers)")
@@ -174,11 +172,17 @@ class ExperimentConfig:
         return tuple(tuple(range(l * K // L, (l + 1) * K // L)) for l in range(L))
 
     @property
+    def job(self) -> JobSpec:
+        """The job every switch and worker of the experiment runs (a two-level
+        topology's switches each have their own worker count)."""
+        return self._job
+
+    @property
     def element_bytes(self) -> int:
-        return 4 if self.mode == "switchml" else get_format(self.fmt).storage_bytes
+        return self.job.element_bytes
 
     @property
     def payload_fraction(self) -> float:
         """Share of a data packet's bytes on the link that is payload."""
-        payload = self.num_elements * self.element_bytes
+        payload = self.packet_elements * self.element_bytes
         return payload / (payload + FRAME_OVERHEAD_BYTES)

@@ -42,8 +42,10 @@ import numpy as np
 import fpisa
 from fpisa.formats import get_format
 from fpisa.hierarchy import aggregate_hierarchical
-from fpisa.protocol import UDP_PORT, WireMode
+from fpisa.protocol import UDP_PORT
+from fpisa.verify import check_allreduce, packet_orders, star_reference
 from hosts.allreduce import gradient_like
+from hosts.worker import WorkerConfig
 
 from .bmv2 import Bmv2SwitchNode, bmv2_missing, check_unordered, program_json
 from .config import ExperimentConfig
@@ -145,13 +147,12 @@ def _warm_kernels(config: ExperimentConfig, run_dir: str) -> None:
     """Compile the switch's Numba kernels once, here, so the node processes
     (started together on few cores) load them from the cache instead of
     each compiling them (~15 s each on a cold cache)."""
-    key = (config.mode, config.fmt, config.num_elements)
+    key = (config.mode, config.fmt, config.packet_elements)
     if key in _warmed:
         return
     path = os.path.join(run_dir, "warm.spec.json")
     with open(path, "w") as f:
-        json.dump({"role": "warm", "mode": config.mode, "fmt": config.fmt,
-                   "num_elements": config.num_elements}, f)
+        json.dump({"role": "warm", "job": config.job.as_dict()}, f)
     done = subprocess.run([sys.executable, "-m", "hosts.mininet.nodes", path], capture_output=True,
                           text=True, timeout=600)
     if done.returncode != 0:
@@ -161,8 +162,7 @@ def _warm_kernels(config: ExperimentConfig, run_dir: str) -> None:
 
 def _specs(bed: Testbed, config: ExperimentConfig, run_dir: str) -> tuple[list[dict], list[dict]]:
     """What each switch and worker process is told (JSON-ready)."""
-    common = {"mode": config.mode, "fmt": config.fmt, "num_elements": config.num_elements,
-              "window": config.window, "seed": config.seed, "process_delay_ms": bed.process_delay_ms,
+    common = {"job": config.job.as_dict(), "seed": config.seed, "process_delay_ms": bed.process_delay_ms,
               "process_loss": bed.process_loss, "duplicate": config.duplicate, "reorder": config.reorder}
     switch_specs = []
     groups = config.groups
@@ -197,10 +197,8 @@ def _specs(bed: Testbed, config: ExperimentConfig, run_dir: str) -> tuple[list[d
         worker_specs.append({
             **common, "role": "worker", "name": w.name, "rank": w.index, "ip": w.ip, "port": WORKER_PORT,
             "switch_ip": sw.ip, "elements": config.elements, "out": run_dir,
-            "worker_config": {"rank": w.index, "num_workers": config.workers, "mode": config.mode,
-                              "fmt": config.fmt, "num_elements": config.num_elements,
-                              "window": config.window, "timeout_ms": config.timeout_ms,
-                              "max_timeout_ms": _max_timeout_ms(config), "stall_s": 30.0},
+            "worker_config": WorkerConfig(job=config.job, rank=w.index, timeout_ms=config.timeout_ms,
+                                          max_timeout_ms=_max_timeout_ms(config), stall_s=30.0).as_dict(),
         })
     return switch_specs, worker_specs
 
@@ -225,12 +223,12 @@ def _repeat_deadline(config: ExperimentConfig) -> float:
     """Generous: three times the line-rate time plus loss/timeout slack."""
     wire_bits = config.elements * config.element_bytes * 8 / config.payload_fraction
     line_s = wire_bits / (config.bw_mbit * 1e6) if config.bw_mbit else 0.0
-    passes = 2 if config.mode == "switchml" else 1
+    passes = 2 if config.job.info.exponent_pass else 1
     bmv2_s = 0.0
     if config.switch == "bmv2":
         # simple_switch runs this program at ~150 packets/s on 2 shared cores:
         # allow 20/s for every worker's packets and the results, per pass
-        bmv2_s = 2 * config.workers * -(-config.elements // config.num_elements) / 20.0
+        bmv2_s = 2 * config.workers * -(-config.elements // config.packet_elements) / 20.0
     return 60.0 + passes * (3 * line_s + bmv2_s) + 200 * config.delay_ms / 1e3
 
 
@@ -316,53 +314,36 @@ def _run_workers(bed: Testbed, config: ExperimentConfig, worker_specs: list[dict
 
 # -- checks --------------------------------------------------------------------------
 
-def _orders(recorded: dict, mode: WireMode, base: int, num_packets: int, size: int) -> tuple[np.ndarray, int]:
-    """(num_packets, size) arrival orders of packet ids base.., and how many are missing."""
-    orders = np.full((num_packets, size), -1, np.int64)
-    mask = recorded["wire_mode"] == int(mode)
-    ids = recorded["packet_id"][mask] - base
-    inside = (ids >= 0) & (ids < num_packets)
-    orders[ids[inside]] = recorded["order"][mask][inside]
-    return orders, int(np.count_nonzero(orders[:, 0] < 0))
-
-
 def _check(config: ExperimentConfig, repeat: int, replies: list[dict], results: list[np.ndarray],
            recorded: list[dict]) -> dict:
-    K, n, E = config.workers, config.elements, config.num_elements
-    values = np.stack([gradient_like(n, k, config.seed + repeat, config.fmt) for k in range(K)])
-    num_packets = -(-n // E)
+    job = config.job
+    K, n, E = job.num_workers, config.elements, job.packet_elements
+    values = np.stack([gradient_like(n, k, config.seed + repeat, job.fmt) for k in range(K)])
+    num_packets = job.pass_packets(n)[1]
     # the data pass is the worker's last pass (switchml: the exponent exchange came first)
     base = replies[0]["packet_id_base"] + replies[0]["packet_ids"] - num_packets
-    mode = WireMode.of(config.mode)
-    out: dict = {"identical_across_workers": all(np.array_equal(results[0], r) for r in results)}
-    per_switch = [_orders(rec, mode, base, num_packets, rec["order"].shape[1]) for rec in recorded]
+    per_switch = [packet_orders(rec, job.data_wire_mode, base, num_packets, rec["order"].shape[1])
+                  for rec in recorded]
     missing = sum(m for _, m in per_switch)
-    out["packets_without_recorded_order"] = missing
-    exact = fpisa.aggregate(values, "exact", fmt=config.fmt)
-    out["error_vs_exact"] = fpisa.error_report(results[0], exact, config.fmt)
-    if missing:
-        out["bit_exact"] = False
-        return out
-    expand = [np.repeat(o, E, axis=0)[:n] for o, _ in per_switch]
     if config.topo == "star":
-        reference = fpisa.aggregate(values, config.mode, fmt=config.fmt, order=expand[0], block_size=E)
-    else:
-        reference = aggregate_hierarchical(values, config.mode, config.groups, fmt=config.fmt,
-                                           leaf_orders=expand[:-1], spine_order=expand[-1], block_size=E)
-        # the same arrivals through one switch: leaves' orders in the spine's order
-        groups = [np.asarray(g) for g in config.groups]
-        leaf_orders, spine_order = [o for o, _ in per_switch[:-1]], per_switch[-1][0]
-        composed = np.stack([np.concatenate([groups[l][leaf_orders[l][p]] for l in spine_order[p]])
-                             for p in range(num_packets)])
-        star = fpisa.aggregate(values, config.mode, fmt=config.fmt,
-                               order=np.repeat(composed, E, axis=0)[:n], block_size=E)
-        star_error = fpisa.error_report(star, exact, config.fmt)
-        out["star_model_error_vs_exact"] = star_error
-        out["extra_mean_ulp_vs_star"] = out["error_vs_exact"]["mean_ulp"] - star_error["mean_ulp"]
-        out["extra_max_ulp_vs_star"] = out["error_vs_exact"]["max_ulp"] - star_error["max_ulp"]
-    mismatches = [int(np.count_nonzero(r != reference)) for r in results]
-    out["mismatched_elements"] = mismatches
-    out["bit_exact"] = out["identical_across_workers"] and not any(mismatches)
+        return check_allreduce(values, results, job, missing,
+                               lambda: star_reference(values, job, per_switch[0][0]))
+    expand = [np.repeat(o, E, axis=0)[:n] for o, _ in per_switch]
+    out = check_allreduce(values, results, job, missing, lambda: aggregate_hierarchical(
+        values, job.mode, config.groups, fmt=job.fmt, leaf_orders=expand[:-1],
+        spine_order=expand[-1], block_size=E))
+    if missing:
+        return out
+    # the same arrivals through one switch: leaves' orders in the spine's order
+    groups = [np.asarray(g) for g in config.groups]
+    leaf_orders, spine_order = [o for o, _ in per_switch[:-1]], per_switch[-1][0]
+    composed = np.stack([np.concatenate([groups[l][leaf_orders[l][p]] for l in spine_order[p]])
+                         for p in range(num_packets)])
+    star_error = fpisa.error_report(star_reference(values, job, composed),
+                                    fpisa.aggregate(values, "exact", fmt=job.fmt), job.fmt)
+    out["star_model_error_vs_exact"] = star_error
+    out["extra_mean_ulp_vs_star"] = out["error_vs_exact"]["mean_ulp"] - star_error["mean_ulp"]
+    out["extra_max_ulp_vs_star"] = out["error_vs_exact"]["max_ulp"] - star_error["max_ulp"]
     return out
 
 

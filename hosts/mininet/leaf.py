@@ -32,18 +32,15 @@ import time
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
-from fpisa.protocol import HEADER_BYTES, HEADER_DTYPE, VERSION, MsgType
+from fpisa.protocol import DATA_VT as _DATA_VT, FIELD_OFFSETS as _OFF, HEADER_BYTES, MAX_WORKERS, \
+    RESULT_VT as _RESULT_VT, RETX_VT as _RETX_VT
 
 __all__ = ["LeafSwitch", "LeafCounters"]
 
 # byte offsets of the header fields this module rewrites, from the one definition
-_OFF = {name: HEADER_DTYPE.fields[name][1] for name in HEADER_DTYPE.names}
 _VT, _FLAGS, _RANK, _NW = _OFF["ver_type"], _OFF["flags"], _OFF["rank"], _OFF["num_workers"]
 _POOL = slice(_OFF["pool_index"], _OFF["pool_index"] + 2)
 _PID = slice(_OFF["packet_id"], _OFF["packet_id"] + 4)
-_DATA_VT = (VERSION << 4) | MsgType.DATA
-_RESULT_VT = (VERSION << 4) | MsgType.RESULT
-_RETX_VT = (VERSION << 4) | MsgType.RESULT_RETX
 
 
 @dataclass
@@ -73,10 +70,10 @@ class LeafSwitch:
     def __init__(self, pipeline, *, leaf_index: int, num_leaves: int, global_ranks: Sequence[int],
                  total_workers: int, spine: Hashable, uplink_interface: str, batch_processor=None,
                  resend_gap_s: float = 0.01, clock=time.monotonic):
-        if len(global_ranks) != pipeline.config.num_workers:
+        if len(global_ranks) != pipeline.job.num_workers:
             raise ValueError(f"{len(global_ranks)} global ranks for a pipeline of "
-                             f"{pipeline.config.num_workers} workers")
-        if not 0 <= leaf_index < num_leaves <= 255 or not 1 <= total_workers <= 255:
+                             f"{pipeline.job.num_workers} workers")
+        if not 0 <= leaf_index < num_leaves <= MAX_WORKERS or not 1 <= total_workers <= MAX_WORKERS:
             raise ValueError(f"bad leaf {leaf_index} of {num_leaves} / {total_workers} workers")
         self.pipeline = pipeline
         #: packets -> outputs, like calling pipeline.process on each in order

@@ -29,6 +29,8 @@ import traceback
 
 import numpy as np
 
+from fpisa.exitcodes import ExitCode
+from fpisa.job import JobSpec
 from fpisa.netem import LinkFaults
 from fpisa.protocol import UDP_PORT
 
@@ -54,15 +56,16 @@ def _faults(spec: dict, seed_offset: int) -> LinkFaults | None:
 def run_switch(spec: dict) -> None:
     """role switch (star), leaf or spine: the emulator on raw interfaces."""
     from emulator.fastpath import BatchProcessor
-    from emulator.pipeline import JobConfig, SwitchPipeline
+    from emulator.pipeline import SwitchConfig, SwitchPipeline
     from emulator.server import serve, warm_up
     from fpisa.net import EthEndpoint, RawEthernetTransport
 
     from .leaf import LeafSwitch
 
     workers = tuple(EthEndpoint(*w) for w in spec["workers"])
-    config = JobConfig(num_workers=len(workers), workers=workers, mode=spec["mode"], fmt=spec["fmt"],
-                       num_elements=spec["num_elements"], pool_size=spec["window"], record_orders=True)
+    # a leaf serves its own workers, the spine the leaves: each its own count
+    job = JobSpec.from_dict(spec["job"]).replace(num_workers=len(workers))
+    config = SwitchConfig(job, workers, record_orders=True)
     warm_up(config)
     pipeline = SwitchPipeline(config)
     ports = list(spec["ports"])
@@ -106,11 +109,11 @@ def _serve_leaf(leaf, transport, faults: LinkFaults | None) -> dict:
 def run_warm(spec: dict) -> None:
     """role warm: compile (and cache) the switch's Numba kernels once, before
     the nodes start together and would otherwise all compile at once."""
-    from emulator.pipeline import JobConfig
+    from emulator.pipeline import SwitchConfig
     from emulator.server import warm_up
 
-    warm_up(JobConfig(num_workers=2, workers=(("warm", 0), ("warm", 1)), mode=spec["mode"],
-                      fmt=spec["fmt"], num_elements=spec["num_elements"]))
+    job = JobSpec.from_dict(spec["job"]).replace(num_workers=2)
+    warm_up(SwitchConfig(job, (("warm", 0), ("warm", 1))))
     _say("ready")
 
 
@@ -122,11 +125,11 @@ def run_worker(spec: dict) -> None:
 
     rank = spec["rank"]
     transport = UdpTransport.bind(spec["ip"], spec["port"])
-    client = AllreduceClient(WorkerConfig(**spec["worker_config"]), transport,
+    client = AllreduceClient(WorkerConfig.from_dict(spec["worker_config"]), transport,
                              (spec["switch_ip"], UDP_PORT), faults=_faults(spec, 1 + rank))
 
     def data(repeat: int) -> np.ndarray:
-        return gradient_like(spec["elements"], rank, spec["seed"] + repeat, spec["fmt"])
+        return gradient_like(spec["elements"], rank, spec["seed"] + repeat, spec["job"]["fmt"])
 
     bits, prepared = data(0), 0
     _say("ready")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m hosts.mininet.nodes SPEC.json", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         with open(argv[0]) as f:
             spec = json.load(f)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_switch(spec)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as e:
         traceback.print_exc()
         _say({"error": f"{type(e).__name__}: {e}"})

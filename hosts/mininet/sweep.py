@@ -27,11 +27,11 @@ import itertools
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, fields
 
 import numpy as np
+from tqdm import tqdm
 
 from .config import ExperimentConfig
 
@@ -98,22 +98,6 @@ def load_sweep(path: str) -> SweepConfig:
     return config
 
 
-class _Progress:
-    def __init__(self, total: int):
-        self.total, self.done, self.start = total, 0, time.monotonic()
-
-    def show(self, label: str) -> None:
-        frac = self.done / self.total
-        elapsed = time.monotonic() - self.start
-        eta = f"{elapsed / self.done * (self.total - self.done):4.0f}s" if self.done else "   ?"
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} eta {eta}  {label:<60.60}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-
-
 def _label(c: ExperimentConfig) -> str:
     return f"{c.topo} K={c.workers} {c.mode} loss={c.loss:g} bw={c.bw_mbit:g}"
 
@@ -146,11 +130,11 @@ def run_sweep(sweep: SweepConfig, run=None, *, command: str = "") -> tuple[list[
     run = run or run_experiment
     points = sweep.points()
     os.makedirs(sweep.out_dir, exist_ok=True)
-    progress = _Progress(len(points))
+    progress = tqdm(total=len(points), unit="point", desc="sweep", dynamic_ncols=True)
     rows, reports, ok = [], [], True
     try:
         for config in points:
-            progress.show(_label(config))
+            progress.set_postfix_str(_label(config))
             try:
                 report, error = run(config), None
             except ExperimentError as e:
@@ -159,10 +143,9 @@ def run_sweep(sweep: SweepConfig, run=None, *, command: str = "") -> tuple[list[
             rows += _rows(config, report, error)
             reports.append({"config": config.as_dict(), "error": error,
                             **({k: report[k] for k in ("runs", "summary", "links", "kernel")} if report else {})})
-            progress.done += 1
+            progress.update(1)
             # written after every point: an interrupted sweep keeps what it measured
             _write(sweep, rows, reports, command)
-        progress.show("done")
     finally:
         progress.close()
     plot_rows(rows, sweep.path("png"), title=f"fpisa mininet sweep {os.path.basename(sweep.source)}")

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 import fpisa  # noqa: E402
 from fpisa import switchml as sml  # noqa: E402
+from fpisa.job import mode_info  # noqa: E402
 from fpisa.protocol import (  # noqa: E402
     FLAG_OVERFLOW,
     FLAG_OVERWRITE,
@@ -92,7 +93,7 @@ class Scenario:
         self.workers = [worker_address(r) for r in range(num_workers)]
         self.rows: dict[tuple[int, int], Row] = {}
         self.steps: list[dict] = []
-        self.data_mode = WireMode.of(mode)
+        self.data_mode = mode_info(mode).data_wire_mode
 
     # -- building packets ------------------------------------------------------
     def data_packet(self, rank: int, slot: int, shadow_set: int, values, *, packet_id: int,

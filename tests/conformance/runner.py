@@ -93,13 +93,14 @@ def _first_difference(a: bytes, b: bytes) -> str:
 # ------------------------------------------------------------------ emulator
 def run_emulator(vector: Vector) -> list[str]:
     """Problems found (empty: the emulator conforms)."""
-    from emulator.pipeline import JobConfig, SwitchPipeline
+    from emulator.pipeline import SwitchConfig, SwitchPipeline
+    from fpisa.job import JobSpec
 
-    job = vector.job
-    pipeline = SwitchPipeline(JobConfig(
-        num_workers=job["num_workers"], workers=tuple(_address(w) for w in vector.workers),
-        mode=job["mode"], fmt=job["fmt"], job=job["job"], num_elements=job["num_elements"],
-        pool_size=job["pool_size"], raw_registers=job["raw_registers"]))
+    job = vector.job  # the vector file's names: num_elements, pool_size (the P4 side's)
+    spec = JobSpec(mode=job["mode"], fmt=job["fmt"], num_workers=job["num_workers"], job=job["job"],
+                   packet_elements=job["num_elements"], window=job["pool_size"],
+                   raw_registers=job["raw_registers"])
+    pipeline = SwitchPipeline(SwitchConfig(spec, tuple(_address(w) for w in vector.workers)))
     problems = []
     for i, step in enumerate(vector.steps):
         got = pipeline.process(bytes.fromhex(step["packet"]), _address(step["from"]))

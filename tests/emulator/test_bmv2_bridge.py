@@ -10,6 +10,9 @@ import shutil
 
 import pytest
 
+from emulator.pipeline import SwitchConfig
+from fpisa.job import JobSpec
+
 from emulator.bmv2 import bridge
 from p4 import N_ELEMENTS
 
@@ -28,9 +31,10 @@ def test_allreduce_through_bmv2_is_bit_exact(mode):
 
     # BMv2 does a few hundred packets/s: a small window keeps
     # the workers from bursting retransmissions it would drop at its input
-    config = AllreduceConfig(workers=3, elements=N_ELEMENTS * 40 + 5, mode=mode, window=4,
-                             num_elements=N_ELEMENTS, timeout_ms=200.0, seed=3)
-    report = run_allreduce(config, bridge.launch, progress=False)
+    job = JobSpec(mode=mode, num_workers=3, window=4, packet_elements=N_ELEMENTS)
+    config = AllreduceConfig(job=job, elements=N_ELEMENTS * 40 + 5, timeout_ms=200.0, seed=3,
+                             switch="bmv2")
+    report = run_allreduce(config, progress=False)
     assert report["checks"]["bit_exact"], report["checks"]
     cross = report["switch"]["bmv2_vs_emulator"]
     assert cross["matched"] > 0, cross
@@ -41,11 +45,13 @@ def test_allreduce_through_bmv2_is_bit_exact(mode):
 
 
 def test_bridge_refuses_jobs_the_p4_programs_cannot_run():
-    base = dict(num_workers=2, workers=(("127.0.0.1", 1), ("127.0.0.1", 2)), mode="fpisa")
-    base["num_elements"] = N_ELEMENTS
+    job = JobSpec(mode="fpisa", num_workers=2, packet_elements=N_ELEMENTS)
+    base = SwitchConfig(job, (("127.0.0.1", 1), ("127.0.0.1", 2)))
     with pytest.raises(ValueError, match="fp32"):
-        bridge.check_spec({**base, "fmt": "fp16"})
+        bridge.check_config(base.replace(job=job.replace(fmt="fp16")))
     with pytest.raises(ValueError, match="elements per packet"):
-        bridge.check_spec({**base, "num_elements": N_ELEMENTS + 1})
+        bridge.check_config(base.replace(job=job.replace(packet_elements=N_ELEMENTS + 1)))
     with pytest.raises(ValueError, match="rz"):
-        bridge.check_spec({**base, "rounding": "rne"})
+        bridge.check_config(base.replace(rounding="rne"))
+    with pytest.raises(ValueError, match="32-bit"):
+        bridge.check_config(base.replace(job=job.replace(register_bits=40)))

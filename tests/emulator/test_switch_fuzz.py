@@ -6,16 +6,17 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.pipeline import DROP_REASONS, JobConfig, SwitchPipeline
-from fpisa.protocol import Header, MsgType, WireMode, pack, pool_index
+from emulator.pipeline import DROP_REASONS, SwitchConfig, SwitchPipeline
+from fpisa.job import JobSpec, mode_info
+from fpisa.protocol import Header, MsgType, pack, pool_index
 
 K, E, POOL = 3, 4, 2
 WORKERS = tuple(("127.0.0.1", 6000 + r) for r in range(K))
 
 
 def pipeline(mode):
-    return SwitchPipeline(JobConfig(num_workers=K, workers=WORKERS, mode=mode, num_elements=E,
-                                    pool_size=POOL, record_orders=True))
+    job = JobSpec(mode=mode, num_workers=K, packet_elements=E, window=POOL)
+    return SwitchPipeline(SwitchConfig(job, WORKERS, record_orders=True))
 
 
 def accounted(p):
@@ -26,7 +27,7 @@ def accounted(p):
 
 
 def valid_packet(rank, slot, shadow, pid, mode):
-    wm = WireMode.of(mode)
+    wm = mode_info(mode).data_wire_mode
     payload = np.arange(E, dtype=np.uint32 if wm.is_float else np.int32)
     return pack(Header(MsgType.DATA, wm, 0, 0, 0, rank, K, E, pool_index(slot, shadow), 0, pid), payload)
 

@@ -6,15 +6,23 @@ without loss, duplication and reordering (in both directions)."""
 import pytest
 
 from emulator.server import launch
+from fpisa.job import JobSpec
 from hosts.allreduce import AllreduceConfig, run_allreduce
-from hosts.worker import pass_packets
 
 FAULTS = dict(loss=0.1, duplicate=0.1, reorder=0.1)
+JOB_FIELDS = ("mode", "fmt", "workers", "window", "raw_registers", "rounding")
 
 
 def run(**kw):
-    config = AllreduceConfig(**{"workers": 3, "elements": 2000, "window": 16, "seed": 7, **kw})
-    return run_allreduce(config, launch, progress=False)
+    kw = {"workers": 3, "elements": 2000, "window": 16, "seed": 7, **kw}
+    job = {k: kw.pop(k) for k in JOB_FIELDS if k in kw}
+    job["num_workers"] = job.pop("workers")
+    config = AllreduceConfig(job=JobSpec(**job), **kw)
+    return run_allreduce(config, progress=False)
+
+
+def packets(mode, elements, packet_elements=64):
+    return JobSpec(mode=mode, packet_elements=packet_elements).packets(elements)
 
 
 @pytest.mark.parametrize("faults", [{}, FAULTS], ids=["clean", "lossy"])
@@ -27,9 +35,8 @@ def test_bit_exact_against_numerics_core_with_recorded_orders(mode, faults):
     assert checks["bit_exact"], checks
     assert checks["mismatched_elements"] == [0, 0, 0]
     counters = report["switch"]["counters"]
-    packets = sum(pass_packets(mode, 2000, 64))
-    assert packets == (32 + 1 if mode == "switchml" else 32)
-    assert counters["completed"] == packets
+    assert packets(mode, 2000) == (32 + 1 if mode == "switchml" else 32)
+    assert counters["completed"] == packets(mode, 2000)
     if faults:
         # the faults really happened and were survived
         assert sum(w["retransmitted"] for w in report["workers"]) > 0
@@ -68,8 +75,8 @@ def test_faults_in_one_direction_only():
 def test_a_dying_switch_fails_the_run_instead_of_hanging():
     from hosts.allreduce import AllreduceFailed
 
-    def launch_then_kill(spec, sock, faults=None, context=None):
-        handle = launch(spec, sock, faults, context=context)
+    def launch_then_kill(config, sock, faults=None, context=None):
+        handle = launch(config, sock, faults, context=context)
         ready = handle.wait_ready
 
         def wait_ready(timeout=60.0):
@@ -79,9 +86,9 @@ def test_a_dying_switch_fails_the_run_instead_of_hanging():
         handle.wait_ready = wait_ready
         return handle
 
-    config = AllreduceConfig(workers=2, elements=5000, window=8)
+    config = AllreduceConfig(job=JobSpec(num_workers=2, window=8), elements=5000)
     with pytest.raises(AllreduceFailed, match="switch died"):
-        run_allreduce(config, launch_then_kill, progress=False)
+        run_allreduce(config, launch_switch=launch_then_kill, progress=False)
 
 
 @pytest.mark.parametrize("mode", ["fpisa", "switchml"])
@@ -102,4 +109,4 @@ def test_heavy_faults_with_delay_do_not_stall(mode):
     counters = report["switch"]["counters"]
     dropped = counters["dropped"]
     assert dropped.get("stale", 0) + dropped.get("duplicate_incomplete", 0) > 0, counters
-    assert counters["completed"] == sum(pass_packets(mode, 20000, 64))
+    assert counters["completed"] == packets(mode, 20000)

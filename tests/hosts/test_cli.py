@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import free_port
 from fpisa.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,16 +35,10 @@ def test_bad_configuration_exits_two(capsys):
     assert "packet" in capsys.readouterr().err
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_standalone_switch_and_workers(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     fpisa = [sys.executable, "-m", "fpisa.cli"]
-    switch_port, ports = _free_udp_port(), [_free_udp_port(), _free_udp_port()]
+    switch_port, ports = free_port(socket.SOCK_DGRAM), [free_port(socket.SOCK_DGRAM) for _ in range(2)]
     stats = tmp_path / "stats.json"
     switch = subprocess.Popen(
         fpisa + ["switch", "--listen", f"127.0.0.1:{switch_port}", "--record-orders",
@@ -68,3 +63,24 @@ def test_standalone_switch_and_workers(tmp_path):
     assert switch.returncode == 0
     final = json.loads(stats.read_text())
     assert final["counters"]["completed"] == 16 and len(final["recorded_orders"]) == 16
+
+
+def test_version_and_python_dash_m():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in ([sys.executable, "-m", "fpisa", "--version"],):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.startswith("fpisa "), done.stderr
+    done = subprocess.run([sys.executable, "-m", "fpisa"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "allreduce" in done.stdout
+
+
+def test_allreduce_help_is_written_for_users(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as stop:
+        main(["allreduce", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "bit-exact" in text and "examples:" in text and "exit status" in text
+    assert "composition root" not in text and "module" not in text

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 import fpisa
-from emulator.pipeline import JobConfig, SwitchPipeline
+from emulator.pipeline import SwitchConfig, SwitchPipeline
 from emulator.server import serve
 from fpisa.net import UdpTransport
 from fpisa.protocol import unpack
-from hosts.worker import AllreduceClient, WorkerConfig, pass_packets
+from fpisa.job import JobSpec
+from hosts.worker import AllreduceClient, WorkerConfig
 
 
 class Tampered:
@@ -31,10 +32,9 @@ class Switch:
     """The emulator serving on loopback in a thread; ``tamper`` may rewrite
     what it sends (list of (address, bytes)) to play a misbehaving network."""
 
-    def __init__(self, workers, tamper=None, **job):
+    def __init__(self, workers, job: JobSpec, tamper=None):
         self.transport = UdpTransport.bind()
-        self.pipeline = SwitchPipeline(JobConfig(num_workers=len(workers), workers=workers,
-                                                 record_orders=True, **job))
+        self.pipeline = SwitchPipeline(SwitchConfig(job, workers, record_orders=True))
         self.stop = False
         served = self.transport if tamper is None else Tampered(self.transport, tamper)
         self.thread = threading.Thread(target=serve, args=(self.pipeline, served),
@@ -54,10 +54,9 @@ def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, **kw):
     transports = [UdpTransport.bind() for _ in range(K)]
     data = [np.random.default_rng(r).standard_normal(n).astype(np.float32).view(np.uint32) for r in range(K)]
     results = [None] * K
-    with Switch([t.address for t in transports], tamper=tamper, mode=mode, num_elements=elements,
-                pool_size=window) as switch:
-        clients = [AllreduceClient(WorkerConfig(rank=r, num_workers=K, mode=mode, window=window,
-                                                num_elements=elements, timeout_ms=5, **kw),
+    job = JobSpec(mode=mode, num_workers=K, packet_elements=elements, window=window, **kw)
+    with Switch([t.address for t in transports], job, tamper=tamper) as switch:
+        clients = [AllreduceClient(WorkerConfig(job, rank=r, timeout_ms=5),
                                    transports[r], switch.transport.address) for r in range(K)]
 
         def work(r):
@@ -126,22 +125,28 @@ def test_lost_results_are_recovered_by_re_sending():
 def test_passes_continue_the_sequence():
     # switchml: exponent exchange then data; packet ids (and so slots) run on
     data, results, clients, p = run_workers(10, mode="switchml")
-    exchange, data_packets = pass_packets("switchml", 10, 2)
+    exchange, data_packets = JobSpec(mode="switchml", packet_elements=2).pass_packets(10)
     assert clients[0].packet_ids == exchange + data_packets == 3 + 5
     assert np.array_equal(results[0], fpisa.aggregate(np.stack(data), "switchml", block_size=2))
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(rank=2), "rank"), (dict(mode="exact"), "mode"), (dict(num_elements=300), "num_elements"),
-    (dict(window=0), "window"), (dict(timeout_ms=0), "timeout"),
-    (dict(mode="switchml", raw_registers=True), "raw registers"),
+    (dict(rank=2), "rank"), (dict(rank=-1), "rank"), (dict(rank=True), "rank"),
+    (dict(timeout_ms=0), "timeout"), (dict(timeout_ms=300), "timeout"), (dict(stall_s=0), "stall_s"),
+    (dict(job={"num_workers": 2}), "JobSpec"),
 ])
 def test_worker_config_is_validated(kw, match):
+    # the job's own fields are validated by JobSpec (tests/fpisa/test_job.py)
     with pytest.raises(ValueError, match=match):
-        WorkerConfig(**{"rank": 0, "num_workers": 2, **kw})
+        WorkerConfig(**{"job": JobSpec(num_workers=2), "rank": 0, **kw})
+
+
+def test_worker_config_round_trips_through_a_dict():
+    config = WorkerConfig(JobSpec(mode="switchml", num_workers=3, window=8), rank=2, timeout_ms=7.5)
+    assert WorkerConfig.from_dict(config.as_dict()) == config
 
 
 def test_wrong_input_dtype_is_a_clear_error():
-    client = AllreduceClient(WorkerConfig(rank=0, num_workers=1), None, None)
+    client = AllreduceClient(WorkerConfig(JobSpec(num_workers=1), rank=0), None, None)
     with pytest.raises(ValueError, match="bit patterns"):
         client.allreduce(np.zeros(4, np.float64))

@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from emulator.pipeline import JobConfig, SwitchPipeline
+from emulator.pipeline import SwitchConfig, SwitchPipeline
+from fpisa.job import JobSpec, mode_info
 from fpisa.hierarchy import aggregate_hierarchical
 from fpisa.protocol import Header, MsgType, WireMode, format_code, pack, pool_index, unpack
 from hosts.mininet.leaf import LeafSwitch
@@ -43,11 +44,10 @@ def build(groups, mode, clock=None):
     by_rank = {int(w.name[1:]): w for w in workers}
     leaf_up = [Port(f"spine-p{l}", f"leaf{l}") for l in range(L)]  # how the spine sees leaf l
     spine_port = [Port(f"leaf{l}up", "spine") for l in range(L)]  # how leaf l sees the spine
-    spine = SwitchPipeline(JobConfig(num_workers=L, workers=tuple(leaf_up), mode=mode, num_elements=E,
-                                     pool_size=4, record_orders=True))
-    leaves = [LeafSwitch(SwitchPipeline(JobConfig(num_workers=len(g), workers=tuple(by_rank[r] for r in g),
-                                                  mode=mode, num_elements=E, pool_size=4,
-                                                  record_orders=True)),
+    job = JobSpec(mode=mode, packet_elements=E, window=4)
+    spine = SwitchPipeline(SwitchConfig(job.replace(num_workers=L), tuple(leaf_up), record_orders=True))
+    leaves = [LeafSwitch(SwitchPipeline(SwitchConfig(job.replace(num_workers=len(g)),
+                                                     tuple(by_rank[r] for r in g), record_orders=True)),
                          leaf_index=l, num_leaves=L, global_ranks=g, total_workers=K,
                          spine=leaf_up[l], uplink_interface=f"leaf{l}up", clock=clock or Clock())
               for l, g in enumerate(groups)]
@@ -55,7 +55,7 @@ def build(groups, mode, clock=None):
 
 
 def data_packet(rank, K, mode, values, packet_id):
-    h = Header(MsgType.DATA, WireMode.of(mode), format_code("fp32"), 0, 0, rank, K, E,
+    h = Header(MsgType.DATA, mode_info(mode).data_wire_mode, format_code("fp32"), 0, 0, rank, K, E,
                pool_index(packet_id % 4, (packet_id // 4) % 2), 0, packet_id)
     return pack(h, np.asarray(values, np.float32).view(np.uint32))  # bits, not a value cast
 

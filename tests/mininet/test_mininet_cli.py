@@ -69,7 +69,7 @@ def test_bmv2_configs_it_cannot_run_are_exit_2(args, message, capsys):
     (["--workers", "0"], "workers"),
     (["--loss", "0.7"], "loss"),
     (["--topo", "two-level", "--workers", "3", "--leaves", "4"], "leaves"),
-    (["--packet-elements", "300"], "num_elements"),
+    (["--packet-elements", "300"], "elements per packet"),
 ])
 def test_bad_config_is_exit_2(args, message, capsys):
     assert main(["mininet", "run", *args]) == 2

@@ -14,11 +14,11 @@ def test_two_level_groups_partition_the_workers_contiguously():
 def test_payload_share_of_a_frame():
     # 64 fp32 per packet: 256 payload bytes in a 256 + 58 byte frame
     assert FRAME_OVERHEAD_BYTES == 58
-    assert ExperimentConfig(num_elements=64).payload_fraction == pytest.approx(256 / 314)
-    assert ExperimentConfig(num_elements=255).payload_fraction == pytest.approx(1020 / 1078)
+    assert ExperimentConfig(packet_elements=64).payload_fraction == pytest.approx(256 / 314)
+    assert ExperimentConfig(packet_elements=255).payload_fraction == pytest.approx(1020 / 1078)
     # fp16 travels as 2 bytes in the FPISA modes, as int32 in SwitchML
-    assert ExperimentConfig(fmt="fp16", num_elements=64).payload_fraction == pytest.approx(128 / 186)
-    assert ExperimentConfig(fmt="fp16", mode="switchml", num_elements=64).element_bytes == 4
+    assert ExperimentConfig(fmt="fp16", packet_elements=64).payload_fraction == pytest.approx(128 / 186)
+    assert ExperimentConfig(fmt="fp16", mode="switchml", packet_elements=64).element_bytes == 4
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -33,7 +33,7 @@ def test_payload_share_of_a_frame():
     ({"delay_ms": float("nan")}, "delay_ms"),
     ({"loss": 0.5}, "loss"),
     ({"elements": 0}, "elements"),
-    ({"num_elements": 256}, "num_elements"),
+    ({"packet_elements": 256}, "elements per packet"),
     ({"window": 0}, "window"),
     ({"repeat": 0}, "repeat"),
     ({"timeout_ms": 0}, "timeout_ms"),
@@ -46,15 +46,15 @@ def test_bad_values_are_clear_errors(kwargs, message):
 
 def test_defaults_depend_on_the_switch():
     emulator, bmv2 = ExperimentConfig(), ExperimentConfig(switch="bmv2")
-    assert (emulator.num_elements, emulator.window, emulator.timeout_ms) == (64, 128, 50.0)
+    assert (emulator.packet_elements, emulator.window, emulator.timeout_ms) == (64, 128, 50.0)
     # the P4 programs' packet size; a window BMv2's packet rate can serve
-    assert (bmv2.num_elements, bmv2.window, bmv2.timeout_ms) == (48, 4, 100.0)
-    assert bmv2.as_dict()["num_elements"] == 48
+    assert (bmv2.packet_elements, bmv2.window, bmv2.timeout_ms) == (48, 4, 100.0)
+    assert bmv2.as_dict()["packet_elements"] == 48
     assert ExperimentConfig(switch="bmv2", window=16, timeout_ms=300).window == 16
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"num_elements": 64}, "48 elements per packet"),
+    ({"packet_elements": 64}, "48 elements per packet"),
     ({"fmt": "bf16"}, "fp32 only"),
     ({"window": 513}, "512 slots"),
     ({"reorder": 0.1}, "reorder"),

@@ -92,6 +92,7 @@ def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, ou
     """
     from fpisa.net import UdpTransport
     from fpisa.torch.network import NetworkHookState, network_allreduce_hook
+    from fpisa.job import JobSpec
     from hosts.worker import AllreduceClient, WorkerConfig
 
     torch.set_num_threads(1)
@@ -101,7 +102,7 @@ def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, ou
     try:
         for mode, sockets, switch_address in jobs:
             client = AllreduceClient(
-                WorkerConfig(rank=rank, num_workers=world, mode=mode, num_elements=64, window=64),
+                WorkerConfig(JobSpec(mode=mode, num_workers=world, packet_elements=64, window=64), rank=rank),
                 UdpTransport(sockets[rank]), switch_address)
             module = make_model(seed)
             ddp = nn.parallel.DistributedDataParallel(module, bucket_cap_mb=64)

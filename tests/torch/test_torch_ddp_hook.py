@@ -7,8 +7,6 @@ tiny DDP buckets (several per step, each aggregated separately) the ranks
 must still agree; the simulator comparison needs the one-bucket layout.
 """
 
-import socket
-
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
@@ -17,6 +15,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as tmp  # noqa: E402
 
 import ddp_workers  # noqa: E402
+from conftest import bit_view, free_port  # noqa: E402
 
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("this torch build has no gloo backend", allow_module_level=True)
@@ -28,14 +27,8 @@ CASES = ([(m, "packet", ONE_BUCKET) for m in MODES] + [("fpisa-a", "rank", ONE_B
 SEED = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bits(t):
-    return t.view(torch.int32)
+    return bit_view(t)
 
 
 @pytest.mark.parametrize("world", [2, 3])

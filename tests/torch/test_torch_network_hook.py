@@ -9,8 +9,6 @@ order aligns the smaller value to the larger), bit-identical parameters to
 the in-process simulator.
 """
 
-import socket
-
 import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
@@ -21,6 +19,9 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as tmp  # noqa: E402
 
 import ddp_workers  # noqa: E402
+from conftest import bit_view, free_port, udp_socket  # noqa: E402
+from emulator.pipeline import SwitchConfig  # noqa: E402
+from fpisa.job import JobSpec  # noqa: E402
 
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("this torch build has no gloo backend", allow_module_level=True)
@@ -28,20 +29,8 @@ if not dist.is_available() or not dist.is_gloo_available():
 SEED = 5
 
 
-def udp_socket():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    return s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bits(t):
-    return t.view(torch.int32)
+    return bit_view(t)
 
 
 @pytest.mark.parametrize("world, modes, order_free", [
@@ -55,10 +44,9 @@ def test_network_hook_through_the_emulator(world, modes, order_free, tmp_path):
             switch_sock = udp_socket()
             workers = [udp_socket() for _ in range(world)]
             sockets += [switch_sock, *workers]
-            spec = {"num_workers": world, "workers": tuple(s.getsockname() for s in workers),
-                    "mode": mode, "fmt": "fp32", "job": 0, "num_elements": 64, "register_bits": 32,
-                    "pool_size": 64, "raw_registers": False, "rounding": "rz", "record_orders": False}
-            switches.append(server.launch(spec, switch_sock))
+            job = JobSpec(mode=mode, num_workers=world, packet_elements=64, window=64)
+            config = SwitchConfig(job, tuple(s.getsockname() for s in workers))
+            switches.append(server.launch(config, switch_sock))
             jobs.append((mode, workers, switch_sock.getsockname()))
         for switch in switches:
             switch.wait_ready(120)

@@ -1,0 +1,61 @@
+"""The layering rule of README "How the code is laid out", checked on imports.
+
+- ``fpisa`` (numerics, wire format, job description) imports no other
+  project package; only ``fpisa/cli.py`` names the others (as strings).
+- ``emulator`` (the switch) imports ``fpisa`` and ``p4``, never ``hosts``.
+- ``hosts/worker.py`` (the client a worker host runs) imports ``fpisa`` only.
+- ``hw_model`` stands alone (it imports ``fpisa`` only to check itself).
+- the testbed (``hosts/allreduce.py``, ``hosts/cli.py``, ``hosts/mininet``)
+  composes switch and workers and may import both.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("fpisa", "emulator", "hosts", "hw_model", "p4")
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            names.add(path.relative_to(ROOT).parts[0])  # relative: its own package
+    return names & set(PACKAGES)
+
+
+RULES = [
+    ("fpisa", {"fpisa"}, {"fpisa/cli.py"}),
+    ("emulator", {"fpisa", "emulator", "p4"}, set()),
+    ("hw_model", {"fpisa", "hw_model"}, set()),
+    ("p4", {"fpisa", "p4"}, set()),
+    ("hosts/worker.py", {"fpisa", "hosts"}, set()),
+]
+
+
+@pytest.mark.parametrize("where,allowed,exempt", RULES, ids=[r[0] for r in RULES])
+def test_imports_point_down_the_layers(where, allowed, exempt):
+    target = ROOT / where
+    files = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    assert files
+    bad = {}
+    for f in files:
+        rel = str(f.relative_to(ROOT))
+        if rel in exempt:
+            continue
+        extra = imported_packages(f) - allowed
+        if extra:
+            bad[rel] = sorted(extra)
+    assert not bad, f"imports that reach up a layer: {bad}"
+
+
+def test_worker_module_does_not_import_the_switch():
+    # and hosts/worker.py in particular imports nothing from hosts but itself
+    assert imported_packages(ROOT / "hosts" / "worker.py") <= {"fpisa"}
