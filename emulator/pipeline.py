@@ -98,6 +98,7 @@ def header_struct() -> struct.Struct:
 _HEADER = header_struct()
 assert _HEADER.size == HEADER_BYTES
 _RANK_OFFSET = FIELD_OFFSETS["rank"]
+_FLOAT_WIRE_MODES = frozenset(int(m) for m in WireMode if m.is_float)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ class SwitchPipeline:
             return self._drop_malformed(data)
         layout = self._data_layout.get(mode)
         if (vt != DATA_VT or layout is None or len(data) != layout[1] or nw != c.num_workers
-                or ne != c.packet_elements or (WireMode(mode).is_float and fmt != self._fmt_code)):
+                or ne != c.packet_elements or (mode in _FLOAT_WIRE_MODES and fmt != self._fmt_code)):
             return self._classify_drop(data)
         if job != c.job:
             counters.drop("wrong_job")

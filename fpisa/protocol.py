@@ -157,6 +157,11 @@ FRAME_OVERHEAD_BYTES = 14 + 20 + 8 + HEADER_BYTES
 
 def pool_index(slot, shadow_set):
     """(slot, shadow set) -> the header's pool_index; ints or integer arrays."""
+    if isinstance(slot, int) and isinstance(shadow_set, int):  # the per-packet case: no numpy
+        if not 0 <= slot < MAX_SLOTS or shadow_set not in (0, 1):
+            raise ValueError(f"bad slot {slot} / shadow set {shadow_set}: slots are 0..{MAX_SLOTS - 1}, "
+                             "shadow sets 0 or 1")
+        return (shadow_set << 15) | slot
     slot, shadow_set = np.asarray(slot), np.asarray(shadow_set)
     if np.any((slot < 0) | (slot >= MAX_SLOTS)) or np.any((shadow_set != 0) & (shadow_set != 1)):
         raise ValueError(f"bad slot {slot} / shadow set {shadow_set}: slots are 0..{MAX_SLOTS - 1}, "
