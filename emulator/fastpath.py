@@ -28,13 +28,11 @@ import numpy as np
 from numba import njit
 
 from fpisa import _kernels as kernels
+from fpisa.registers import protocol_flags
 from fpisa.protocol import (
     DATA_VT,
     FIELD_OFFSETS,
-    FLAG_OVERFLOW,
-    FLAG_OVERWRITE,
     FLAG_RAW,
-    FLAG_SPECIAL,
     HEADER_BYTES,
     MAX_SLOTS,
     RESULT_VT,
@@ -290,12 +288,7 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
                     v = np.int64(scratch_out[j])
                     for b in range(elem_bytes):
                         result_payload[row, j * elem_bytes + b] = (v >> (8 * b)) & 0xFF
-            if acc & kernels.OVERFLOW:
-                rflags |= FLAG_OVERFLOW
-            if acc & kernels.OVERWRITE:
-                rflags |= FLAG_OVERWRITE
-            if acc & kernels.SPECIALS:
-                rflags |= FLAG_SPECIAL
+            rflags |= protocol_flags(acc)
             L = E * elem_bytes
             if raw_always or (flags_in & FLAG_RAW):
                 rflags |= FLAG_RAW

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable
 
 import numpy as np
 
+from fpisa.counters import Counters
 from fpisa.formats import get_rounding
 from fpisa.job import JobSpec
 from fpisa.protocol import (
@@ -175,18 +176,18 @@ class ArrivalLog:
                 "order": self.order[:n].copy()}
 
 
-@dataclass
-class SwitchCounters:
-    received: int = 0
-    #: data packets folded into a slot (not duplicates)
-    aggregated: int = 0
-    #: slots completed (last arrival seen)
-    completed: int = 0
-    #: RESULT packets sent (one per worker per completed slot)
-    multicast: int = 0
-    #: RESULT_RETX packets sent (duplicate for a completed slot)
-    retransmitted: int = 0
-    dropped: dict = field(default_factory=dict)
+class SwitchCounters(Counters):
+    """received: packets in; aggregated: DATA packets folded into a slot (not
+    duplicates); completed: slots completed (last arrival seen); multicast:
+    RESULT packets sent (one per worker per completed slot); retransmitted:
+    RESULT_RETX packets sent (a duplicate for a completed slot); dropped:
+    drops by reason (:data:`DROP_REASONS` and ``malformed:<reason>``)."""
+
+    NAMES = ("received", "aggregated", "completed", "multicast", "retransmitted")
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.dropped: dict[str, int] = {}
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -66,15 +66,16 @@ BF16 = Format("bf16", 8, 7, np.uint16, None)
 FORMATS: dict[str, Format] = {f.name: f for f in (FP32, FP16, BF16)}
 
 
-def get_format(fmt: str | Format) -> Format:
-    if isinstance(fmt, Format):
-        return fmt
+def _choose(kind: str, options: dict, key):
+    """``options[key]``, or a ValueError naming the known keys."""
     try:
-        return FORMATS[fmt]
-    except KeyError:
-        raise ValueError(
-            f"unknown format {fmt!r}; expected one of {sorted(FORMATS)}"
-        ) from None
+        return options[key]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown {kind} {key!r}; expected one of {list(options)}") from None
+
+
+def get_format(fmt: str | Format) -> Format:
+    return fmt if isinstance(fmt, Format) else _choose("format", FORMATS, fmt)
 
 
 class Mode(str, enum.Enum):
@@ -93,12 +94,7 @@ class Mode(str, enum.Enum):
 
 
 def get_mode(mode: str | Mode) -> Mode:
-    try:
-        return Mode(mode)
-    except ValueError:
-        raise ValueError(
-            f"unknown mode {mode!r}; expected one of {[m.value for m in Mode]}"
-        ) from None
+    return mode if isinstance(mode, Mode) else _choose("mode", {m.value: m for m in Mode}, mode)
 
 
 class Rounding(str, enum.Enum):
@@ -111,12 +107,9 @@ class Rounding(str, enum.Enum):
 
 
 def get_rounding(rounding: str | Rounding) -> Rounding:
-    try:
-        return Rounding(rounding)
-    except ValueError:
-        raise ValueError(
-            f"unknown rounding {rounding!r}; expected 'rz' or 'rne'"
-        ) from None
+    if isinstance(rounding, Rounding):
+        return rounding
+    return _choose("rounding", {r.value: r for r in Rounding}, rounding)
 
 
 #: widest mantissa register the kernels support (int64 arithmetic)

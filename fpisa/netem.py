@@ -26,6 +26,8 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass
+
+from .counters import Counters
 from typing import Any
 
 __all__ = ["LinkFaults", "FaultInjector", "add_fault_arguments", "faults_from_args"]
@@ -67,16 +69,11 @@ class LinkFaults:
                           self.reorder_gap, self.reorder_max_ms, seed)
 
 
-@dataclass
-class FaultCounters:
-    offered: int = 0
-    dropped: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    delayed: int = 0
+class FaultCounters(Counters):
+    """offered: packets handed to the link; dropped, duplicated, reordered,
+    delayed: how many of them each fault hit."""
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    NAMES = ("offered", "dropped", "duplicated", "reordered", "delayed")
 
 
 class FaultInjector:

@@ -11,6 +11,7 @@ the slot's implicit reset (SwitchML's trick: no clear is ever needed).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from . import _kernels as K
 from .formats import RegisterLayout, Rounding, get_format, get_rounding
@@ -122,12 +123,18 @@ class SlotRegisters:
 
     def row_flags(self, row: int) -> int:
         """Protocol FLAG_* bits summarizing the row's element flags."""
-        f = int(np.bitwise_or.reduce(self.element_flags[row]))
-        out = 0
-        if f & K.OVERFLOW:
-            out |= FLAG_OVERFLOW
-        if f & K.OVERWRITE:
-            out |= FLAG_OVERWRITE
-        if f & K.SPECIALS:
-            out |= FLAG_SPECIAL
-        return out
+        return int(protocol_flags(int(np.bitwise_or.reduce(self.element_flags[row]))))
+
+
+@njit(cache=True, nogil=True)
+def protocol_flags(element_flags):
+    """A result's protocol FLAG_* bits from the OR of its elements' flags
+    (the switch's fast path calls this too)."""
+    out = 0
+    if element_flags & K.OVERFLOW:
+        out |= FLAG_OVERFLOW
+    if element_flags & K.OVERWRITE:
+        out |= FLAG_OVERWRITE
+    if element_flags & K.SPECIALS:
+        out |= FLAG_SPECIAL
+    return out

@@ -57,12 +57,11 @@ class AllreduceConfig:
     job: JobSpec = field(default_factory=JobSpec)
     #: elements each worker contributes
     elements: int = 1_000_000
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    delay_ms: float = 0.0
+    #: faults on the emulated links (each sender draws its own seeded stream)
+    faults: LinkFaults = field(default_factory=LinkFaults)
     #: which links the faults act on: both, to-switch (workers' sends), from-switch
     fault_direction: str = "both"
+    #: seeds the data and the faults
     seed: int = 0
     timeout_ms: float = 20.0
     switch: str = "emulator"
@@ -83,24 +82,24 @@ class AllreduceConfig:
             bad(f"switch must be one of {tuple(SWITCHES)}, got {self.switch!r}")
         if not self.timeout_ms > 0:
             bad(f"timeout_ms must be > 0, got {self.timeout_ms!r}")
-        # LinkFaults validates the probabilities
-        self.faults()
+        if not isinstance(self.faults, LinkFaults):
+            bad(f"faults must be a LinkFaults, got {type(self.faults).__name__}")
 
     def as_dict(self) -> dict:
-        """Flat: the job's fields and the run's (the report's "config")."""
-        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "job"}
-        return {**self.job.as_dict(), **run}
+        """Flat: the job's fields, the faults' and the run's (the report's "config")."""
+        faults = {k: getattr(self.faults, k) for k in ("loss", "duplicate", "reorder", "delay_ms")}
+        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("job", "faults")}
+        return {**self.job.as_dict(), **faults, **run}
 
-    def faults(self, seed_offset: int = 0) -> LinkFaults:
+    def sender_faults(self, seed_offset: int = 0) -> LinkFaults:
         """The link faults of one sender: the switch is seed_offset 0
         (switch -> workers), worker r is 1 + r (worker -> switch)."""
         towards_switch = seed_offset > 0
         applies = self.fault_direction == "both" or (
             self.fault_direction == ("to-switch" if towards_switch else "from-switch"))
-        if not applies:
-            return LinkFaults(seed=self.seed * 1000 + seed_offset)
-        return LinkFaults(loss=self.loss, duplicate=self.duplicate, reorder=self.reorder,
-                          delay_ms=self.delay_ms, seed=self.seed * 1000 + seed_offset)
+        seed = self.seed * 1000 + seed_offset
+        return self.faults.with_seed(seed) if applies else LinkFaults(seed=seed)
 
     def worker_config(self, rank: int) -> WorkerConfig:
         return WorkerConfig(job=self.job, rank=rank, timeout_ms=self.timeout_ms)
@@ -134,7 +133,7 @@ def _worker_main(config: AllreduceConfig, rank: int, sock, switch_address, conn,
     try:
         bits = gradient_like(config.elements, rank, config.seed, config.job.fmt)
         transport = UdpTransport(sock)
-        faults = config.faults(seed_offset=1 + rank)
+        faults = config.sender_faults(seed_offset=1 + rank)
         client = AllreduceClient(config.worker_config(rank), transport, switch_address,
                                  faults=faults if faults.active else None, progress=progress)
         client.warm_up()
@@ -204,7 +203,7 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
     # is configured as the P4 programs are, rz read-out
     switch_config = SwitchConfig(config.job, tuple(s.getsockname() for s in worker_socks),
                                  record_orders=config.check)
-    switch_faults = config.faults(seed_offset=0)
+    switch_faults = config.sender_faults(seed_offset=0)
     launch = launch_switch or _launcher(config.switch)
     switch = launch(switch_config, switch_sock, switch_faults if switch_faults.active else None,
                     context=ctx)

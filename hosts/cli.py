@@ -119,8 +119,7 @@ def job_from_args(args) -> JobSpec:
 
 def _config(args) -> AllreduceConfig:
     return AllreduceConfig(job=job_from_args(args), elements=args.elements,
-                           loss=args.loss, duplicate=args.dup, reorder=args.reorder,
-                           delay_ms=args.delay_ms, seed=args.seed,
+                           faults=faults_from_args(args, seed=0), seed=args.seed,
                            fault_direction=args.fault_direction, timeout_ms=args.timeout_ms,
                            switch=args.switch, check=not args.no_check)
 

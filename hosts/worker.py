@@ -27,6 +27,7 @@ import numpy as np
 
 from fpisa import switchml
 from fpisa.codec import normalize
+from fpisa.counters import Counters
 from fpisa.job import JobSpec
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import (
@@ -116,17 +117,13 @@ class ConversionCost:
                 "ns_per_element": self.ns_per_element, "elements": self.elements}
 
 
-@dataclass
-class ClientCounters:
-    sent: int = 0
-    retransmitted: int = 0
-    results: int = 0
-    duplicate_results: int = 0
-    ignored: int = 0  # not a result for us / of this job / malformed
-    receive_batches: int = 0  # recv_batch calls that returned results
+class ClientCounters(Counters):
+    """sent: DATA packets sent (first copies); retransmitted: copies sent again;
+    results: packets whose result arrived; duplicate_results: results that
+    arrived again; ignored: packets not a result of ours (other job or rank,
+    malformed); receive_batches: receive calls that returned results."""
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    NAMES = ("sent", "retransmitted", "results", "duplicate_results", "ignored", "receive_batches")
 
 
 class RetransmitTimer:

@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import fpisa
-from fpisa.formats import get_mode
+from fpisa.formats import get_mode, get_rounding
 
 from . import require_torch
 
 torch = require_torch()
 
-__all__ = ["aggregate_gradients", "AggregationStats", "arrival_order", "ARRIVALS", "format_of"]
+__all__ = ["aggregate_gradients", "AggregationStats", "arrival_order", "ARRIVALS", "format_of",
+           "SwitchEmulation"]
 
 #: arrival orders: ``rank`` (0..K-1 every time), ``step`` (one seeded
 #: permutation per step and bucket), ``packet`` (one per packet of
@@ -35,6 +36,35 @@ __all__ = ["aggregate_gradients", "AggregationStats", "arrival_order", "ARRIVALS
 ARRIVALS = ("rank", "step", "packet")
 
 _FORMATS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass
+class SwitchEmulation:
+    """How the emulated switch aggregates each step's gradients: shared by the
+    K-worker simulator, the DDP hook and the training study.
+
+    ``arrival``: ``rank``, ``step`` or ``packet`` (:data:`ARRIVALS`), seeded
+    by ``seed``; ``packet_elements``: elements per packet (SwitchML's block,
+    and the granularity of ``packet`` arrival orders); ``measure_error``:
+    also compute the exact sum, for the error statistics.
+    """
+
+    mode: str = "fpisa"
+    arrival: str = "packet"
+    seed: int = 0
+    packet_elements: int = 64
+    rounding: str = "rz"
+    register_bits: int = 32
+    measure_error: bool = False
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        get_mode(self.mode)
+        get_rounding(self.rounding)
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"{name}: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
+        if not isinstance(self.packet_elements, int) or self.packet_elements < 1:
+            raise ValueError(f"{name}: packet_elements must be an int >= 1, got {self.packet_elements!r}")
 
 
 def format_of(dtype) -> str:

@@ -26,10 +26,9 @@ emulates the switch's numerics, not its bandwidth (the network hook in
 # annotation with the real torch.futures.Future[torch.Tensor] object
 from dataclasses import dataclass, field
 
-from fpisa.formats import get_mode, get_rounding
 
 from . import require_torch
-from .aggregation import ARRIVALS, AggregationStats, aggregate_gradients, arrival_order
+from .aggregation import AggregationStats, SwitchEmulation, aggregate_gradients, arrival_order
 
 torch = require_torch()
 import torch.distributed as dist  # noqa: E402
@@ -74,24 +73,11 @@ class CanonicalLayout:
 
 
 @dataclass
-class FpisaHookState:
-    """Configuration and running statistics of :func:`fpisa_allreduce_hook`.
+class FpisaHookState(SwitchEmulation):
+    """Configuration (:class:`~fpisa.torch.aggregation.SwitchEmulation`) and
+    running statistics of :func:`fpisa_allreduce_hook`; ``measure_error``
+    fills the error fields of ``stats``."""
 
-    ``arrival``: ``rank``, ``step`` or ``packet`` (see
-    :data:`~fpisa.torch.aggregation.ARRIVALS`); ``seed`` seeds it.
-    ``packet_elements``: elements per packet (SwitchML's block, and the
-    granularity of ``packet`` arrival orders). ``measure_error`` adds an
-    exact sum per bucket to fill the error fields of ``stats``.
-    """
-
-    mode: str = "fpisa"
-    #: as in SimulatorConfig: packets race to the switch independently
-    arrival: str = "packet"
-    seed: int = 0
-    packet_elements: int = 64
-    rounding: str = "rz"
-    register_bits: int = 32
-    measure_error: bool = False
     process_group: object | None = None
     #: the model's parameters in registration order (``model.parameters()``),
     #: or None. When given, each bucket is aggregated in this canonical
@@ -106,12 +92,7 @@ class FpisaHookState:
     layout: "CanonicalLayout | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        get_mode(self.mode)
-        get_rounding(self.rounding)
-        if self.arrival not in ARRIVALS:
-            raise ValueError(f"FpisaHookState: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
-        if self.packet_elements < 1:
-            raise ValueError(f"FpisaHookState: packet_elements must be >= 1, got {self.packet_elements}")
+        super().__post_init__()
         if self.parameters is not None and self.layout is None:
             self.layout = CanonicalLayout(self.parameters)
 

@@ -21,45 +21,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fpisa.formats import get_mode, get_rounding
-
 from . import require_torch
-from .aggregation import ARRIVALS, AggregationStats, aggregate_gradients, arrival_order
+from .aggregation import AggregationStats, SwitchEmulation, aggregate_gradients, arrival_order
 
 torch = require_torch()
 
 __all__ = ["SimulatorConfig", "KWorkerSimulator", "StepResult"]
 
 
-@dataclass(frozen=True)
-class SimulatorConfig:
+@dataclass
+class SimulatorConfig(SwitchEmulation):
+    """K simulated workers and how the emulated switch sums them (the seed
+    seeds the arrival orders; the model's init and data order are the caller's)."""
+
     workers: int = 8
-    mode: str = "fpisa"
-    #: arrival order of the workers' packets: rank, step or packet
-    arrival: str = "packet"
-    #: seeds the arrival orders (the model's init and the data order are the caller's)
-    seed: int = 0
-    #: elements per packet: SwitchML's block and the packet arrival granularity
-    packet_elements: int = 64
-    rounding: str = "rz"
-    register_bits: int = 32
-    #: also compute the exact sum each step, for the error statistics
-    measure_error: bool = False
 
     def __post_init__(self) -> None:
-        def bad(msg):
-            raise ValueError(f"SimulatorConfig: {msg}")
-
-        if not isinstance(self.workers, int) or self.workers < 1:
-            bad(f"workers must be a positive integer, got {self.workers!r}")
-        get_mode(self.mode)
-        get_rounding(self.rounding)
-        if self.arrival not in ARRIVALS:
-            bad(f"arrival must be one of {ARRIVALS}, got {self.arrival!r}")
-        if self.packet_elements < 1:
-            bad(f"packet_elements must be >= 1, got {self.packet_elements}")
+        super().__post_init__()
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"SimulatorConfig: workers must be a positive integer, got {self.workers!r}")
         if self.mode == "switchml" and self.workers > 256:
-            bad("switchml supports at most 256 workers")
+            raise ValueError("SimulatorConfig: switchml supports at most 256 workers")
 
 
 @dataclass

@@ -29,9 +29,9 @@ so neither the leaf's nor the spine's row is reused while still needed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Hashable, Sequence
 
+from fpisa.counters import Counters
 from fpisa.protocol import DATA_VT as _DATA_VT, FIELD_OFFSETS as _OFF, HEADER_BYTES, MAX_WORKERS, \
     RESULT_VT as _RESULT_VT, RETX_VT as _RETX_VT
 
@@ -43,25 +43,18 @@ _POOL = slice(_OFF["pool_index"], _OFF["pool_index"] + 2)
 _PID = slice(_OFF["packet_id"], _OFF["packet_id"] + 4)
 
 
-@dataclass
-class LeafCounters:
-    #: partial sums sent to the spine (first time)
-    up_sent: int = 0
-    #: partial sums sent again (a worker asked, the spine's result was missing)
-    up_resent: int = 0
-    #: spine results multicast down (per slot, not per worker)
-    down_results: int = 0
-    #: spine results answered to one worker's duplicate
-    down_retransmitted: int = 0
-    #: spine results for a slot generation the leaf is not waiting for
-    stale_from_spine: int = 0
-    #: worker packets with a rank this leaf does not serve
-    unknown_rank: int = 0
-    #: duplicates not re-sent up: the partial went up less than resend_gap_s ago
-    up_resend_suppressed: int = 0
+class LeafCounters(Counters):
+    """up_sent: partial sums sent to the spine (first time); up_resent: sent
+    again (a worker asked, the spine's result was missing); down_results:
+    spine results multicast down (per slot, not per worker);
+    down_retransmitted: spine results answered to one worker's duplicate;
+    stale_from_spine: spine results for a slot generation the leaf is not
+    waiting for; unknown_rank: worker packets with a rank this leaf does not
+    serve; up_resend_suppressed: duplicates not re-sent up because the
+    partial went up less than resend_gap_s ago."""
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    NAMES = ("up_sent", "up_resent", "down_results", "down_retransmitted", "stale_from_spine",
+             "unknown_rank", "up_resend_suppressed")
 
 
 class LeafSwitch:

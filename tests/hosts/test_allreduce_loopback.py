@@ -7,17 +7,20 @@ import pytest
 
 from emulator.server import launch
 from fpisa.job import JobSpec
+from fpisa.netem import LinkFaults
 from hosts.allreduce import AllreduceConfig, run_allreduce
 
 FAULTS = dict(loss=0.1, duplicate=0.1, reorder=0.1)
 JOB_FIELDS = ("mode", "fmt", "workers", "window", "raw_registers", "rounding")
+FAULT_FIELDS = ("loss", "duplicate", "reorder", "delay_ms")
 
 
 def run(**kw):
     kw = {"workers": 3, "elements": 2000, "window": 16, "seed": 7, **kw}
     job = {k: kw.pop(k) for k in JOB_FIELDS if k in kw}
     job["num_workers"] = job.pop("workers")
-    config = AllreduceConfig(job=JobSpec(**job), **kw)
+    faults = LinkFaults(**{k: kw.pop(k) for k in FAULT_FIELDS if k in kw})
+    config = AllreduceConfig(job=JobSpec(**job), faults=faults, **kw)
     return run_allreduce(config, progress=False)
 
 
