@@ -7,6 +7,7 @@ worker does before it sends and after it receives.
   format (int32, big-endian) in the same pass;
 - byte-order conversion of 16/32/64-bit values: what an FPISA host must do
   when the switch does not swap bytes;
+- ATP's fixed-scale quantizer, a third integer baseline (fp32 only);
 - :func:`measure_host_rates`, the per-core throughput of each conversion
   (``benchmarks/host_conversion.py`` prints it; ``fpisa study host-cores``
   calls it).
@@ -45,6 +46,8 @@ __all__ = [
     "KIND_FP16",
     "KIND_BF16",
     "byteswap",
+    "atp_quantize",
+    "atp_dequantize",
     "measure_host_rates",
     "HOST_RATE_KEYS",
     "PAPER_BYTESWAP_PER_CORE",
@@ -419,6 +422,50 @@ def dequantize(sums, kind, scales, block_size, out, swap):
         _dequantize_run(sums, full * block_size, n - full * block_size, scales[full], kind, out, swap)
 
 
+# ------------------------------------------------- ATP's fixed-scale quantizer
+# A third integer baseline: ATP (NSDI'21) quantizes fp32 with one fixed
+# factor instead of per-block exponents. The formula, from the AVX2 path of
+# in-ATP/ATP common/quantize.h (quantizeAVX2 / dequantizeAVX2), reimplemented:
+#     q = cvtps_epi32(fl32(x * 1e6))   float32 product, round to nearest even;
+#                                      out of int32 range or NaN -> INT32_MIN
+#                                      (x86's "integer indefinite")
+#     y = fl32(fl32(s) / 1e6)          int -> float32 (nearest even), float32 divide
+# No block exponents, no exchange with the switch: |x| must stay below
+# ~2147 (2^31 / 1e6) for every worker and the K-way sum too.
+ATP_FACTOR = 1.0e6  # exact in float32
+
+
+@_jit
+def atp_quantize_kernel(bits, out):
+    factor = np.float32(ATP_FACTOR)
+    for i in range(bits.shape[0]):
+        r = np.rint(_as_float32(bits[i]) * factor)
+        out[i] = np.int32(r) if abs(r) < np.float32(2147483648.0) else np.int32(-2147483648)
+
+
+@_jit
+def atp_dequantize_kernel(sums, out):
+    factor = np.float32(ATP_FACTOR)
+    for i in range(sums.shape[0]):
+        out[i] = _as_uint32(np.float32(sums[i]) / factor)
+
+
+def atp_quantize(values_bits) -> np.ndarray:
+    """ATP's fixed-scale quantizer: fp32 bits -> int32 (see ATP_FACTOR above)."""
+    bits = np.ascontiguousarray(np.asarray(values_bits).ravel(), dtype=np.uint32)
+    out = np.empty(bits.size, np.int32)
+    atp_quantize_kernel(bits, out)
+    return out
+
+
+def atp_dequantize(int_sums) -> np.ndarray:
+    """ATP's dequantizer: int32 sums -> fp32 bits."""
+    s = np.ascontiguousarray(np.asarray(int_sums, dtype=np.int32).ravel())
+    out = np.empty(s.size, np.uint32)
+    atp_dequantize_kernel(s, out)
+    return out
+
+
 # ------------------------------------------------------------------ byte order
 @_jit
 def byteswap_kernel(values, out):
@@ -480,10 +527,12 @@ HOST_RATE_KEYS = (
     "fpisa_host_swap",
     "numpy_byteswap",
     "switchml",
+    "switchml_quantize_dequantize",
     "switchml_exponents",
     "switchml_quantize",
     "switchml_dequantize",
     "switchml_numpy",
+    "atp",
 )
 
 _FLOAT_BITS = {"fp16": np.uint16, "fp32": np.uint32, "fp64": np.uint64}
@@ -514,13 +563,14 @@ def _split(n, parts, align):
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
-def measure_host_rates(n: int = 1 << 22, threads: int = 1, repeats: int = 7,
+def measure_host_rates(n: int = 1 << 24, threads: int = 1, repeats: int = 7,
                        num_workers: int = 8, block_size: int = 64,
                        include_numpy: bool = True, seed: int = 0) -> dict:
     """Per-core host conversion rates in values/s (best of ``repeats``).
 
-    ``n`` values per format (default 4 Mi: 16 MiB of fp32, beyond the caches
-    of a small machine, so the rates are streaming rates); ``threads`` worker
+    ``n`` values per format (default 16 Mi: 64 MiB of fp32 in and as much
+    out, beyond a 32 MiB L3, so these are streaming rates from and to DRAM;
+    a small n measures cache-resident rates instead); ``threads`` worker
     threads each convert an equal contiguous share (the kernels release the
     GIL) and the rate is total values / best wall time / threads, i.e. per
     core if each thread has a core. The machine's other load only slows a
@@ -541,12 +591,16 @@ def measure_host_rates(n: int = 1 << 22, threads: int = 1, repeats: int = 7,
       into the big-endian int32 wire buffer, dequantize from it back to the
       format (:func:`fpisa.switchml.quantize_to_wire` / ``dequantize_from_wire``
       kernels, the validation excluded);
+    - ``switchml_quantize_dequantize`` {fp32, fp16}: n / (t_quantize +
+      t_dequantize), the conversions alone (the exponents pass excluded);
     - ``switchml_exponents``, ``switchml_quantize``, ``switchml_dequantize``
       {fp32, fp16}: the three parts alone;
     - ``switchml_numpy`` {fp32, fp16}: the same three steps with the
       previous numpy implementation (block_exponents + quantize + dequantize,
       without the byte swap; 1 thread, omitted unless include_numpy): the
       "before";
+    - ``atp`` {fp32}: ATP's fixed-scale quantize + dequantize
+      (:func:`atp_quantize`, :func:`atp_dequantize` kernels), n / (t_q + t_dq);
     - ``meta``: n, threads, repeats, num_workers, block_size, cpu_count.
     """
     if threads < 1:
@@ -604,6 +658,7 @@ def measure_host_rates(n: int = 1 << 22, threads: int = 1, repeats: int = 7,
             t[step] = _best_time(fn, chunks, threads, repeats)
             result[f"switchml_{step}"][name] = per_core(t[step])
         result["switchml"][name] = per_core(sum(t.values()))
+        result["switchml_quantize_dequantize"][name] = per_core(t["quantize"] + t["dequantize"])
         if include_numpy:
             def numpy_path(_):
                 ex = sml._reference_block_exponents(bits, name, block_size)
@@ -611,6 +666,15 @@ def measure_host_rates(n: int = 1 << 22, threads: int = 1, repeats: int = 7,
                 sml._reference_dequantize(q, name, ex, num_workers, block_size)
             numpy_path(None)
             result["switchml_numpy"][name] = n / _best_time(numpy_path, [None], 1, max(1, repeats // 2))
+
+    bits = rng.standard_normal(n).astype(np.float32).view(np.uint32)
+    q = np.empty(n, np.int32)
+    back = np.empty(n, np.uint32)
+    atp_quantize_kernel(bits[:8], q[:8])
+    atp_dequantize_kernel(q[:8], back[:8])
+    tq = _best_time(lambda c: atp_quantize_kernel(bits[c[0]:c[1]], q[c[0]:c[1]]), chunks, threads, repeats)
+    tdq = _best_time(lambda c: atp_dequantize_kernel(q[c[0]:c[1]], back[c[0]:c[1]]), chunks, threads, repeats)
+    result["atp"]["fp32"] = per_core(tq + tdq)
 
     result = {k: v for k, v in result.items() if v}
     result["meta"] = {"n": n, "threads": threads, "repeats": repeats, "num_workers": num_workers,

@@ -402,6 +402,30 @@ def test_byteswap_refusals():
         HK.byteswap(a, bytearray(80))
 
 
+# ------------------------------------------------------------ ATP baseline
+def _atp_reference(bits):
+    """ATP's AVX2 quantizer in numpy: float32 product, round half even,
+    out of range and NaN -> INT32_MIN (x86 cvtps2dq)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = np.rint(bits.view(np.float32) * np.float32(1e6))
+        ok = np.abs(r) < np.float32(2**31)
+        return np.where(ok, np.where(ok, r, 0).astype(np.int32), np.int32(-(2**31)))
+
+
+def test_atp_quantizer_matches_its_formula():
+    rng = np.random.default_rng(37)
+    bits = finite_patterns("fp32", rng)
+    specials = np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0x80000000, 0], np.uint32)
+    near = np.array([2147.483, 2147.4836, -2147.4836, 2147.48365, 0.5e-6, 1.5e-6, 2.5e-6],
+                    np.float32).view(np.uint32)
+    bits = np.concatenate([bits, specials, near])
+    np.testing.assert_array_equal(HK.atp_quantize(bits), _atp_reference(bits))
+    sums = np.concatenate([rng.integers(-(2**31), 2**31, 100_000),
+                           [0, 1, -1, 2**31 - 1, -(2**31), 16777217, -16777217]]).astype(np.int32)
+    expected = (sums.astype(np.float32) / np.float32(1e6)).view(np.uint32)
+    np.testing.assert_array_equal(HK.atp_dequantize(sums), expected)
+
+
 # ------------------------------------------------------------ vectorization
 _ASM_SCRIPT = textwrap.dedent("""
     import re, sys, json
@@ -456,9 +480,10 @@ def test_measure_host_rates_shape():
         assert set(rates) == set(HK.HOST_RATE_KEYS) | {"meta"}
         for key in ("fpisa_switch_swap", "fpisa_host_swap", "numpy_byteswap"):
             assert set(rates[key]) == {"fp16", "fp32", "fp64"}
-        for key in ("switchml", "switchml_exponents", "switchml_quantize",
+        for key in ("switchml", "switchml_quantize_dequantize", "switchml_exponents", "switchml_quantize",
                     "switchml_dequantize", "switchml_numpy"):
             assert set(rates[key]) == {"fp32", "fp16"}
         assert all(v > 0 for key in HK.HOST_RATE_KEYS for v in rates[key].values())
+        assert set(rates["atp"]) == {"fp32"}
         assert rates["meta"]["threads"] == threads
     assert "switchml_numpy" not in HK.measure_host_rates(n=4096, repeats=1, include_numpy=False)
