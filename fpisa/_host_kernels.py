@@ -289,15 +289,19 @@ def max_block_exponents(bits2d, kind, block_size, out):
     data: the frexp exponent of the max |x| bits over all workers (the
     exponent is monotonic in them). False if a value is Inf/NaN."""
     workers, n = bits2d.shape
+    largest = np.zeros(out.shape[0], np.uint32)
+    full = n // block_size
+    for k in range(workers):
+        row = bits2d[k]
+        for b in range(full):
+            largest[b] = max(largest[b], _max_abs(row, b * block_size, block_size, kind))
+        if full * block_size < n:
+            largest[full] = max(largest[full],
+                                _max_abs(row, full * block_size, n - full * block_size, kind))
     worst = np.uint32(0)
     for b in range(out.shape[0]):
-        lo = b * block_size
-        count = min(block_size, n - lo)
-        largest = np.uint32(0)
-        for k in range(workers):
-            largest = max(largest, _max_abs(bits2d[k], lo, count, kind))
-        worst = max(worst, largest)
-        out[b] = _exponent_of(largest, kind)
+        worst = max(worst, largest[b])
+        out[b] = _exponent_of(largest[b], kind)
     return worst < _inf_bits(kind)
 
 
@@ -384,12 +388,16 @@ def quantize_sum(bits2d, kind, scales, block_size, sums):
     the status of :func:`quantize`."""
     workers, n = bits2d.shape
     status = 0
+    full = n // block_size
     for k in range(workers):
         row = bits2d[k]
-        for b in range(scales.shape[0]):
-            lo = b * block_size
+        for b in range(full):
             f = scales[b]
-            largest = _accumulate_run(row, lo, min(block_size, n - lo), f, kind, sums)
+            largest = _accumulate_run(row, b * block_size, block_size, f, kind, sums)
+            status = max(status, _block_status(largest, f, kind))
+        if full * block_size < n:
+            f = scales[full]
+            largest = _accumulate_run(row, full * block_size, n - full * block_size, f, kind, sums)
             status = max(status, _block_status(largest, f, kind))
     return status
 
