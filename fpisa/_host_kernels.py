@@ -12,11 +12,14 @@ worker does before it sends and after it receives.
   (``benchmarks/host_conversion.py`` prints it; ``fpisa study host-cores``
   calls it).
 
-Every element loop here is branch-free and written so LLVM vectorizes it
-(AVX2 on the development machine: ``vcvtps2pd``/``vmulpd``/``vroundpd``/
-``vcvttpd2dq`` in quantize, ``vdivpd`` in dequantize, ``vpshufb`` in the byte
-swaps; ``tests/fpisa/test_host_kernels.py`` checks the instructions are
-there). The kernels assume validated input; :mod:`fpisa.switchml` and
+Every element loop here is branch-free and written so LLVM vectorizes it;
+on the development machine (AVX2) ``inspect_asm`` shows 256-bit (ymm)
+``vcvtps2pd``/``vmulpd``/``vcvtpd2dq`` (rint and the int32 conversion fused,
+in the default round-to-nearest-even mode) plus ``vpmaxud`` (the block max)
+and ``vpshufb`` (the wire byte order) in quantize; ``vcvtdq2pd``/``vdivpd``/
+``vcvtpd2ps`` (fp32) or ``vpaddq``/``vpsrlq``/``vblendvpd`` (fp16/bf16
+rounding) in dequantize; ``vpshufb`` in the byte swaps;
+``tests/fpisa/test_host_kernels.py`` checks the main ones are there. The kernels assume validated input; :mod:`fpisa.switchml` and
 :func:`byteswap` validate.
 
 Bit-identity with the numpy formulas. Quantize widens x exactly to a double,
