@@ -109,16 +109,7 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
     elif mode is Mode.FLOAT32:
         out, flags = _aggregate_float32(bits, orders, fmt)
     elif mode is Mode.SWITCHML:
-        if workers > sml.MAX_WORKERS:
-            raise ValueError(f"switchml supports at most {sml.MAX_WORKERS} workers, got {workers}")
-        exps = np.stack([sml.block_exponents(bits[k], fmt, block_size) for k in range(workers)])
-        e_max = exps.max(axis=0)
-        sums = np.zeros(n, np.int64)
-        for k in range(workers):
-            sums += sml.quantize(bits[k], fmt, e_max, workers, block_size)
-        # the no-overflow argument in fpisa.switchml: the int32 sum is exact
-        assert np.all(np.abs(sums) <= sml.INT32_MAX)
-        out = sml.dequantize(sums.astype(np.int32), fmt, e_max, workers, block_size)
+        out = sml.sum_workers(bits, fmt, block_size)
     result = from_bits(out, fmt) if was_float else out
     return AggregateResult(result, out, flags, E, A, overwrites, mode, fmt, rounding,
                            layout.register_bits)
