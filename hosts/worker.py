@@ -188,8 +188,8 @@ class AllreduceClient:
         bits = np.zeros(c.packet_elements, self._fmt.bits_dtype)
         if c.info.exponent_pass:
             e = switchml.block_exponents(bits, self._fmt, c.packet_elements)
-            q = switchml.quantize(bits, self._fmt, e, c.num_workers, c.packet_elements)
-            switchml.dequantize(q, self._fmt, e, c.num_workers, c.packet_elements)
+            q = switchml.quantize_to_wire(bits, self._fmt, e, c.num_workers, c.packet_elements)
+            switchml.dequantize_from_wire(q, self._fmt, e, c.num_workers, c.packet_elements)
         elif c.raw_registers:
             zeros = np.zeros(c.packet_elements, np.int64)
             normalize(zeros, zeros, self._fmt, c.rounding)
@@ -230,12 +230,14 @@ class AllreduceClient:
         exponents, _ = self._run_pass(WireMode.INT_MAX, local, bexp=0)
         t2 = time.thread_time_ns()
         max_exponents = exponents.view(">i4")[: local.size].astype(np.int32)
-        quantized = switchml.quantize(bits, self._fmt, max_exponents, K, E).astype(">i4")
+        # quantize and byte-swap in one compiled pass, as SwitchML's host code does
+        quantized = switchml.quantize_to_wire(bits, self._fmt, max_exponents, K, E,
+                                              np.empty(bits.size, ">i4"))
         t3 = time.thread_time_ns()
         sums, _ = self._run_pass(WireMode.SWITCHML, quantized, bexp=max_exponents)
         t4 = time.thread_time_ns()
-        out = switchml.dequantize(sums.view(">i4")[: bits.size].astype(np.int32), self._fmt,
-                                  max_exponents, K, E)
+        out = switchml.dequantize_from_wire(np.ascontiguousarray(sums[: bits.size]), self._fmt,
+                                            max_exponents, K, E)
         t5 = time.thread_time_ns()
         self.conversion.encode_ns += (t1 - t0) + (t3 - t2)
         self.conversion.decode_ns += t5 - t4
