@@ -47,6 +47,8 @@ from fpisa.protocol import (
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
 _I16 = (-0x8000, 0x7FFF)
+#: results of this many packets sent later make a packet count as lost
+_FAST_RETRANSMIT_AFTER = 3
 
 
 class AllreduceTimeout(RuntimeError):
@@ -118,12 +120,15 @@ class ConversionCost:
 
 
 class ClientCounters(Counters):
-    """sent: DATA packets sent (first copies); retransmitted: copies sent again;
+    """sent: DATA packets sent (first copies); retransmitted: copies sent again
+    (on a timeout, or as a fast retransmit); fast_retransmitted: those sent
+    again because results of three packets sent later came back first;
     results: packets whose result arrived; duplicate_results: results that
     arrived again; ignored: packets not a result of ours (other job or rank,
     malformed); receive_batches: receive calls that returned results."""
 
-    NAMES = ("sent", "retransmitted", "results", "duplicate_results", "ignored", "receive_batches")
+    NAMES = ("sent", "retransmitted", "fast_retransmitted", "results", "duplicate_results", "ignored",
+             "receive_batches")
 
 
 class RetransmitTimer:
@@ -301,8 +306,17 @@ class AllreduceClient:
         payload_end = HEADER_BYTES + packet_bytes
 
         pending = np.zeros(num_packets, np.bool_)  # waiting for its result
+        answered = np.zeros(num_packets, np.bool_)  # its result arrived
         attempts = np.zeros(num_packets, np.int64)
         sent_at = np.zeros(num_packets)
+        # fast retransmit (TCP's three duplicate acks, per packet): the order in
+        # which copies left, the three latest-sent packets whose results came
+        # back, and the attempt at which a packet was last fast-retransmitted
+        send_order = np.zeros(num_packets, np.int64)
+        sent_count = 0
+        latest_answered = np.full(_FAST_RETRANSMIT_AFTER, -1, np.int64)
+        fast_at = np.full(num_packets, -1, np.int64)
+        lowest = 0  # every packet below has its result; all in flight are below lowest + W
         timers: list = []  # heap of (deadline, sequence, packet indices, their attempt numbers)
         timer_seq = 0
         clock = time.monotonic
@@ -313,10 +327,12 @@ class AllreduceClient:
         counters = self.counters
 
         def send(ks: np.ndarray, now: float) -> None:
-            nonlocal timer_seq
+            nonlocal timer_seq, sent_count
             if ks.size == 0:
                 return
             pending[ks] = True
+            send_order[ks] = sent_count + np.arange(ks.size)
+            sent_count += ks.size
             snapshot = attempts[ks]
             wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
             timer_seq += 1
@@ -375,6 +391,7 @@ class AllreduceClient:
                 k, rows = k[fresh], rows[fresh]
                 if k.size:
                     pending[k] = False
+                    answered[k] = True
                     result[k] = buf[rows, HEADER_BYTES:payload_end]
                     if want_raw:
                         raw = buf[rows, payload_end:]
@@ -389,6 +406,24 @@ class AllreduceClient:
                     sent_at[nxt] = now
                     counters.sent += nxt.size
                     send(nxt, now)
+                    # a packet sent before three packets whose results are
+                    # back is lost (or its result is): send it again now,
+                    # once per attempt, instead of waiting for its timer
+                    # (only packets sent once: which copy a result answers is
+                    # ambiguous for the others, as for RTT samples)
+                    latest_answered = np.sort(np.concatenate([latest_answered, send_order[k[clean]]]))[
+                        -_FAST_RETRANSMIT_AFTER:]
+                    while lowest < num_packets and answered[lowest]:
+                        lowest += 1
+                    window = slice(lowest, min(num_packets, lowest + W))
+                    lost = np.flatnonzero(pending[window] & (send_order[window] < latest_answered[0])
+                                          & (fast_at[window] != attempts[window])) + lowest
+                    if lost.size:
+                        attempts[lost] += 1
+                        fast_at[lost] = attempts[lost]
+                        counters.retransmitted += lost.size
+                        counters.fast_retransmitted += lost.size
+                        send(lost, now)
                     if self._progress is not None:
                         self._progress.value = self._progress_base + done
             while timers and timers[0][0] <= now:

@@ -50,13 +50,13 @@ class Switch:
         self.transport.close()
 
 
-def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, **kw):
+def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=None, **kw):
     transports = [UdpTransport.bind() for _ in range(K)]
     data = [np.random.default_rng(r).standard_normal(n).astype(np.float32).view(np.uint32) for r in range(K)]
     results = [None] * K
     job = JobSpec(mode=mode, num_workers=K, packet_elements=elements, window=window, **kw)
     with Switch([t.address for t in transports], job, tamper=tamper) as switch:
-        clients = [AllreduceClient(WorkerConfig(job, rank=r, timeout_ms=5),
+        clients = [AllreduceClient(WorkerConfig(job, rank=r, **(worker or {"timeout_ms": 5})),
                                    transports[r], switch.transport.address) for r in range(K)]
 
         def work(r):
@@ -120,6 +120,31 @@ def test_lost_results_are_recovered_by_re_sending():
     assert np.array_equal(results[0], results[1])
     assert clients[1].counters.retransmitted >= len(dropped) > 0
     assert p.counters.retransmitted >= len(dropped)
+
+
+def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
+    # the timers would fire only after a minute and the client gives up after
+    # 20 s without progress: only a fast retransmit (results of three packets
+    # sent later came back) can recover the lost result in time
+    dropped = []
+
+    def drop_one_result(items):
+        keep = []
+        for address, data in items:
+            header = unpack(data)[0]
+            if header.packet_id == 5 and header.rank == 1 and not dropped:
+                dropped.append(header.packet_id)
+                continue
+            keep.append((address, data))
+        return keep
+
+    data, results, clients, p = run_workers(
+        200, window=8, tamper=drop_one_result,
+        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+    assert dropped == [5]
+    assert np.array_equal(results[0], results[1])
+    assert clients[1].counters.fast_retransmitted >= 1
+    assert p.counters.retransmitted >= 1  # the switch answered the re-sent packet (RESULT_RETX)
 
 
 def test_passes_continue_the_sequence():
