@@ -668,7 +668,8 @@ RMS_TOLERANCE = 0.01
 def calibrate_to_paper(profiles: list[ModelProfile], *, link_gbps: float = 100.0, fmt: str = "fp32",
                        elements_per_packet: int = 64, low: int = 2, high: int = 8,
                        fpisa_mode: str = "fpisa", switchml_mode: str = "switchml",
-                       pinned_fpisa_rates: Mapping[str, float] | None = None, grid: int = 161) -> dict:
+                       pinned_fpisa_rates: Mapping[str, float] | None = None, grid: int = 161,
+                       links_gbps: Iterable[float] = (10, 25, 40, 100)) -> dict:
     """Which per-core rates make the paper's speed-ups self-consistent under this model?
 
     Unknowns: FPISA's whole per-core rate ``r_f`` (values/s, everything its
@@ -721,7 +722,15 @@ def calibrate_to_paper(profiles: list[ModelProfile], *, link_gbps: float = 100.0
                 "fpisa_comm_over_compute_low": (n / g[low][0]) / c if c > 0 else None,
                 "implied_compute_s": c if c > 0 else None,
                 "profile_compute_s": p.compute_s.value, "profile_compute_source": p.compute_s.source})
+        lines = {}
+        for link in links_gbps:
+            need_f = cores_to_line_rate(link_rate(fpisa_mode, link, fmt, elements_per_packet), rf)
+            need_s = cores_to_line_rate(link_rate(switchml_mode, link, fmt, elements_per_packet), rho * rf)
+            lines[f"{float(link):g}"] = {"fpisa": need_f, "switchml": need_s,
+                                         "fewer_cores_percent": 100 * (1 - need_f / need_s)}
         return {"fpisa_per_core": rf, "rho": rho, "switchml_per_core": rho * rf,
+                "cores_to_line_rate": lines,
+                "allreduce_gain_percent": {str(c): 100 * (g[c][0] / g[c][1] - 1) for c in (low, high)},
                 "rms_error_high": math.sqrt(sse / len(both)) if math.isfinite(sse) else None,
                 "fpisa_cpu_bound_at": [c for c in (low, high) if c * rf < L_f],
                 "switchml_cpu_bound_at": [c for c in (low, high) if c * rho * rf < L_s], "models": models}

@@ -275,7 +275,8 @@ def run_study(config: StudyConfig, *, command: str = "",
             pinned[f"{label}: {mode}"] = hc.per_core_rate(mode, rates, e, fmt)
     calibration = hc.calibrate_to_paper(profiles, link_gbps=config.compare_link_gbps, fmt=fmt,
                                         elements_per_packet=e, low=min(config.compare_cores),
-                                        high=max(config.compare_cores), pinned_fpisa_rates=pinned)
+                                        high=max(config.compare_cores), pinned_fpisa_rates=pinned,
+                                        links_gbps=sorted(set(config.links_gbps) | {config.compare_link_gbps}))
 
     checks = {"wire_format": check_wire_format()}
     bad = [r for r in grid if r["goodput_elements_per_s"] > r["link_elements_per_s"] * (1 + 1e-12)]
@@ -499,6 +500,11 @@ def summary_lines(report: dict, markdown: bool = False) -> list[str]:
         out.append(f"fits within {100 * cal['rms_tolerance']:.0f} point rms for any FPISA per-core rate up to "
                    f"{rng[1]:.3g} values/s (the {cal['link_gbps']:g} Gb/s line is {cal['line_rate_fpisa']:.3g} "
                    f"values/s: FPISA itself must be CPU-bound at {cal['cores'][0]} cores).")
+    gains = ", ".join(f"{c} cores +{g:.0f}%" for c, g in best["allreduce_gain_percent"].items())
+    out.append(f"with the best fit's rates: allreduce goodput gain at {link:g} Gb/s {gains}; cores to line rate:")
+    out += _table(["link", "fpisa", "switchml", "FPISA fewer cores"],
+                  [[f"{float(k):g} Gb/s", v["fpisa"], v["switchml"], f"{v['fewer_cores_percent']:.0f}%"]
+                   for k, v in best["cores_to_line_rate"].items()], markdown)
     seen = set()
     for label, p in cal["pinned"].items():
         if round(p["fpisa_per_core"], -3) in seen:
