@@ -193,6 +193,8 @@ def run_study(config: StudyConfig, *, command: str = "",
               progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Every number of the report (a JSON-ready dict)."""
     started = time.monotonic()
+    # other processes on the machine slow the measurement down: say how busy it was
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     notes: list[str] = []
     profiles = hc.load_profiles(config.profiles)
     rate_sets, cache = _rate_sets(config, progress, notes)
@@ -296,7 +298,7 @@ def run_study(config: StudyConfig, *, command: str = "",
         "study": {
             "command": command, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
-            "kernel": platform.release(), "machine_cores": machine,
+            "kernel": platform.release(), "machine_cores": machine, "load_average_1m_at_start": load_before,
             "seconds": time.monotonic() - started,
             "extrapolation": (f"rates are measured on one core; points with more than {machine} cores (this "
                               "machine's) are extrapolated linearly from them (no shared memory-bandwidth limit)"),
@@ -400,6 +402,9 @@ def summary_lines(report: dict, markdown: bool = False) -> list[str]:
     out = []
     if study.get("command"):
         out.append(f"`{study['command']}`" if markdown else study["command"])
+    if study.get("load_average_1m_at_start") is not None:
+        out.append(f"machine: {study['machine_cores']} cores, 1-minute load average {study['load_average_1m_at_start']:.2f} "
+                   "when the measurement started (other processes slow measured rates down)")
     out.append(f"{cfg['fmt']}, {cfg['elements_per_packet']} elements/packet, "
                f"{'with' if cfg['line_overhead'] else 'without'} Ethernet preamble/IFG/FCS; rate sets: "
                f"{', '.join(labels)}. {study['extrapolation']}.")
