@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "emulator.cli",
     "emulator.bmv2.cli",
     "hosts.mininet.cli",
+    "hosts.study.cli",
     "hw_model.cli",
     "fpisa.torch.cli",
 )
