@@ -442,66 +442,39 @@ def _own_measurements(fmt: str, elements: int, repeats: int, block_size: int, nu
     ]
 
 
-#: names a compiled-kernel benchmark might use for our operations
-_KERNEL_OP_ALIASES = {
-    "copy": "copy", "memcpy": "copy",
-    "byteswap": "byteswap", "bswap": "byteswap", "byte_swap": "byteswap",
-    "byteswap_int32": "byteswap_int32", "bswap_int32": "byteswap_int32",
-    "block_exponents": "block_exponents", "exponents": "block_exponents", "block_exponent": "block_exponents",
-    "quantize": "quantize", "dequantize": "dequantize",
+#: this model's operations <- the keys of ``fpisa._host_kernels.measure_host_rates``
+_KERNEL_KEYS = {
+    "copy": "fpisa_switch_swap",
+    "byteswap": "fpisa_host_swap",
+    "block_exponents": "switchml_exponents",
+    "quantize": "switchml_quantize",
+    "dequantize": "switchml_dequantize",
 }
 
 
-def _kernel_rate_value(v) -> float | None:
-    if isinstance(v, Mapping):
-        for key in ("values_per_s", "elements_per_s", "rate", "per_s"):
-            if key in v:
-                v = v[key]
-                break
-        else:
-            return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if v > 0 and math.isfinite(v) else None
+def _compiled_kernel_rates(fmt: str, notes: list[str], *, elements: int, repeats: int,
+                           block_size: int, num_workers: int) -> dict[str, Rate]:
+    """Rates of the compiled host kernels (``fpisa._host_kernels.measure_host_rates``,
+    one thread): per operation, values/s of ``fmt``. The kernels quantize
+    straight into the big-endian wire buffer and dequantize from it, so the
+    int32 byte swap is part of ``quantize`` / ``dequantize`` and costs nothing
+    extra (``byteswap_int32`` is free; the exponent words' swap, 2/E per
+    value in ``switchml-2pass``, is not charged)."""
+    from fpisa._host_kernels import measure_host_rates
 
-
-def _compiled_kernel_rates(fmt: str, notes: list[str]) -> dict[str, Rate]:
-    """Rates from ``fpisa._host_kernels.measure_host_rates`` if that module exists.
-
-    Its return value is read tolerantly: a mapping op -> values/s (or -> a
-    mapping with ``values_per_s``), possibly keyed by format first. Anything
-    unreadable is reported in ``notes`` and measured here instead.
-    """
-    try:
-        from fpisa._host_kernels import measure_host_rates
-    except ImportError:
-        notes.append("fpisa._host_kernels is not available: every rate measured with numpy / fpisa.switchml")
-        return {}
-    try:
-        try:
-            raw = measure_host_rates(fmt=fmt)
-        except TypeError:
-            raw = measure_host_rates()
-    except Exception as exc:  # a broken optional benchmark must not stop the study
-        notes.append(f"fpisa._host_kernels.measure_host_rates failed ({type(exc).__name__}: {exc}); "
-                     "measured with numpy / fpisa.switchml instead")
-        return {}
-    if isinstance(raw, Mapping) and fmt in raw and isinstance(raw[fmt], Mapping):
-        raw = raw[fmt]
-    if not isinstance(raw, Mapping):
-        notes.append(f"fpisa._host_kernels.measure_host_rates returned {type(raw).__name__}, "
-                     "not a mapping: ignored")
-        return {}
+    raw = measure_host_rates(n=elements, threads=1, repeats=repeats, num_workers=num_workers,
+                             block_size=block_size, include_numpy=False)
     found = {}
-    for name, value in raw.items():
-        op = _KERNEL_OP_ALIASES.get(str(name).lower())
-        rate = _kernel_rate_value(value)
-        if op and rate:
-            found[op] = Rate(rate, f"fpisa._host_kernels.measure_host_rates ({name})")
-    if not found:
-        notes.append("fpisa._host_kernels.measure_host_rates gave no rate this model uses: ignored")
+    for op, key in _KERNEL_KEYS.items():
+        rate = raw.get(key, {}).get(fmt)
+        if rate:
+            found[op] = Rate(float(rate), f"measured: fpisa._host_kernels.measure_host_rates {key}[{fmt}], "
+                                          f"{elements:,} values, best of {repeats}")
+    if {"quantize", "dequantize"} <= set(found):
+        found["byteswap_int32"] = Rate(math.inf, "fused into the compiled quantize/dequantize kernels")
+    missing = sorted(set(_KERNEL_KEYS) - set(found))
+    if missing:
+        notes.append(f"the compiled kernels have no {fmt} rate for {missing}: measured here instead")
     return found
 
 
@@ -520,7 +493,8 @@ def measure_rates(fmt: str = "fp32", *, elements: int = 1 << 22, repeats: int = 
     if elements < block_size or repeats < 1:
         raise ValueError(f"measurement needs elements >= block size and repeats >= 1, got {elements}, {repeats}")
     notes = notes if notes is not None else []
-    rates = _compiled_kernel_rates(fmt, notes)
+    rates = _compiled_kernel_rates(fmt, notes, elements=elements, repeats=repeats,
+                                   block_size=block_size, num_workers=num_workers)
     todo = [m for m in _own_measurements(fmt, elements, repeats, block_size, num_workers) if m[0] not in rates]
     for i, (op, description, thunk) in enumerate(todo):
         if progress:
