@@ -42,11 +42,13 @@ raises :class:`RuntimeError`; aarch64 would very likely work, since its
 ``stlr``/``ldar`` order all earlier/later accesses, but is untested).
 
 Idle waiting. A consumer with nothing to read spins for ``spin_s`` (default
-20 us), then sets its *asleep* flag, re-checks its rings and sleeps in
+50 us if the machine has a CPU for each of the job's K + 1 processes, else
+0), then sets its *asleep* flag, re-checks its rings and sleeps in
 ``poll`` on its doorbell, a Unix datagram socket in Linux's abstract
-namespace (no file to clean up; it vanishes with the process). A producer
-that publishes atomically exchanges the consumer's asleep flag with 0 and, if
-it was 1, sends one byte to the doorbell: a system call only when the
+namespace (no file to clean up; it vanishes with the process). A producer,
+after publishing, reads the consumer's asleep flag; if it is set it exchanges
+it with 0 and, if it was still 1, sends one byte to the doorbell (once per
+send call, after all of it is published): a system call only when the
 consumer really sleeps. Both sides' store-then-load pairs are sequentially
 consistent, so a wake-up cannot be lost. The switch has a single asleep flag
 and doorbell shared by every ``up`` ring, so it waits on all workers at once.
@@ -95,15 +97,33 @@ __all__ = [
     "worker_address",
     "NAME_PREFIX",
     "DEFAULT_SPIN_S",
+    "default_spin_s",
 ]
 
 #: every segment this module creates is ``/dev/shm/fpisa-<pid>-<random>``
 NAME_PREFIX = "fpisa-"
 SWITCH_ADDRESS = ("shm", "switch")
-#: how long a consumer polls its counters before it sleeps on its doorbell
-DEFAULT_SPIN_S = 20e-6
+#: how long a consumer polls its counters before it sleeps on its doorbell,
+#: when every process of the job can have a CPU of its own (else 0: a spinning
+#: consumer would take the CPU from the producer it waits for). Measured here
+#: (firecracker VM): a sleep/wake-up cycle costs ~100-200 us, so spinning for
+#: less than a few tens of us rarely avoids one.
+DEFAULT_SPIN_S = 50e-6
+
+
+def default_spin_s(num_processes: int) -> float:
+    """:data:`DEFAULT_SPIN_S` if this process may use at least
+    ``num_processes`` CPUs, else 0."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover
+        cpus = os.cpu_count() or 1
+    return DEFAULT_SPIN_S if cpus >= num_processes else 0.0
 #: the largest datagram a slot may hold (a UDP payload's limit)
 MAX_SLOT_BYTES = 65535
+#: a long send is published in pieces of this many slots, so the consumer
+#: can start on the first while the producer copies the rest (GSO's 64)
+PUBLISH_SLOTS = 64
 
 _MAGIC = int.from_bytes(b"FPISASHM", "little")
 _LAYOUT_VERSION = 1
@@ -551,10 +571,10 @@ class ShmFabric:
         index = self.num_workers + rank
         return self._ring(index, self.layout.ring_word(index) + _R_ASLEEP, bell)
 
-    def switch_transport(self, *, spin_s: float = DEFAULT_SPIN_S) -> "ShmSwitchTransport":
+    def switch_transport(self, *, spin_s: float | None = None) -> "ShmSwitchTransport":
         return ShmSwitchTransport(self, spin_s=spin_s)
 
-    def worker_transport(self, rank: int, *, spin_s: float = DEFAULT_SPIN_S) -> "ShmWorkerTransport":
+    def worker_transport(self, rank: int, *, spin_s: float | None = None) -> "ShmWorkerTransport":
         return ShmWorkerTransport(self, rank, spin_s=spin_s)
 
     def __repr__(self) -> str:
@@ -634,12 +654,17 @@ class Ring:
             if lengths.size and (lengths.min() < 0 or lengths.max() > self.slot_bytes):
                 raise ValueError(f"commit: lengths must be 0..{self.slot_bytes}")
             self.lengths[at:at + n] = lengths
-        self._publish(n)
+        if self._publish(n):
+            self._ring_bell()
 
-    def _publish(self, n: int) -> None:
+    def _publish(self, n: int) -> bool:
+        """Publish ``n`` more slots; True if the consumer was asleep."""
         self._reserved = 0
         self._head += n
-        if _publish(self._ctrl, self._word + _R_HEAD, self._head, self._asleep) and self._bell is not None:
+        return bool(_publish(self._ctrl, self._word + _R_HEAD, self._head, self._asleep))
+
+    def _ring_bell(self) -> None:
+        if self._bell is not None:
             self._bell()
 
     def write_rows(self, rows: np.ndarray) -> int:
@@ -648,15 +673,19 @@ class Ring:
         n, size = rows.shape
         if size > self.slot_bytes:
             raise ValueError(f"{size}-byte datagrams do not fit {self.name}'s {self.slot_bytes}-byte slots")
-        done = 0
+        done, asleep = 0, False
         while done < n:
-            view = self.reserve(n - done)
+            view = self.reserve(min(n - done, PUBLISH_SLOTS))
             k = view.shape[0]
             if k == 0:
                 break
             view[:, :size] = rows[done:done + k]
-            self.commit(k, size)
+            at = self._head % self.capacity
+            self.lengths[at:at + k] = size
+            asleep |= self._publish(k)
             done += k
+        if asleep:  # once, after the whole send: a sleeper wakes to all of it
+            self._ring_bell()
         return done
 
     def write_many(self, datagrams: list) -> int:
@@ -668,9 +697,9 @@ class Ring:
                 raise ValueError(f"a {len(d)}-byte datagram does not fit {self.name}'s {stride}-byte slots")
         if self._flat is None:
             self._flat = memoryview(self.slots.reshape(-1))
-        flat, n, done = self._flat, len(datagrams), 0
+        flat, n, done, asleep = self._flat, len(datagrams), 0, False
         while done < n:
-            view = self.reserve(n - done)
+            view = self.reserve(min(n - done, PUBLISH_SLOTS))
             k = view.shape[0]
             if k == 0:
                 break
@@ -681,8 +710,10 @@ class Ring:
                 at += stride
             slot = self._head % self.capacity
             self.lengths[slot:slot + k] = [len(d) for d in chunk]
-            self._publish(k)
+            asleep |= self._publish(k)
             done += k
+        if asleep:
+            self._ring_bell()
         return done
 
     def count_drops(self, n: int) -> None:
@@ -782,7 +813,9 @@ class _ShmTransport:
     """What both ends share: receive from some rings, send into others."""
 
     def __init__(self, fabric: ShmFabric, who: str, rx: list[Ring], rx_ranks: list[int],
-                 rx_sources: list, tx: dict, asleep_word: int, spin_s: float, owns_fabric: bool):
+                 rx_sources: list, tx: dict, asleep_word: int, spin_s: float | None, owns_fabric: bool):
+        if spin_s is None:  # the switch and every worker: K + 1 processes
+            spin_s = default_spin_s(fabric.num_workers + 1)
         if not spin_s >= 0:
             raise ValueError(f"spin_s must be >= 0, got {spin_s!r}")
         self.fabric = fabric
@@ -860,10 +893,10 @@ class _ShmTransport:
                 return False
 
     def _drain(self) -> None:
-        recv = self._sock.recv
+        # one wake-up byte per sleep (the producer that clears the flag sends
+        # it); a late extra one only makes a later poll return early
         try:
-            while True:
-                recv(16)
+            self._sock.recv(16)
         except (BlockingIOError, InterruptedError):
             pass
 
@@ -875,11 +908,11 @@ class _ShmTransport:
 
     def _ready_rings(self) -> list[int]:
         """Rings with data, as the last wait saw them (their heads cached)."""
-        counts = self._counts
-        ready = np.flatnonzero(counts).tolist()
+        counts = self._counts.tolist()
+        ready = [r for r, n in enumerate(counts) if n]
         for r in ready:
             ring = self._rx[r]
-            ring._head = ring._tail + int(counts[r])
+            ring._head = ring._tail + counts[r]
         if len(ready) > 1:  # round-robin, so no ring can starve the others
             start = self._next
             self._next = (start + 1) % self._rx_count
@@ -951,6 +984,11 @@ class _ShmTransport:
                 break
         return out
 
+    @property
+    def rx_rings(self) -> list[tuple[int, Ring]]:
+        """``(rank, consumer end)`` of the rings this transport receives from."""
+        return list(zip(self._rx_ranks, self._rx))
+
     def release_arrays(self) -> None:
         """Give back the slots of the last :meth:`recv_arrays`."""
         if self._held:
@@ -960,7 +998,11 @@ class _ShmTransport:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _ring_to(self, address) -> Ring:
+    def tx_ring(self, address) -> Ring:
+        """The producer end of the ring to ``address``: write datagrams in place
+        (``reserve`` / ``commit``, e.g. a kernel's output) instead of sending
+        bytes. The same ring the ``send*`` methods fill: don't interleave
+        with them between a ``reserve`` and its ``commit``."""
         ring = self._tx.get(address)
         if ring is None:
             raise ValueError(f"{address!r} is not a destination of this transport "
@@ -969,14 +1011,14 @@ class _ShmTransport:
 
     def free_slots(self, address) -> int:
         """How many datagrams to ``address`` would fit now."""
-        return self._ring_to(address).free()
+        return self.tx_ring(address).free()
 
     def _dropped(self, ring: Ring, n: int) -> None:
         self.send_errors += n
         ring.count_drops(n)
 
     def send(self, address, data) -> None:
-        ring = self._ring_to(address)
+        ring = self.tx_ring(address)
         if not ring.write_many([data]):
             self._dropped(ring, 1)
 
@@ -991,7 +1033,7 @@ class _ShmTransport:
             else:
                 group.append(data)
         for address, datagrams in groups.items():
-            ring = self._ring_to(address)
+            ring = self.tx_ring(address)
             done = ring.write_many(datagrams)
             if done < len(datagrams):
                 self._dropped(ring, len(datagrams) - done)
@@ -1000,7 +1042,7 @@ class _ShmTransport:
         """Send ``len(datagrams) // size`` datagrams of ``size`` bytes stored
         back to back (bytes-like), or the rows of a 2-D uint8 array (then
         ``size`` must be its width; any row stride): one copy into the ring."""
-        ring = self._ring_to(address)
+        ring = self.tx_ring(address)
         if isinstance(datagrams, np.ndarray) and datagrams.ndim == 2:
             rows = datagrams
             if rows.dtype != np.uint8 or rows.shape[1] != size:
@@ -1065,7 +1107,7 @@ class ShmSwitchTransport(_ShmTransport):
     """The switch's end: receives from every worker's ring (sources
     ``("shm", rank)``), sends to ``("shm", rank)``."""
 
-    def __init__(self, fabric: ShmFabric, *, spin_s: float = DEFAULT_SPIN_S, owns_fabric: bool = False):
+    def __init__(self, fabric: ShmFabric, *, spin_s: float | None = None, owns_fabric: bool = False):
         K = fabric.num_workers
         rx = [fabric.up_ring(r) for r in range(K)]
         super().__init__(fabric, "switch", rx, list(range(K)), fabric.worker_addresses, {},
@@ -1074,7 +1116,7 @@ class ShmSwitchTransport(_ShmTransport):
             self._tx[worker_address(r)] = fabric.down_ring(r, _Bell(self._sock, fabric._doorbell(f"w{r}")))
 
     @classmethod
-    def attach(cls, descriptor, *, spin_s: float = DEFAULT_SPIN_S) -> "ShmSwitchTransport":
+    def attach(cls, descriptor, *, spin_s: float | None = None) -> "ShmSwitchTransport":
         """Attach the fabric and open the switch's end; closing the transport
         unmaps the fabric too."""
         fabric = ShmFabric.attach(descriptor)
@@ -1090,7 +1132,7 @@ class ShmSwitchTransport(_ShmTransport):
 
     def peer_alive(self, address) -> bool:
         """Worker ``address`` has attached and its process still holds its end."""
-        self._ring_to(address)
+        self.tx_ring(address)
         return self._peer_bound(f"w{address[1]}")
 
 
@@ -1098,7 +1140,7 @@ class ShmWorkerTransport(_ShmTransport):
     """Worker ``rank``'s end: sends to ``("shm", "switch")``, receives the
     results of its own ring (source ``("shm", "switch")``)."""
 
-    def __init__(self, fabric: ShmFabric, rank: int, *, spin_s: float = DEFAULT_SPIN_S,
+    def __init__(self, fabric: ShmFabric, rank: int, *, spin_s: float | None = None,
                  owns_fabric: bool = False):
         rank = _check_int("rank", rank, 0, fabric.num_workers - 1)
         self.rank = rank
@@ -1109,7 +1151,7 @@ class ShmWorkerTransport(_ShmTransport):
         self._tx[SWITCH_ADDRESS] = fabric.up_ring(rank, _Bell(self._sock, fabric._doorbell("switch")))
 
     @classmethod
-    def attach(cls, descriptor, rank: int, *, spin_s: float = DEFAULT_SPIN_S) -> "ShmWorkerTransport":
+    def attach(cls, descriptor, rank: int, *, spin_s: float | None = None) -> "ShmWorkerTransport":
         """Attach the fabric and open worker ``rank``'s end; closing the
         transport unmaps the fabric too."""
         fabric = ShmFabric.attach(descriptor)
@@ -1125,5 +1167,5 @@ class ShmWorkerTransport(_ShmTransport):
 
     def peer_alive(self, address=SWITCH_ADDRESS) -> bool:
         """The switch has attached and its process still holds its end."""
-        self._ring_to(address)
+        self.tx_ring(address)
         return self._peer_bound("switch")

@@ -325,6 +325,17 @@ def test_idle_wait_uses_almost_no_cpu():
             assert transport.wait(0) is False
 
 
+def test_spinning_only_with_a_cpu_per_process(monkeypatch):
+    monkeypatch.setattr(shm.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert shm.default_spin_s(2) == shm.DEFAULT_SPIN_S and shm.default_spin_s(3) == 0.0
+    with ShmFabric.create(1, 64, 8) as fabric:
+        assert fabric.switch_transport().spin_s == shm.DEFAULT_SPIN_S
+    with ShmFabric.create(4, 64, 8) as fabric:
+        switch = fabric.switch_transport()
+        assert switch.spin_s == 0.0 and fabric.worker_transport(0, spin_s=1e-4).spin_s == 1e-4
+        assert switch.recv_trains(0.02) == []  # no spin: straight to sleep
+
+
 def _sender(descriptor, rank, delay, ready, go, count):
     worker = ShmWorkerTransport.attach(descriptor, rank)
     ready.release()
