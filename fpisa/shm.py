@@ -43,7 +43,7 @@ raises :class:`RuntimeError`; aarch64 would very likely work, since its
 
 Idle waiting. A consumer with nothing to read spins for ``spin_s`` (default
 50 us if the machine has a CPU for each of the job's K + 1 processes, else
-0), then sets its *asleep* flag, re-checks its rings and sleeps in
+0; and only while recent spins found data), then sets its *asleep* flag, re-checks its rings and sleeps in
 ``poll`` on its doorbell, a Unix datagram socket in Linux's abstract
 namespace (no file to clean up; it vanishes with the process). A producer,
 after publishing, reads the consumer's asleep flag; if it is set it exchanges
@@ -109,6 +109,16 @@ SWITCH_ADDRESS = ("shm", "switch")
 #: (firecracker VM): a sleep/wake-up cycle costs ~100-200 us, so spinning for
 #: less than a few tens of us rarely avoids one.
 DEFAULT_SPIN_S = 50e-6
+
+
+# Adaptive spinning: a spin that finds data earns a credit, one that ends in
+# sleep anyway costs _SPIN_FAIL_COST; without credit a consumer sleeps at
+# once (and spins again every _SPIN_PROBE_EVERY-th wait, to notice when it
+# pays again). Spins fail when the producer has no CPU to run on (it shares
+# the consumer's: the spin only delays it) and when the job is idle.
+_SPIN_CREDIT_MAX = 16
+_SPIN_FAIL_COST = 4
+_SPIN_PROBE_EVERY = 32
 
 
 def default_spin_s(num_processes: int) -> float:
@@ -820,6 +830,7 @@ class _ShmTransport:
             raise ValueError(f"spin_s must be >= 0, got {spin_s!r}")
         self.fabric = fabric
         self.spin_s = float(spin_s)
+        self._spin_credit, self._spin_skipped = _SPIN_CREDIT_MAX // 4, 0
         self._owns_fabric = owns_fabric
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -864,10 +875,17 @@ class _ShmTransport:
         now = clock()
         deadline = None if timeout is None else now + timeout
         if self.spin_s:
-            spin_until = now + (self.spin_s if timeout is None else min(self.spin_s, timeout))
-            while clock() < spin_until:
-                if self._waiting():
-                    return True
+            if self._spin_credit > 0:
+                spin_until = now + (self.spin_s if timeout is None else min(self.spin_s, timeout))
+                while clock() < spin_until:
+                    if self._waiting():
+                        self._spin_credit = min(self._spin_credit + 1, _SPIN_CREDIT_MAX)
+                        return True
+                self._spin_credit -= _SPIN_FAIL_COST
+            else:  # spinning has not paid lately: sleep, and try it now and then
+                self._spin_skipped += 1
+                if self._spin_skipped >= _SPIN_PROBE_EVERY:
+                    self._spin_skipped, self._spin_credit = 0, 1
         ctrl, asleep, poll = self._ctrl, self._asleep, self._poll.poll
         args = (self._rx_first, self._rx_count, self._rx_stride, self._counts)
         while True:

@@ -334,6 +334,19 @@ def test_spinning_only_with_a_cpu_per_process(monkeypatch):
         switch = fabric.switch_transport()
         assert switch.spin_s == 0.0 and fabric.worker_transport(0, spin_s=1e-4).spin_s == 1e-4
         assert switch.recv_trains(0.02) == []  # no spin: straight to sleep
+    # spins that end in sleep anyway (an idle job) stop; one that pays goes on
+    with ShmFabric.create(1, 64, 8) as fabric:
+        switch, worker = fabric.switch_transport(spin_s=1e-4), fabric.worker_transport(0)
+        for _ in range(3):
+            switch.recv_trains(0.001)
+        assert switch._spin_credit <= 0
+        for _ in range(shm._SPIN_PROBE_EVERY):
+            switch.recv_trains(0.001)
+            if switch._spin_credit > 0:
+                break
+        assert switch._spin_credit == 1  # probing again
+        worker.send(SWITCH_ADDRESS, b"x" * 16)
+        assert switch.recv_batch(0.001) == [(b"x" * 16, worker_address(0))]
 
 
 def _sender(descriptor, rank, delay, ready, go, count):
