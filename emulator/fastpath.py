@@ -440,14 +440,51 @@ class BatchProcessor:
                     out.append((address, packet, len(packet)))
             if not n:
                 continue
-            out_rank, out_len = self._out_rank[:n], self._out_len[:n]
-            for rank in np.unique(out_rank).tolist():
-                idx = np.flatnonzero(out_rank == rank)
-                lengths = out_len[idx]
-                for size in np.unique(lengths).tolist():
-                    sel = idx[lengths == size] if lengths.size > 1 else idx
-                    out.append((self.workers[rank], self._out[sel, :size].tobytes(), size))
+            for rank, rows in self._grouped_outputs(n):
+                out.append((self.workers[rank], rows.tobytes(), rows.shape[1]))
         return out
+
+    def process_arrays(self, received: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+        """The shared-memory path (``ShmSwitchTransport.recv_arrays``): runs
+        of packets as ``(sender rank, (m, L) uint8 view into its ring)`` go
+        to the kernel as they lie in the ring, without building bytes.
+        Returns ``(destination rank, (k, size) uint8 rows)`` to send, each
+        block one size; same effect as :meth:`process` on the packets in
+        order. Rows of another length than the job's DATA packets (not ours,
+        or malformed) go through the reference path one by one."""
+        p = self.p
+        L = self.data_length
+        out: list[tuple[int, np.ndarray]] = []
+        for rank, view in received:
+            if view.shape[1] != L:
+                source = self.workers[rank]
+                for row in view:
+                    for address, packet in p.process(row.tobytes(), source):
+                        out.append((self._rank_of[address], np.frombuffer(packet, np.uint8)[None, :]))
+                continue
+            pkts = np.ascontiguousarray(view)
+            for start in range(0, pkts.shape[0], self.max_batch):
+                chunk = pkts[start:start + self.max_batch]
+                n, deferred = self._run(chunk, np.full(chunk.shape[0], rank, np.int64))
+                for i in deferred:
+                    for address, packet in p.process(chunk[i].tobytes(), self.workers[rank]):
+                        out.append((self._rank_of[address], np.frombuffer(packet, np.uint8)[None, :]))
+                if n:
+                    out += self._grouped_outputs(n)
+        return out
+
+    def _grouped_outputs(self, n: int) -> list[tuple[int, np.ndarray]]:
+        """The kernel's ``n`` outputs as (rank, rows of one size), copied out
+        of the output buffer (the next batch overwrites it)."""
+        out_rank, out_len = self._out_rank[:n], self._out_len[:n]
+        groups = []
+        for rank in np.unique(out_rank).tolist():
+            idx = np.flatnonzero(out_rank == rank)
+            lengths = out_len[idx]
+            for size in np.unique(lengths).tolist():
+                sel = idx[lengths == size] if lengths.size > 1 else idx
+                groups.append((rank, self._out[sel, :size]))
+        return groups
 
     def _run(self, pkts: np.ndarray, ranks: np.ndarray) -> tuple[int, list[int]]:
         """The kernel on one batch; returns (outputs written, deferred indices)."""

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from fpisa.netem import FaultInjector, LinkFaults
-from fpisa.net import UdpTransport
+from fpisa.net import transport_for
 
 from fpisa.protocol import Header, MsgType, element_dtype, pack
 
@@ -57,13 +57,17 @@ def warm_up(config: SwitchConfig) -> None:
 
 
 def relay(transport, process_batch: Callable, *, injector: FaultInjector | None = None,
-          process_trains: Callable | None = None, should_stop: Callable[[], bool] = lambda: False,
+          process_trains: Callable | None = None, process_arrays: Callable | None = None,
+          addresses: list | None = None, should_stop: Callable[[], bool] = lambda: False,
           on_check: Callable[[float], None] | None = None, batch: int = 256) -> None:
     """A switch node's loop: receive a batch, process it, inject faults, send.
 
     ``process_batch`` maps received (bytes, source) packets to (destination,
     bytes) sends: a SwitchPipeline's batch processor, or a Mininet leaf.
-    ``process_trains`` (no fault injection) moves whole GSO/GRO trains.
+    ``process_trains`` (no fault injection) moves whole GSO/GRO trains;
+    ``process_arrays`` (shared memory, no fault injection) runs the packets
+    where they lie in the rings (``recv_arrays``) and sends rows to
+    ``addresses[rank]``.
     Every _CHECK_INTERVAL_S: ``on_check(now)``, then stop if ``should_stop()``.
     """
     clock = time.monotonic
@@ -74,7 +78,14 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
             deadline = injector.next_deadline()
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - clock()))
-        if process_trains is not None:
+        if process_arrays is not None:
+            received = transport.recv_arrays(timeout, batch)
+            if received:
+                for rank, rows in process_arrays(received):
+                    transport.send_train(addresses[rank], rows, rows.shape[1])
+                transport.release_arrays()
+            out = []
+        elif process_trains is not None:
             received = transport.recv_trains(timeout, batch)
             if received:
                 for destination, datagrams, size in process_trains(received):
@@ -114,9 +125,12 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
             next_stats[0] = now + stats_interval_s
             on_stats(statistics(pipeline, transport, injector))
 
+    arrays = injector is None and hasattr(transport, "recv_arrays")
     relay(transport, processor.process, injector=injector,
-          process_trains=processor.process_trains if trains else None,
-          should_stop=should_stop, on_check=on_check, batch=batch)
+          process_trains=processor.process_trains if trains and not arrays else None,
+          process_arrays=processor.process_arrays if arrays else None,
+          addresses=list(pipeline.config.workers), should_stop=should_stop, on_check=on_check,
+          batch=batch)
     return statistics(pipeline, transport, injector)
 
 
@@ -130,11 +144,11 @@ def statistics(pipeline: SwitchPipeline, transport, injector: FaultInjector | No
 
 # -- the switch as a child process of the orchestrator ---------------------------
 
-def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -> None:
+def _process_main(config: SwitchConfig, endpoint, faults: LinkFaults | None, conn) -> None:
     try:
         warm_up(config)
         pipeline = SwitchPipeline(config)
-        transport = UdpTransport(sock)
+        transport = transport_for(endpoint, "switch")
     except Exception as e:  # report, don't hang the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
@@ -204,6 +218,7 @@ def start_switch_process(target, name: str, config: SwitchConfig, sock, faults: 
     return SwitchProcess(process, parent)
 
 
-def launch(config: SwitchConfig, sock, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
-    """Start the emulator switch for ``config`` on the bound UDP socket ``sock``."""
-    return start_switch_process(_process_main, "fpisa-switch", config, sock, faults, context)
+def launch(config: SwitchConfig, endpoint, faults: LinkFaults | None = None, context=None) -> SwitchProcess:
+    """Start the emulator switch for ``config`` on ``endpoint``: a bound UDP
+    socket, or the job's :class:`fpisa.shm.ShmFabric` (shared memory)."""
+    return start_switch_process(_process_main, "fpisa-switch", config, endpoint, faults, context)

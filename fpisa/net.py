@@ -38,6 +38,7 @@ __all__ = [
     "build_frame",
     "parse_frame",
     "parse_address",
+    "transport_for",
     "SOCKET_BUFFER_BYTES",
 ]
 
@@ -435,3 +436,17 @@ class RawEthernetTransport:
     def close(self) -> None:
         for sock in self.socks.values():
             sock.close()
+
+
+def transport_for(endpoint, who):
+    """The transport a process of a job opens on what its parent handed it:
+    a bound UDP socket -> :class:`UdpTransport`; the job's
+    :class:`fpisa.shm.ShmFabric` -> its switch side (``who == "switch"``) or
+    worker ``who``'s side (an int rank)."""
+    if isinstance(endpoint, socket.socket):
+        return UdpTransport(endpoint)
+    from .shm import ShmFabric
+
+    if isinstance(endpoint, ShmFabric):
+        return endpoint.switch_transport() if who == "switch" else endpoint.worker_transport(int(who))
+    raise ValueError(f"no transport for an endpoint of type {type(endpoint).__name__}")

@@ -32,7 +32,7 @@ import numpy as np
 from fpisa.formats import get_format
 from fpisa.job import JobSpec
 from fpisa.netem import LinkFaults
-from fpisa.net import UdpTransport
+from fpisa.net import transport_for
 from fpisa.verify import check_allreduce, packet_orders, star_reference
 
 from .worker import AllreduceClient, WorkerConfig
@@ -44,6 +44,9 @@ __all__ = ["AllreduceConfig", "AllreduceFailed", "run_allreduce", "gradient_like
 #: starts that switch as a process
 SWITCHES = {"emulator": "emulator.server", "bmv2": "emulator.bmv2.bridge"}
 FAULT_DIRECTIONS = ("both", "to-switch", "from-switch")
+#: how the processes exchange packets: rings in shared memory (fpisa.shm), or
+#: UDP on loopback (fpisa.net); the BMv2 bridge speaks UDP only
+TRANSPORTS = ("shm", "udp")
 
 
 class AllreduceFailed(RuntimeError):
@@ -65,6 +68,8 @@ class AllreduceConfig:
     seed: int = 0
     timeout_ms: float = 20.0
     switch: str = "emulator"
+    #: "shm" or "udp"; None: shm for the emulator, udp for BMv2
+    transport: str | None = None
     #: bit-exact and error checks (costs a reference aggregation)
     check: bool = True
 
@@ -80,6 +85,12 @@ class AllreduceConfig:
             bad(f"fault_direction must be one of {FAULT_DIRECTIONS}, got {self.fault_direction!r}")
         if self.switch not in SWITCHES:
             bad(f"switch must be one of {tuple(SWITCHES)}, got {self.switch!r}")
+        if self.transport is None:
+            object.__setattr__(self, "transport", "udp" if self.switch == "bmv2" else "shm")
+        if self.transport not in TRANSPORTS:
+            bad(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if self.switch == "bmv2" and self.transport != "udp":
+            bad("the BMv2 bridge exchanges packets over UDP: use --transport udp")
         if not self.timeout_ms > 0:
             bad(f"timeout_ms must be > 0, got {self.timeout_ms!r}")
         if not isinstance(self.faults, LinkFaults):
@@ -129,10 +140,10 @@ def gradient_like(elements: int, rank: int, seed: int, fmt: str = "fp32") -> np.
 
 # -- worker processes -----------------------------------------------------------------
 
-def _worker_main(config: AllreduceConfig, rank: int, sock, switch_address, conn, go, progress):
+def _worker_main(config: AllreduceConfig, rank: int, endpoint, switch_address, conn, go, progress):
     try:
         bits = gradient_like(config.elements, rank, config.seed, config.job.fmt)
-        transport = UdpTransport(sock)
+        transport = transport_for(endpoint, rank)
         faults = config.sender_faults(seed_offset=1 + rank)
         client = AllreduceClient(config.worker_config(rank), transport, switch_address,
                                  faults=faults if faults.active else None, progress=progress)
@@ -184,44 +195,58 @@ def _launcher(name: str):
 
 
 def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
-                  start_timeout: float = 120.0, launch_switch=None) -> dict:
+                  start_timeout: float = 120.0, launch_switch=None, on_started=None) -> dict:
     """Run the job; return the report (see module docstring).
 
     ``progress``: a progress bar on stderr (None: when stderr is a terminal).
     ``launch_switch``: replaces ``config.switch``'s launcher (tests use it to
     play a failing switch); same signature as ``emulator.server.launch``.
+    ``on_started(worker processes)``: called once all have been told to go
+    (tests use it to kill one).
     """
     from emulator.pipeline import SwitchConfig
     from tqdm import tqdm
 
     ctx = _context(SWITCHES[config.switch])
-    K = config.job.num_workers
-    switch_sock = _bind_loopback()
-    worker_socks = [_bind_loopback() for _ in range(K)]
-    switch_address = switch_sock.getsockname()
-    # workers ask for raw registers per packet (FLAG_RAW): the switch itself
-    # is configured as the P4 programs are, rz read-out
-    switch_config = SwitchConfig(config.job, tuple(s.getsockname() for s in worker_socks),
-                                 record_orders=config.check)
-    switch_faults = config.sender_faults(seed_offset=0)
-    launch = launch_switch or _launcher(config.switch)
-    switch = launch(switch_config, switch_sock, switch_faults if switch_faults.active else None,
-                    context=ctx)
-    go = ctx.Event()
-    workers, conns, counters = [], [], []
+    job = config.job
+    K = job.num_workers
+    fabric, sockets = None, []
+    if config.transport == "shm":
+        from fpisa.shm import ShmFabric
+
+        # every packet in flight holds at most one slot each way; retransmitted
+        # and duplicated copies need room too
+        fabric = ShmFabric.create(K, job.data_packet_bytes, slots_per_ring=max(1024, 4 * job.window),
+                                  result_slot_bytes=job.max_result_bytes)
+        switch_endpoint, worker_endpoints = fabric, [fabric] * K
+        switch_address, worker_addresses = fabric.switch_address, tuple(fabric.worker_addresses)
+    else:
+        sockets = [_bind_loopback() for _ in range(K + 1)]
+        switch_endpoint, worker_endpoints = sockets[0], sockets[1:]
+        switch_address = sockets[0].getsockname()
+        worker_addresses = tuple(s.getsockname() for s in sockets[1:])
+    workers, conns, counters, switch = [], [], [], None
     try:
+        # workers ask for raw registers per packet (FLAG_RAW): the switch itself
+        # is configured as the P4 programs are, rz read-out
+        switch_config = SwitchConfig(job, worker_addresses, record_orders=config.check)
+        switch_faults = config.sender_faults(seed_offset=0)
+        launch = launch_switch or _launcher(config.switch)
+        switch = launch(switch_config, switch_endpoint, switch_faults if switch_faults.active else None,
+                        context=ctx)
+        go = ctx.Event()
         for rank in range(K):
             parent, child = ctx.Pipe()
             value = ctx.Value("q", 0, lock=False)
             p = ctx.Process(target=_worker_main, name=f"fpisa-worker-{rank}",
-                            args=(config, rank, worker_socks[rank], switch_address, child, go, value),
+                            args=(config, rank, worker_endpoints[rank], switch_address, child, go, value),
                             daemon=True)
             p.start()
             child.close()
             workers.append(p)
             conns.append(parent)
             counters.append(value)
-        for s in [switch_sock, *worker_socks]:
+        for s in sockets:
             s.close()  # the children hold their own copies now
         switch.wait_ready(start_timeout)
         for conn in conns:
@@ -234,6 +259,8 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
                    disable=(None if progress is None else not progress), leave=False,
                    mininterval=0.2)
         go.set()
+        if on_started is not None:
+            on_started(workers)
         reports: dict[int, dict] = {}
         pending = set(range(K))
         switch_process = getattr(switch, "process", None)
@@ -262,7 +289,12 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
             if p.is_alive():
                 p.terminate()
             p.join(5)
-        switch.kill()
+        if switch is not None:
+            switch.kill()
+        for s in sockets:
+            s.close()
+        if fabric is not None:
+            fabric.close()  # unlinks the segment: after success, failure and Ctrl-C alike
     return _report(config, reports, stats, recorded)
 
 

@@ -18,7 +18,8 @@ from fpisa.net import UdpTransport, parse_address
 from fpisa.netem import add_fault_arguments, faults_from_args
 from fpisa.protocol import DEFAULT_ELEMENTS, MAX_ELEMENTS, UDP_PORT
 
-from .allreduce import FAULT_DIRECTIONS, SWITCHES, AllreduceConfig, AllreduceFailed, gradient_like, run_allreduce
+from .allreduce import (FAULT_DIRECTIONS, SWITCHES, TRANSPORTS, AllreduceConfig, AllreduceFailed, gradient_like,
+                        run_allreduce)
 from .worker import AllreduceClient, AllreduceTimeout, WorkerConfig
 
 __all__ = ["add_parser", "format_summary"]
@@ -85,6 +86,9 @@ def add_parser(subparsers) -> None:
     _common(p)
     p.add_argument("--switch", choices=sorted(SWITCHES), default="emulator",
                    help="the emulator (default) or BMv2 running the P4 program (root, p4c and BMv2 installed)")
+    p.add_argument("--transport", choices=TRANSPORTS, default=None,
+                   help="how switch and workers exchange packets: shm, rings in shared memory (default "
+                        "with the emulator), or udp on loopback (default, and the only one, with BMv2)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the bit-exact check and the exact sum (saves a reference aggregation)")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
@@ -121,7 +125,7 @@ def _config(args) -> AllreduceConfig:
     return AllreduceConfig(job=job_from_args(args), elements=args.elements,
                            faults=faults_from_args(args, seed=0), seed=args.seed,
                            fault_direction=args.fault_direction, timeout_ms=args.timeout_ms,
-                           switch=args.switch, check=not args.no_check)
+                           switch=args.switch, transport=args.transport, check=not args.no_check)
 
 
 def run_allreduce_command(args) -> int:
@@ -162,8 +166,8 @@ def format_summary(report: dict) -> str:
     faults = f"{faults} ({c['fault_direction']})" if faults else "none"
     lines = [
         f"fpisa allreduce: {c['num_workers']} workers x {c['elements']:,} elements, mode {c['mode']}, "
-        f"{c['fmt']}, {c['packet_elements']} elements/packet, window {c['window']}, faults: {faults}, "
-        f"seed {c['seed']}",
+        f"{c['fmt']}, {c['packet_elements']} elements/packet, window {c['window']}, "
+        f"{c['transport']} transport, faults: {faults}, seed {c['seed']}",
         f"  time        {report['seconds']:.3f} s  ({report['elements_per_second']:,.0f} elements/s)",
     ]
     checks = report["checks"]

@@ -3,6 +3,9 @@ loopback UDP; results must be bit-identical across workers and to
 fpisa.aggregate given the switch's recorded arrival orders, with and
 without loss, duplication and reordering (in both directions)."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from emulator.server import launch
@@ -28,10 +31,12 @@ def packets(mode, elements, packet_elements=64):
     return JobSpec(mode=mode, packet_elements=packet_elements).packets(elements)
 
 
+@pytest.mark.parametrize("transport", ["shm", "udp"])
 @pytest.mark.parametrize("faults", [{}, FAULTS], ids=["clean", "lossy"])
 @pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
-def test_bit_exact_against_numerics_core_with_recorded_orders(mode, faults):
-    report = run(mode=mode, **faults)
+def test_bit_exact_against_numerics_core_with_recorded_orders(mode, faults, transport):
+    report = run(mode=mode, transport=transport, **faults)
+    assert report["config"]["transport"] == transport
     checks = report["checks"]
     assert checks["identical_across_workers"]
     assert checks["packets_without_recorded_order"] == 0
@@ -59,6 +64,71 @@ def test_fp16_and_host_side_rne_from_raw_registers():
     assert report["checks"]["bit_exact"], report["checks"]
 
 
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+@pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
+@pytest.mark.parametrize("faults", [{}, FAULTS], ids=["clean", "lossy"])
+def test_every_format_on_shared_memory(mode, fmt, faults):
+    report = run(mode=mode, fmt=fmt, workers=2, elements=1500, transport="shm", **faults)
+    assert report["checks"]["bit_exact"], report["checks"]
+    assert report["checks"]["packets_without_recorded_order"] == 0
+
+
+def _segments() -> set:
+    return {p.name for p in Path("/dev/shm").glob("fpisa-*")} if Path("/dev/shm").is_dir() else set()
+
+
+def _ours(before: set) -> set:
+    # segments another process (a parallel test run) owns are named by its pid
+    return {name for name in _segments() - before if name.startswith(f"fpisa-{os.getpid()}-")}
+
+
+def test_shared_memory_is_removed_after_success_and_failure():
+    before = _segments()
+    run(mode="fpisa", workers=2, elements=500, transport="shm")
+    assert not _ours(before)
+    from hosts.allreduce import AllreduceFailed
+
+    def failing_switch(config, endpoint, faults=None, context=None):
+        raise RuntimeError("the switch failed to start: played by the test")
+
+    config = AllreduceConfig(job=JobSpec(num_workers=2), elements=500, transport="shm")
+    with pytest.raises(RuntimeError, match="played by the test"):
+        run_allreduce(config, launch_switch=failing_switch, progress=False)
+    assert not _ours(before)
+    with pytest.raises(AllreduceFailed):
+        run_allreduce(config, launch_switch=_launch_then_kill, progress=False)
+    assert not _ours(before)
+
+
+def test_ctrl_c_removes_shared_memory_and_processes():
+    """SIGINT to a running `fpisa allreduce`: exit 130, no segment, no process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "fpisa", "allreduce", "--workers", "2", "--elements",
+                             "200000000", "--no-check", "--progress", "off", "--transport", "shm"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = f"fpisa-{proc.pid}-"
+    try:
+        deadline = time.monotonic() + 120
+        while not any(n.startswith(prefix) for n in _segments()):  # the job is set up
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the run (200 M elements take far longer than this)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert not any(n.startswith(prefix) for n in _segments())
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+    assert not children.strip()
+
+
 def test_report_has_what_the_summary_prints():
     report = run(mode="switchml", workers=2, elements=500)
     assert report["seconds"] > 0 and report["elements_per_second"] > 0
@@ -75,23 +145,39 @@ def test_faults_in_one_direction_only():
     assert sum(w["retransmitted"] for w in report["workers"]) > 0
 
 
-def test_a_dying_switch_fails_the_run_instead_of_hanging():
+def _launch_then_kill(config, endpoint, faults=None, context=None):
+    handle = launch(config, endpoint, faults, context=context)
+    ready = handle.wait_ready
+
+    def wait_ready(timeout=60.0):
+        ready(timeout)
+        handle.process.kill()  # dies right after saying it is ready
+
+    handle.wait_ready = wait_ready
+    return handle
+
+
+@pytest.mark.parametrize("transport", ["shm", "udp"])
+def test_a_dying_switch_fails_the_run_instead_of_hanging(transport):
     from hosts.allreduce import AllreduceFailed
 
-    def launch_then_kill(config, sock, faults=None, context=None):
-        handle = launch(config, sock, faults, context=context)
-        ready = handle.wait_ready
-
-        def wait_ready(timeout=60.0):
-            ready(timeout)
-            handle.process.kill()  # dies right after saying it is ready
-
-        handle.wait_ready = wait_ready
-        return handle
-
-    config = AllreduceConfig(job=JobSpec(num_workers=2, window=8), elements=5000)
+    config = AllreduceConfig(job=JobSpec(num_workers=2, window=8), elements=5000, transport=transport)
     with pytest.raises(AllreduceFailed, match="switch died"):
-        run_allreduce(config, launch_switch=launch_then_kill, progress=False)
+        run_allreduce(config, launch_switch=_launch_then_kill, progress=False)
+
+
+@pytest.mark.parametrize("transport", ["shm", "udp"])
+def test_a_dying_worker_fails_the_run_with_its_rank(transport):
+    """A worker killed mid-run: the orchestrator notices within its 0.1 s poll
+    and names it, instead of the others waiting for their stall timeout."""
+    from hosts.allreduce import AllreduceFailed
+
+    config = AllreduceConfig(job=JobSpec(num_workers=3, window=8), elements=3_000_000,
+                             transport=transport, check=False)
+    before = _segments()
+    with pytest.raises(AllreduceFailed, match=r"worker 1 (died|failed)"):
+        run_allreduce(config, progress=False, on_started=lambda workers: workers[1].kill())
+    assert not _ours(before)
 
 
 @pytest.mark.parametrize("mode", ["fpisa", "switchml"])
