@@ -90,7 +90,7 @@ def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, ou
 
     ``jobs``: (mode, this rank's bound UDP socket per rank, switch address).
     """
-    from fpisa.net import UdpTransport
+    from fpisa.net import transport_for
     from fpisa.torch.network import NetworkHookState, network_allreduce_hook
     from fpisa.job import JobSpec
     from hosts.worker import AllreduceClient, WorkerConfig
@@ -100,10 +100,10 @@ def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, ou
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for mode, sockets, switch_address in jobs:
+        for mode, endpoints, switch_address in jobs:
             client = AllreduceClient(
                 WorkerConfig(JobSpec(mode=mode, num_workers=world, packet_elements=64, window=64), rank=rank),
-                UdpTransport(sockets[rank]), switch_address)
+                transport_for(endpoints[rank], rank), switch_address)
             module = make_model(seed)
             ddp = nn.parallel.DistributedDataParallel(module, bucket_cap_mb=64)
             state = NetworkHookState.for_model(module, client)

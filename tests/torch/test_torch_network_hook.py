@@ -22,6 +22,7 @@ import ddp_workers  # noqa: E402
 from conftest import bit_view, free_port, udp_socket  # noqa: E402
 from emulator.pipeline import SwitchConfig  # noqa: E402
 from fpisa.job import JobSpec  # noqa: E402
+from fpisa.shm import ShmFabric  # noqa: E402
 
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("this torch build has no gloo backend", allow_module_level=True)
@@ -33,21 +34,28 @@ def bits(t):
     return bit_view(t)
 
 
-@pytest.mark.parametrize("world, modes, order_free", [
-    (2, ("fpisa", "switchml", "fpisa-a"), {"fpisa", "switchml"}),
-    (3, ("switchml",), {"switchml"}),
+@pytest.mark.parametrize("world, modes, order_free, transport", [
+    (2, ("fpisa", "switchml", "fpisa-a"), {"fpisa", "switchml"}, "udp"),
+    (2, ("fpisa", "switchml"), {"fpisa", "switchml"}, "shm"),
+    (3, ("switchml",), {"switchml"}, "udp"),
 ])
-def test_network_hook_through_the_emulator(world, modes, order_free, tmp_path):
-    switches, jobs, sockets = [], [], []
+def test_network_hook_through_the_emulator(world, modes, order_free, transport, tmp_path):
+    switches, jobs, sockets, fabrics = [], [], [], []
     try:
         for mode in modes:
-            switch_sock = udp_socket()
-            workers = [udp_socket() for _ in range(world)]
-            sockets += [switch_sock, *workers]
             job = JobSpec(mode=mode, num_workers=world, packet_elements=64, window=64)
-            config = SwitchConfig(job, tuple(s.getsockname() for s in workers))
-            switches.append(server.launch(config, switch_sock))
-            jobs.append((mode, workers, switch_sock.getsockname()))
+            if transport == "shm":
+                fabric = ShmFabric.create(world, job.data_packet_bytes, result_slot_bytes=job.max_result_bytes)
+                fabrics.append(fabric)
+                switch_end, worker_ends = fabric, [fabric] * world
+                switch_address, addresses = fabric.switch_address, fabric.worker_addresses
+            else:
+                switch_end, *worker_ends = [udp_socket() for _ in range(world + 1)]
+                sockets += [switch_end, *worker_ends]
+                switch_address = switch_end.getsockname()
+                addresses = [s.getsockname() for s in worker_ends]
+            switches.append(server.launch(SwitchConfig(job, tuple(addresses)), switch_end))
+            jobs.append((mode, worker_ends, switch_address))
         for switch in switches:
             switch.wait_ready(120)
         tmp.spawn(ddp_workers.run_network_rank, args=(world, free_port(), jobs, SEED, str(tmp_path)),
@@ -58,6 +66,8 @@ def test_network_hook_through_the_emulator(world, modes, order_free, tmp_path):
             switch.kill()
         for s in sockets:
             s.close()
+        for fabric in fabrics:
+            fabric.close()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
