@@ -17,8 +17,13 @@ Two patterns, each for each datagram size, each repeated ``--repeats`` times
   fraction lost. ``shm-zero-copy`` receives with ``recv_arrays`` (views into
   the ring, no bytes objects) instead of ``recv_trains``.
 
+Placements (``--placements``): ``two-cpus`` pins the two processes to CPUs 0
+and 1, ``one-cpu`` pins both to CPU 0 (what an oversubscribed host does to a
+job: K + 1 processes on fewer CPUs), ``unpinned`` leaves it to the scheduler.
+
     .venv/bin/python benchmarks/transport.py [--sizes 272 1036] [--seconds 1]
-        [--repeats 5] [--window 256] [--spin-us US] [--json out.json]
+        [--repeats 5] [--window 256] [--spin-us US] [--placements two-cpus one-cpu]
+        [--patterns echo stream] [--json out.json]
 
 272 bytes = header + 64 fp32 (the default DATA packet); 1036 = 255 fp32.
 """
@@ -57,8 +62,14 @@ def _open(kind: str, role: str, spec):
     return ShmWorkerTransport.attach(descriptor, 0, spin_s=spin_s), SWITCH_ADDRESS
 
 
-def _switch_main(kind: str, pattern: str, spec, size: int, seconds: float, conn) -> None:
+def _pin(cpu) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _switch_main(kind: str, pattern: str, spec, size: int, seconds: float, cpu, conn) -> None:
     transport, _ = _open(kind, "switch", spec)
+    _pin(cpu)  # after: the transport's spin policy looks at the CPUs it may use
     if kind == "udp":  # the bound socket came over the pipe
         transport = UdpTransport(transport)
     conn.send("ready")
@@ -97,8 +108,9 @@ def _switch_main(kind: str, pattern: str, spec, size: int, seconds: float, conn)
         transport.close()
 
 
-def _worker_main(kind: str, pattern: str, spec, size: int, seconds: float, window: int, conn) -> None:
+def _worker_main(kind: str, pattern: str, spec, size: int, seconds: float, window: int, cpu, conn) -> None:
     transport, peer = _open(kind, "worker", spec)
+    _pin(cpu)
     rng = np.random.default_rng(1)
     packets = rng.integers(0, 256, (max(window, TRAIN), size), dtype=np.uint8)
     conn.recv()  # go
@@ -139,8 +151,13 @@ def _worker_main(kind: str, pattern: str, spec, size: int, seconds: float, windo
     conn.send({"sent": sent, "send_errors": transport.send_errors})
 
 
+#: where the two processes run: (switch side's CPU, worker side's CPU)
+PLACEMENTS = {"two-cpus": (0, 1), "one-cpu": (0, 0), "unpinned": (None, None)}
+
+
 def run_once(kind: str, pattern: str, size: int, seconds: float, window: int, spin_s: float,
-             slots: int) -> dict:
+             slots: int, placement: str = "unpinned") -> dict:
+    cpus = PLACEMENTS[placement]
     ctx = mp.get_context("spawn")
     fabric = None
     if kind == "shm":
@@ -152,8 +169,9 @@ def run_once(kind: str, pattern: str, size: int, seconds: float, window: int, sp
     try:
         s_parent, s_child = ctx.Pipe()
         w_parent, w_child = ctx.Pipe()
-        sw = ctx.Process(target=_switch_main, args=(kind, pattern, switch_spec, size, seconds, s_child))
-        wk = ctx.Process(target=_worker_main, args=(kind, pattern, worker_spec, size, seconds, window, w_child))
+        sw = ctx.Process(target=_switch_main, args=(kind, pattern, switch_spec, size, seconds, cpus[0], s_child))
+        wk = ctx.Process(target=_worker_main, args=(kind, pattern, worker_spec, size, seconds, window, cpus[1],
+                                                   w_child))
         sw.start()
         if kind == "udp":
             switch_udp.close()  # the child has its own copy now
@@ -197,6 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--spin-us", type=float, default=None,
                     help="shm: spin before sleeping (default: the transport's, 50 us with a CPU per process)")
     ap.add_argument("--patterns", nargs="+", default=["echo", "stream"], choices=["echo", "stream"])
+    ap.add_argument("--placements", nargs="+", default=["two-cpus", "one-cpu"], choices=list(PLACEMENTS),
+                    help="two-cpus: one CPU each (pinned); one-cpu: both on CPU 0 (an oversubscribed host)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -204,28 +224,31 @@ def main(argv=None) -> int:
     results = []
     variants = {"echo": [("udp", "echo"), ("shm", "echo")],
                 "stream": [("udp", "stream"), ("shm", "stream"), ("shm", "stream-zero-copy")]}
-    for pattern in args.patterns:
-        for size in args.sizes:
-            row = {}
-            for kind, variant in variants[pattern]:
-                spin_s = None if args.spin_us is None else args.spin_us * 1e-6
-                runs = [run_once(kind, variant, size, args.seconds, args.window, spin_s, args.slots)
-                        for _ in range(args.repeats)]
-                best = max(runs, key=lambda r: r["rate"])
-                median = statistics.median(r["rate"] for r in runs)
-                label = f"{kind}-{variant.replace('stream-', '')}" if variant != pattern else kind
-                entry = {"pattern": pattern, "transport": label, "size": size, "best_rate": best["rate"],
-                         "median_rate": median, "best_MBps": best["rate"] * size / 1e6,
-                         "best_run": best, "runs": [r["rate"] for r in runs]}
-                results.append(entry)
-                row[label] = best["rate"]
-                extra = ", ".join(f"{k} {v:.3g}" for k, v in best.items() if k != "rate")
-                print(f"{pattern:6s} {size:5d} B {label:14s} best {best['rate'] / 1e3:9.1f} k/s "
-                      f"({best['rate'] * size / 1e6:7.1f} MB/s)  median {median / 1e3:9.1f} k/s  [{extra}]",
-                      flush=True)
-            base = row.get("udp")
-            if base:
-                print("       " + ", ".join(f"{k}/udp = {v / base:.1f}x" for k, v in row.items() if k != "udp"))
+    if len(os.sched_getaffinity(0)) < 2:
+        args.placements = [p for p in args.placements if p != "two-cpus"] or ["unpinned"]
+    for placement, pattern, size in ((pl, pa, si) for pl in args.placements for pa in args.patterns
+                                     for si in args.sizes):
+        row = {}
+        for kind, variant in variants[pattern]:
+            spin_s = None if args.spin_us is None else args.spin_us * 1e-6
+            runs = [run_once(kind, variant, size, args.seconds, args.window, spin_s, args.slots, placement)
+                    for _ in range(args.repeats)]
+            best = max(runs, key=lambda r: r["rate"])
+            median = statistics.median(r["rate"] for r in runs)
+            label = f"{kind}-{variant.replace('stream-', '')}" if variant != pattern else kind
+            entry = {"placement": placement, "pattern": pattern, "transport": label, "size": size,
+                     "best_rate": best["rate"],
+                     "median_rate": median, "best_MBps": best["rate"] * size / 1e6,
+                     "best_run": best, "runs": [r["rate"] for r in runs]}
+            results.append(entry)
+            row[label] = best["rate"]
+            extra = ", ".join(f"{k} {v:.3g}" for k, v in best.items() if k != "rate")
+            print(f"{placement:8s} {pattern:6s} {size:5d} B {label:14s} best {best['rate'] / 1e3:9.1f} k/s "
+                  f"({best['rate'] * size / 1e6:7.1f} MB/s)  median {median / 1e3:9.1f} k/s  [{extra}]",
+                  flush=True)
+        base = row.get("udp")
+        if base:
+            print("       " + ", ".join(f"{k}/udp = {v / base:.1f}x" for k, v in row.items() if k != "udp"))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
                                                   for k, v in vars(args).items()},

@@ -117,7 +117,7 @@ DEFAULT_SPIN_S = 50e-6
 # pays again). Spins fail when the producer has no CPU to run on (it shares
 # the consumer's: the spin only delays it) and when the job is idle.
 _SPIN_CREDIT_MAX = 16
-_SPIN_FAIL_COST = 4
+_SPIN_FAIL_COST = 2
 _SPIN_PROBE_EVERY = 32
 
 
@@ -830,7 +830,7 @@ class _ShmTransport:
             raise ValueError(f"spin_s must be >= 0, got {spin_s!r}")
         self.fabric = fabric
         self.spin_s = float(spin_s)
-        self._spin_credit, self._spin_skipped = _SPIN_CREDIT_MAX // 4, 0
+        self._spin_credit, self._spin_skipped = _SPIN_CREDIT_MAX, 0
         self._owns_fabric = owns_fabric
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:

@@ -337,7 +337,7 @@ def test_spinning_only_with_a_cpu_per_process(monkeypatch):
     # spins that end in sleep anyway (an idle job) stop; one that pays goes on
     with ShmFabric.create(1, 64, 8) as fabric:
         switch, worker = fabric.switch_transport(spin_s=1e-4), fabric.worker_transport(0)
-        for _ in range(3):
+        for _ in range(shm._SPIN_CREDIT_MAX):
             switch.recv_trains(0.001)
         assert switch._spin_credit <= 0
         for _ in range(shm._SPIN_PROBE_EVERY):
