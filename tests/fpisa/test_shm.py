@@ -280,17 +280,20 @@ def test_transport_interface_matches_udp():
         assert fabric.switch_transport().address == SWITCH_ADDRESS == ("shm", "switch")
 
 
-def test_through_the_switch_pipeline():
-    """The emulator's batch processor takes the switch transport's trains
-    (sources are the job's worker addresses) and its output goes back."""
+@pytest.mark.parametrize("path", ["trains", "arrays"])
+def test_through_the_switch_pipeline(path):
+    """The emulator's batch processor takes the switch transport's trains, or
+    its ring views in place (``recv_arrays``: what ``emulator.server.serve``
+    runs on shared memory), and its output goes back to each worker."""
     from emulator.fastpath import BatchProcessor
-    from emulator.pipeline import JobConfig, SwitchPipeline
+    from emulator.pipeline import SwitchConfig, SwitchPipeline
+    from fpisa.job import JobSpec
     from fpisa.protocol import Header, MsgType, WireMode, element_dtype, pack, unpack
 
     K, E = 3, 8
     length = HEADER_BYTES + 4 * E
     with ShmFabric.create(K, length, 16) as fabric:
-        config = JobConfig(num_workers=K, workers=tuple(fabric.worker_addresses), num_elements=E, pool_size=4)
+        config = SwitchConfig(JobSpec(num_workers=K, packet_elements=E, window=4), fabric.worker_addresses)
         processor = BatchProcessor(SwitchPipeline(config))
         switch = fabric.switch_transport()
         workers = [fabric.worker_transport(r) for r in range(K)]
@@ -299,11 +302,20 @@ def test_through_the_switch_pipeline():
             packet = pack(Header(MsgType.DATA, WireMode.FPISA, 0, 0, 0, r, K, E, 0, 0, 0),
                           values[r].view(element_dtype(WireMode.FPISA, 0)))
             w.send(SWITCH_ADDRESS, packet)
-        trains = []
-        while sum(len(d) // s for d, s, _ in trains) < K:
-            trains += switch.recv_trains(PATIENCE_S)
-        for destination, datagrams, size in processor.process_trains(trains):
-            switch.send_train(destination, datagrams, size)
+        if path == "trains":
+            trains = []
+            while sum(len(d) // s for d, s, _ in trains) < K:
+                trains += switch.recv_trains(PATIENCE_S)
+            for destination, datagrams, size in processor.process_trains(trains):
+                switch.send_train(destination, datagrams, size)
+        else:
+            got = 0
+            while got < K:
+                received = switch.recv_arrays(PATIENCE_S)
+                got += sum(view.shape[0] for _, view in received)
+                for rank, rows in processor.process_arrays(received):
+                    switch.send_train(fabric.worker_addresses[rank], rows, rows.shape[1])
+                switch.release_arrays()
         for r, w in enumerate(workers):
             [(data, source)] = w.recv_batch(PATIENCE_S)
             header, payload, _ = unpack(data)
