@@ -89,6 +89,23 @@ def bench_mode(mode: str, workers: int, num_elements: int, num_packets: int) -> 
     train_seconds = time.perf_counter() - t0
     assert pipeline.counters.completed == num_packets and train_sent == sent
 
+    # the shared-memory path: each worker's ring holds its packets back to
+    # back; the switch takes up to 256 at a time (recv_arrays) where they lie
+    arrays = []
+    for start in range(0, num_packets, 64):
+        for r in range(workers):
+            chunk = by_rank[r][start:start + 64]
+            arrays.append((r, np.frombuffer(b"".join(chunk), np.uint8).reshape(len(chunk), -1)))
+    pipeline = SwitchPipeline(config)
+    batch = BatchProcessor(pipeline, max_batch=256)
+    t0 = time.perf_counter()
+    arrays_sent = 0
+    for start in range(0, len(arrays), 4):
+        for _, rows in batch.process_arrays(arrays[start:start + 4]):
+            arrays_sent += rows.shape[0]
+    arrays_seconds = time.perf_counter() - t0
+    assert pipeline.counters.completed == num_packets and arrays_sent == sent
+
     # the register kernels alone, same shapes, same number of calls
     regs = SlotRegisters(job.data_wire_mode, 2 * job.window, num_elements)
     values = [np.frombuffer(d, element_dtype(job.data_wire_mode, job.fmt_code), num_elements, 16)
@@ -116,6 +133,8 @@ def bench_mode(mode: str, workers: int, num_elements: int, num_packets: int) -> 
         "trains_packets_per_second": n_in / train_seconds,
         "trains_elements_per_second": num_packets * num_elements / train_seconds,
         "trains_us_per_packet": train_seconds / n_in * 1e6,
+        "arrays_packets_per_second": n_in / arrays_seconds,
+        "arrays_element_arrivals_per_second": n_in * num_elements / arrays_seconds,
     }
 
 
@@ -129,9 +148,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = []
     print("ref = SwitchPipeline.process per packet (kernels: SlotRegisters calls alone); batch =")
-    print("BatchProcessor.process (per-packet API); trains = process_trains (the server on loopback)")
+    print("BatchProcessor.process (per-packet API); trains = process_trains (the server on loopback);")
+    print("arrays = process_arrays (the server on shared memory); arrivals/s = packets x elements per s")
     print(f"{'mode':9} {'K':>2} {'E':>4} | {'ref pkts/s':>10} {'us/pkt':>6} {'kernels':>7} | "
-          f"{'batch pkts/s':>12} {'us/pkt':>6} | {'trains pkts/s':>13} {'elem/s':>12} {'us/pkt':>6} {'vs ref':>6}")
+          f"{'batch pkts/s':>12} {'us/pkt':>6} | {'trains pkts/s':>13} {'elem/s':>12} {'us/pkt':>6} {'vs ref':>6} | "
+          f"{'arrays pkts/s':>13} {'arrivals/s':>11}")
     for mode in args.modes:
         for e in args.elements:
             r = bench_mode(mode, args.workers, e, args.packets)
@@ -140,7 +161,8 @@ def main(argv=None) -> int:
                   f"{r['us_per_packet']:6.2f} {r['kernel_us_per_packet']:7.2f} | "
                   f"{r['batch_packets_per_second']:12.0f} {r['batch_us_per_packet']:6.2f} | "
                   f"{r['trains_packets_per_second']:13.0f} {r['trains_elements_per_second']:12.0f} "
-                  f"{r['trains_us_per_packet']:6.2f} {r['us_per_packet'] / r['trains_us_per_packet']:5.1f}x")
+                  f"{r['trains_us_per_packet']:6.2f} {r['us_per_packet'] / r['trains_us_per_packet']:5.1f}x | "
+                  f"{r['arrays_packets_per_second']:13.0f} {r['arrays_element_arrivals_per_second']:11.3g}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
