@@ -1,15 +1,26 @@
 """Numba kernels: the one implementation of FPISA arithmetic on the hot path.
 
-Element functions (``_extract``, ``_acc_fpisa``, ``_acc_fpisa_a``,
-``_readout``) are shared by the whole-array loops used by
-:func:`fpisa.aggregate` and the per-row loops used by the switch's
-:class:`fpisa.registers.SlotRegisters`, so the emulator and the numerics
-reference run literally the same code. ``fpisa._oracle`` is the independent
-pure-Python implementation the tests compare against.
+Two layers, tested to agree bit for bit (tests/fpisa/test_vector_kernels.py):
 
-Integer discipline: everything is int64. numba turns uint64 (+) int64 into
-float64, so no uint64 appears in arithmetic; the one value that does not fit
-int64, |A| = 2^63 for a 64-bit register, is handled explicitly.
+- the scalar element functions (``_extract``, ``_acc_fpisa``,
+  ``_acc_fpisa_a``, ``_readout``) and the ``scalar_*`` loops over them: the
+  reference, also the path for per-element arrival orders and for formats
+  without a specialization;
+- the vector kernels (section "vector kernels"): the same arithmetic,
+  branch-free per lane, in int32 lanes where values fit, specialized per
+  format, so LLVM emits SIMD code. They are behind the public loops
+  ``aggregate_fpisa``, ``aggregate_fpisa_a``, ``aggregate_float32``,
+  ``normalize_array``, ``extract_array`` and the switch's row kernels
+  ``accumulate_row_*`` (``fpisa.registers.SlotRegisters``,
+  ``emulator.fastpath``), so the emulator and the numerics reference still
+  run the same code. ``fpisa._oracle`` is the independent pure-Python
+  implementation the tests compare against.
+
+Integer discipline of the scalar layer: everything is int64. numba turns
+uint64 (+) int64 into float64, so no uint64 appears in arithmetic; the one
+value that does not fit int64, |A| = 2^63 for a 64-bit register, is handled
+explicitly. The vector layer narrows to int32 where the values provably fit
+(see there).
 """
 
 from __future__ import annotations
@@ -17,8 +28,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
-from numba.cpython.unsafe.numbers import leading_zeros
+from llvmlite import ir
+from numba import njit, types
+from numba.cpython.unsafe.numbers import leading_zeros, viewer
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # per-element flag bits (public names in fpisa.registers)
 POS_INF = 1
@@ -49,18 +63,25 @@ def _asr(x, d):
 
 @_jit
 def _add(a, b, register_bits):
-    """(a + b wrapped to W bits, overflow direction: +1, -1 or 0)."""
+    """(a + b wrapped to W bits, overflow direction: +1, -1 or 0).
+
+    numba's signed int64 add is ``nsw`` (overflow is undefined, and LLVM
+    deletes checks that rely on it), so the 64-bit sum is taken in uint64
+    and the W-bit wrap is a sign extension from bit W - 1 (shifts are
+    defined for every value).
+    """
+    r = np.int64(np.uint64(a) + np.uint64(b))  # wraps in 64 bits, like the hardware
     if register_bits == 64:
-        r = a + b  # wraps in int64, like the hardware
         if a >= 0 and b >= 0 and r < 0:
             return r, 1
         if a < 0 and b < 0 and r >= 0:
             return r, -1
         return r, 0
-    r = a + b  # exact: two values below 2^62 in magnitude
+    # exact here: two values below 2^62 in magnitude
     lo = -(1 << (register_bits - 1))
     over = np.int64(r > -lo - 1) - np.int64(r < lo)
-    return ((r - lo) & ((1 << register_bits) - 1)) + lo, over
+    sh = 64 - register_bits
+    return (r << sh) >> sh, over
 
 
 @_jit
@@ -209,15 +230,19 @@ def _readout(E, A, flags, exponent_bits, fraction_bits, nearest_even):
         q & ((1 << fraction_bits) - 1))
 
 
-# ---------------------------------------------------------------- whole arrays
+# ------------------------------------------------- scalar reference loops
+#
+# The loops as they were before the vector kernels: one element function
+# call per element and arrival. They stay as the reference the vector kernels
+# are tested against (tests/fpisa/test_vector_kernels.py), as the path for
+# per-element arrival orders, and as the fallback for formats without a
+# specialized kernel.
 
-
-#: elements per tile: a tile's registers stay in L1 while all K rows stream by
-_TILE = 512
+_SCALAR_TILE = 512
 
 
 @_jit
-def aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
+def scalar_aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
                     out, E_out, A_out, flags_out):
     """bits (K, n); order (n or 1, K): arrival order of workers per element.
 
@@ -227,8 +252,8 @@ def aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, ne
     """
     K, n = bits.shape
     if order.shape[0] == 1:
-        for j0 in range(0, n, _TILE):
-            j1 = min(n, j0 + _TILE)
+        for j0 in range(0, n, _SCALAR_TILE):
+            j1 = min(n, j0 + _SCALAR_TILE)
             E = E_out[j0:j1]
             A = A_out[j0:j1]
             flags = flags_out[j0:j1]
@@ -256,13 +281,13 @@ def aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, ne
 
 
 @_jit
-def aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
+def scalar_aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
                       out, E_out, A_out, flags_out, overwrites_out):
     """As :func:`aggregate_fpisa`, for the Tofino-class rule (section 3)."""
     K, n = bits.shape
     if order.shape[0] == 1:
-        for j0 in range(0, n, _TILE):
-            j1 = min(n, j0 + _TILE)
+        for j0 in range(0, n, _SCALAR_TILE):
+            j1 = min(n, j0 + _SCALAR_TILE)
             E = E_out[j0:j1]
             A = A_out[j0:j1]
             flags = flags_out[j0:j1]
@@ -296,13 +321,13 @@ def aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, 
 
 
 @_jit
-def normalize_array(E, A, flags, exponent_bits, fraction_bits, nearest_even, out):
+def scalar_normalize_array(E, A, flags, exponent_bits, fraction_bits, nearest_even, out):
     for j in range(E.shape[0]):
         out[j] = _readout(E[j], A[j], flags[j], exponent_bits, fraction_bits, nearest_even)
 
 
 @_jit
-def extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
+def scalar_extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
     for j in range(bits.shape[0]):
         e, s, special, _ = _extract(bits[j], exponent_bits, fraction_bits)
         E[j] = e
@@ -310,18 +335,17 @@ def extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
         flags[j] = special
 
 
-# ---------------------------------------------------------------- switch rows
 
 
 @_jit
-def accumulate_row_fpisa(E, A, flags, bits, first, exponent_bits, fraction_bits, register_bits):
+def scalar_accumulate_row_fpisa(E, A, flags, bits, first, exponent_bits, fraction_bits, register_bits):
     for j in range(bits.shape[0]):
         E[j], A[j], flags[j] = _acc_fpisa(E[j], A[j], flags[j], bits[j], first,
                                           exponent_bits, fraction_bits, register_bits)
 
 
 @_jit
-def accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, exponent_bits, fraction_bits,
+def scalar_accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, exponent_bits, fraction_bits,
                            register_bits):
     for j in range(bits.shape[0]):
         if first:
@@ -332,7 +356,7 @@ def accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, exponent_bits, 
 
 
 @_jit
-def accumulate_row_int_sum(A, values, first):
+def scalar_accumulate_row_int_sum(A, values, first):
     """SwitchML's int32 add: wraps at 32 bits like the switch's ALU."""
     for j in range(values.shape[0]):
         if first:
@@ -343,11 +367,1056 @@ def accumulate_row_int_sum(A, values, first):
 
 
 @_jit
-def accumulate_row_int_max(A, values, first):
+def scalar_accumulate_row_int_max(A, values, first):
     """SwitchML's block exponent exchange: int32 max."""
     for j in range(values.shape[0]):
         if first or np.int64(values[j]) > A[j]:
             A[j] = values[j]
+
+
+# ---------------------------------------------------------------- vector kernels
+#
+# The same arithmetic as the element functions above, written so LLVM's loop
+# vectorizer turns the loops into SIMD code (AVX2 on this project's machines):
+#
+# - the element axis is the innermost loop, with no data-dependent branches:
+#   every ``x if c else y`` below becomes a select (blend);
+# - 32-bit lanes whenever the values fit (8 lanes per AVX2 register instead
+#   of 4). numba types int32 (op) int32 as int64 and marks signed adds
+#   ``nsw`` (overflow undefined), so the int32 lane arithmetic goes through
+#   the small intrinsics ``_add32`` ... ``_shl32``: exactly one i32 LLVM
+#   instruction each, wrapping adds, shift distances clamped to 31 (what
+#   AVX2's vpsravd does by itself). int64 lanes wrap through uint64;
+# - the register-width class is chosen outside the loops: int32 lanes when
+#   W <= 32 or when no value can exceed 31 bits, else int64 lanes; fpisa's
+#   overflow and wrap checks are dropped when K (2^p - 1) fits the register
+#   (then no sum can overflow, so the check could never fire);
+# - whole arrays work on tiles of _TILE elements whose registers stay in L1
+#   while the K worker rows stream through;
+# - the format's widths are loop-invariant arguments (hoisted masks and
+#   shift counts). Specializing them as compile-time constants measured ~5%
+#   faster on the fpisa step and compiles three times as many functions, so
+#   only the float32 baseline (whose decode differs per format) does;
+# - rare work leaves the vector loop: Inf/NaN flags are recomputed for a
+#   tile (or row) only if it saw a special; |A| = 2^31 or 2^63 reads out as
+#   2^30 or 2^62 at E + 1 (the same value), as _readout does.
+#
+# tests/fpisa/test_vector_kernels.py compares every kernel here with the
+# scalar reference loops above. Which loops vectorize, and the instructions
+# seen: docs/numerics.md, "Kernel performance".
+
+_inline = njit(cache=True, nogil=True, inline="always")
+
+#: elements per tile: the int32 registers of a tile (E, A, flags: 12 KiB)
+#: stay in L1 while the K worker rows stream by
+_TILE = 1024
+
+_I32_MIN = -(1 << 31)
+_I32_MAX = (1 << 31) - 1
+_INT64_MAX = (1 << 63) - 1
+#: normalize_array: |E| below this reads out in int32 lanes ...
+_E32_LIMIT = 1 << 29
+#: ... below this in int64 lanes; larger exponents go to the scalar loop
+_E64_LIMIT = 1 << 40
+
+# (exponent bits, fraction bits) with vector kernels
+VECTOR_FORMATS = ((8, 23), (5, 10), (8, 7))
+
+
+def has_vector_kernels(exponent_bits: int, fraction_bits: int) -> bool:
+    """True if the vector kernels serve this format (else the scalar loops)."""
+    return (exponent_bits, fraction_bits) in VECTOR_FORMATS
+
+
+# ---- int32 lane operations: one LLVM i32 instruction each
+
+
+_LL_I32 = ir.IntType(32)
+
+
+def _args32(context, builder, sig, args):
+    return [context.cast(builder, v, t, types.int32) for v, t in zip(args, sig.args)]
+
+
+def _integers(*tys):
+    return all(isinstance(t, types.Integer) for t in tys)
+
+
+def _clamp31(builder, d):
+    """min(d, 31) as unsigned (distances are >= 0): vpsravd's own saturation."""
+    c31 = ir.Constant(_LL_I32, 31)
+    return builder.select(builder.icmp_unsigned(">", d, c31), c31, d)
+
+
+@intrinsic
+def _add32(typingctx, x, y):
+    """x + y wrapping at 32 bits."""
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.add(a, b)
+    return types.int32(x, y), codegen
+
+
+@intrinsic
+def _sub32(typingctx, x, y):
+    """x - y wrapping at 32 bits."""
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.sub(a, b)
+    return types.int32(x, y), codegen
+
+
+@intrinsic
+def _and32(typingctx, x, y):
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.and_(a, b)
+    return types.int32(x, y), codegen
+
+
+@intrinsic
+def _or32(typingctx, x, y):
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.or_(a, b)
+    return types.int32(x, y), codegen
+
+
+@intrinsic
+def _xor32(typingctx, x, y):
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.xor(a, b)
+    return types.int32(x, y), codegen
+
+
+@intrinsic
+def _sra32(typingctx, x, d):
+    """x >> d, arithmetic (floor(x / 2^d)); d >= 31 gives 0 or -1."""
+    if not _integers(x, d):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, s = _args32(context, builder, sig, args)
+        return builder.ashr(a, _clamp31(builder, s))
+    return types.int32(x, d), codegen
+
+
+@intrinsic
+def _shl32(typingctx, x, d):
+    """x << d, d clamped to 31 (callers keep d below that where it matters)."""
+    if not _integers(x, d):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, s = _args32(context, builder, sig, args)
+        return builder.shl(a, _clamp31(builder, s))
+    return types.int32(x, d), codegen
+
+
+@intrinsic
+def _srl32(typingctx, x, d):
+    """x >> d, logical (as unsigned), d clamped to 31."""
+    if not _integers(x, d):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, s = _args32(context, builder, sig, args)
+        return builder.lshr(a, _clamp31(builder, s))
+    return types.int32(x, d), codegen
+
+
+@intrinsic
+def _ult32(typingctx, x, y):
+    """x < y as unsigned 32-bit values."""
+    if not _integers(x, y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = _args32(context, builder, sig, args)
+        return builder.icmp_unsigned("<", a, b)
+    return types.boolean(x, y), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Hint the cache line of arr[i] into the caches (llvm.prefetch, a read)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty, ity = sig.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], ity, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _LL_I32, _LL_I32, _LL_I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(_LL_I32, 0), ir.Constant(_LL_I32, 3),
+                          ir.Constant(_LL_I32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, i), codegen
+
+
+@_jit
+def _prefetch_tile(bits, order, j0, j1):
+    """Prefetch the columns j0:j1 of every worker row (the next tile): the
+    hardware prefetcher alone restarts on every 4 KiB page of K streams."""
+    step = max(1, 64 // bits.itemsize)
+    j1 = min(j1, bits.shape[1])
+    for t in range(order.shape[1]):
+        row = bits[order[0, t]]
+        for j in range(j0, j1, step):
+            _prefetch(row, j)
+
+
+# ---- one lane: element functions without branches
+
+
+@_inline
+def _parts32(b, eb, m):
+    """IEEE bits -> (sign mask 0 / -1, exponent field, fraction), int32."""
+    x = np.int32(b)
+    sgn = _sra32(_shl32(x, 31 - eb - m), 31)
+    field = _and32(_sra32(x, m), (1 << eb) - 1)
+    frac = _and32(x, (1 << m) - 1)
+    return sgn, field, frac
+
+
+@_inline
+def _special_flag32(sgn, field, frac, eb):
+    """POS_INF / NEG_INF / NAN of an Inf/NaN input, else 0 (as _extract)."""
+    flag = np.int32(NAN) if frac != np.int32(0) else _sub32(1, sgn)
+    return flag if field == np.int32((1 << eb) - 1) else np.int32(0)
+
+
+@_inline
+def _signed32(sgn, field, frac, m):
+    """The signed mantissa S of _extract (hidden bit unless the field is 0)."""
+    mag = _or32(frac, np.int32(1 << m) if field != np.int32(0) else np.int32(0))
+    return _sub32(_xor32(mag, sgn), sgn)
+
+
+@_inline
+def _fpisa_input32(b, eb, m):
+    """fpisa's view of an arrival: (e, S, special); specials enter as e = 1, S = 0."""
+    sgn, field, frac = _parts32(b, eb, m)
+    special = field == np.int32((1 << eb) - 1)
+    S = _signed32(sgn, field, frac, m)
+    e = np.int32(1) if special else max(field, np.int32(1))
+    return e, (np.int32(0) if special else S), special
+
+
+@_inline
+def _fpisa_lane32_safe(b, Ei, Ai, eb, m):
+    """_acc_fpisa (not first) when the sum cannot overflow: no wrap, no check."""
+    e, S, special = _fpisa_input32(b, eb, m)
+    E = np.int32(Ei)
+    big = max(E, e)
+    return big, _add32(_sra32(Ai, _sub32(big, E)), _sra32(S, _sub32(big, e))), special
+
+
+@_inline
+def _fpisa_lane32(b, Ei, Ai, eb, m, lo, mask):
+    """_acc_fpisa (not first), W <= 32: returns (E, A, overflow != 0, special).
+
+    W < 32: the int32 sum is exact and wraps to W bits by (r - lo) & mask + lo;
+    W = 32: the int32 add wraps by itself and the sign rule detects it.
+    """
+    e, S, special = _fpisa_input32(b, eb, m)
+    E = np.int32(Ei)
+    big = max(E, e)
+    a = _sra32(Ai, _sub32(big, E))
+    s = _sra32(S, _sub32(big, e))
+    r = _add32(a, s)
+    w = _add32(_and32(_sub32(r, lo), mask), lo)
+    over = _or32(_sra32(_and32(_xor32(a, r), _xor32(s, r)), 31), _xor32(w, r))
+    return big, w, over, special
+
+
+@_inline
+def _add64(a, b):
+    """a + b wrapping at 64 bits (numba's signed add is nsw: overflow undefined)."""
+    return np.int64(np.uint64(a) + np.uint64(b))
+
+
+@_inline
+def _fpisa_lane64(b, Ei, Ai, eb, m, sh):
+    """_acc_fpisa (not first), int64 lanes: returns (E, A, overflow != 0, special).
+
+    The sum wraps at 64 bits; the W-bit wrap is a sign extension from bit
+    W - 1 (sh = 64 - W); overflow: the 64-bit sign rule, or the wrap changed
+    the value.
+    """
+    e, S32, special = _fpisa_input32(b, eb, m)
+    E = np.int32(Ei)  # exponents stay int32 (an int64 max would store through a mask)
+    big = max(E, e)
+    a = np.int64(Ai) >> min(_sub32(big, E), np.int32(63))
+    s = np.int64(S32) >> min(_sub32(big, e), np.int32(63))
+    r = _add64(a, s)
+    w = (r << sh) >> sh
+    over = (((a ^ r) & (s ^ r)) >> 63) | (w ^ r)
+    return big, w, over, special
+
+
+@_inline
+def _fpisa_lane64_safe(b, Ei, Ai, eb, m):
+    e, S32, special = _fpisa_input32(b, eb, m)
+    E = np.int32(Ei)
+    big = max(E, e)
+    return big, ((np.int64(Ai) >> min(_sub32(big, E), np.int32(63)))
+                 + (np.int64(S32) >> min(_sub32(big, e), np.int32(63)))), special
+
+
+@_inline
+def _fpisa_a_lane32(b, Ei, Ai, eb, m, h, lo, hi):
+    """_acc_fpisa_a (after the first arrival's reset), W <= 32.
+
+    Returns (E, A, overflow != 0, overwrote, special). The shifted value is
+    (S << min(d, h)) >> -d (one of the two distances is 0); lanes that do not
+    add add 0, so they cannot overflow. W = 32: the int32 add wraps and the
+    sign rule picks the saturation bound; W < 32: exact, clamped.
+    """
+    sgn, field, frac = _parts32(b, eb, m)
+    all_ones = np.int32((1 << eb) - 1)
+    special = field == all_ones
+    valid = (field != np.int32(0)) & (field != all_ones)
+    S = _sub32(_xor32(_or32(frac, 1 << m), sgn), sgn)
+    E = np.int32(Ei)
+    A = np.int32(Ai)
+    d = _sub32(field, E)
+    full = E != np.int32(0)
+    replace = valid & ((E == np.int32(0)) | (d > h))
+    add = valid & full & (d <= h)
+    Ss = _sra32(_shl32(S, min(max(d, np.int32(0)), h)), max(_sub32(0, d), np.int32(0)))
+    Ss = Ss if add else np.int32(0)
+    r = _add32(A, Ss)
+    ovf = _sra32(_and32(_xor32(A, r), _xor32(Ss, r)), 31)
+    c = min(max(r, lo), hi)
+    res = _xor32(_sra32(A, 31), _I32_MAX) if ovf != np.int32(0) else c
+    over = _or32(ovf, _xor32(c, r))
+    # a replacement always raises E (E = 0, or e - E > h >= 1): E' = max(E, e),
+    # which also keeps LLVM from storing E through a (slow) AVX2 mask
+    return (max(E, field if replace else np.int32(0)), (S if replace else res), over,
+            replace & full, special)
+
+
+@_inline
+def _fpisa_a_lane64(b, Ei, Ai, eb, m, h, lo, hi):
+    """_acc_fpisa_a, int64 lanes (W > 32)."""
+    sgn, field, frac = _parts32(b, eb, m)
+    all_ones = np.int32((1 << eb) - 1)
+    special = field == all_ones
+    valid = (field != np.int32(0)) & (field != all_ones)
+    S = np.int64(_sub32(_xor32(_or32(frac, 1 << m), sgn), sgn))
+    E = np.int32(Ei)
+    A = np.int64(Ai)
+    d = _sub32(field, E)
+    full = E != np.int32(0)
+    replace = valid & ((E == np.int32(0)) | (d > h))
+    add = valid & full & (d <= h)
+    Ss = (S << min(max(d, np.int32(0)), h)) >> min(max(_sub32(0, d), np.int32(0)), np.int32(63))
+    Ss = Ss if add else np.int64(0)
+    r = _add64(A, Ss)
+    ovf = ((A ^ r) & (Ss ^ r)) >> 63
+    c = min(max(r, lo), hi)
+    res = ((A >> 63) ^ _INT64_MAX) if ovf != 0 else c
+    over = ovf | (c ^ r)
+    return (max(E, field if replace else np.int32(0)), (S if replace else res), over,
+            replace & full, special)
+
+
+@_inline
+def _special_result32(F, eb, m):
+    """_special_bits without branches (int32 bit pattern)."""
+    all_ones = (1 << eb) - 1
+    nan = (_and32(F, NAN) != np.int32(0)) | (_and32(F, POS_INF | NEG_INF)
+                                              == np.int32(POS_INF | NEG_INF))
+    inf = (np.int32(all_ones << m) if _and32(F, POS_INF) != np.int32(0)
+           else np.int32((1 << (eb + m)) | (all_ones << m)))
+    return np.int32((all_ones << m) | (1 << (m - 1))) if nan else inf
+
+
+@_inline
+def _readout_lane32(Ei, Ai, Fi, eb, m, nearest):
+    """_readout for |A| <= 2^31 and |E| < 2^29, as an int32 bit pattern.
+
+    One formula for normal and subnormal results, rz and rne: the total
+    right shift is L - m (normal) or 1 - E (subnormal); rne adds one when
+    the remainder is above half, or half with an odd quotient; the exponent
+    field is added to the significand so a rounding carry bumps it (and may
+    reach Inf); a subnormal that rounds up to 2^m is the smallest normal.
+    """
+    all_ones = (1 << eb) - 1
+    A0 = np.int32(Ai)
+    F = np.int32(Fi)
+    huge = A0 == np.int32(_I32_MIN)  # -2^31 = -2^30 * 2: |A| fits again
+    A = np.int32(-(1 << 30)) if huge else A0
+    E = _add32(Ei, np.int32(huge))
+    sgn = _sra32(A, 31)
+    mag = _sub32(_xor32(A, sgn), sgn)
+    lead = _sub32(31, leading_zeros(mag))
+    Eo = _sub32(_add32(E, lead), m)
+    sub = Eo <= np.int32(0)
+    sh = _sub32(1, E) if sub else _sub32(lead, m)
+    rsh = max(sh, np.int32(0))
+    q = _sra32(mag, rsh)
+    rem = _sub32(mag, _shl32(q, rsh))
+    half = _shl32(1, max(_sub32(rsh, 1), np.int32(0)))
+    up = nearest & (sh > np.int32(0)) & (sh <= np.int32(31)) & (_add32(rem, _and32(q, 1)) > half)
+    q = _shl32(_add32(q, np.int32(up)), max(_sub32(0, sh), np.int32(0)))
+    Ec = max(min(Eo, np.int32(all_ones - 1)), np.int32(0))
+    val = q if sub else _sub32(_add32(_shl32(Ec, m), q), 1 << m)
+    inf = (Eo > np.int32(0)) & ((Eo >= np.int32(all_ones)) | (val >= np.int32(all_ones << m)))
+    res = _or32(_and32(sgn, 1 << (eb + m)), np.int32(all_ones << m) if inf else val)
+    res = np.int32(0) if A0 == np.int32(0) else res
+    return res if _and32(F, SPECIALS) == np.int32(0) else _special_result32(F, eb, m)
+
+
+@_inline
+def _readout_rz_lane32(Ei, Ai, Fi, eb, m):
+    """The common read-out: rz, a normal result, no special: (bits, rare).
+
+    The leading one is shifted to bit 31 and back down to bit m (truncation);
+    the significand's hidden one carries into the exponent field (E' - 1).
+    rare: anything else (specials, |A| = 2^31, subnormal or Inf results),
+    for _readout_lane32. A = 0 reads +0 here.
+    """
+    A = np.int32(Ai)
+    sgn = _sra32(A, 31)
+    mag = _sub32(_xor32(A, sgn), sgn)
+    lz = leading_zeros(mag)
+    Eo = _add32(_sub32(Ei, lz), 31 - m)
+    q = _srl32(_shl32(mag, lz), 31 - m)
+    res = _or32(_and32(sgn, 1 << (eb + m)), _add32(_shl32(_sub32(Eo, 1), m), q))
+    rare = (_and32(Fi, SPECIALS) != np.int32(0)) | ((A != np.int32(0)) & (
+        (A == np.int32(_I32_MIN)) | _ult32((1 << eb) - 3, _sub32(Eo, 1))))
+    return (np.int32(0) if A == np.int32(0) else res), rare
+
+
+@_inline
+def _readout_lane64(Ei, Ai, Fi, eb, m, nearest):
+    """_readout in int64 lanes, for |E| < 2^40 (as _readout_lane32)."""
+    all_ones = (1 << eb) - 1
+    A0 = np.int64(Ai)
+    huge = A0 == _INT64_MIN
+    A = np.int64(-(1 << 62)) if huge else A0
+    E = np.int64(Ei) + np.int64(huge)
+    sgn = A >> 63
+    mag = (A ^ sgn) - sgn
+    lead = 63 - np.int64(leading_zeros(mag))
+    Eo = E + lead - m
+    sub = Eo <= 0
+    sh = (1 - E) if sub else (lead - m)
+    rsh = min(max(sh, 0), 63)
+    q = mag >> rsh
+    rem = mag - (q << rsh)
+    half = np.int64(1) << max(rsh - 1, 0)
+    up = nearest & (sh > 0) & (sh <= 63) & (rem + (q & 1) > half)
+    q = (q + np.int64(up)) << min(max(-sh, 0), 63)
+    Ec = max(min(Eo, all_ones - 1), 0)
+    val = q if sub else (Ec << m) + q - (1 << m)
+    inf = (Eo > 0) & ((Eo >= all_ones) | (val >= (all_ones << m)))
+    res = (sgn & (1 << (eb + m))) | ((all_ones << m) if inf else val)
+    res = np.int64(0) if A0 == 0 else res
+    special = np.int64(_special_result32(np.int32(Fi), eb, m)) & ((1 << (1 + eb + m)) - 1)
+    return res if (np.int64(Fi) & SPECIALS) == 0 else special
+
+
+# ---- loops: one vectorizable loop each, over a row or a tile
+#
+# Regular (cached) numba functions with the lane functions above inlined;
+# numba compiles one version per array-type combination (int32 tiles,
+# int64 switch rows).
+
+
+@_jit
+def _loop_special_flags(row, F, eb, m):
+    """F |= the Inf/NaN flag of each input (only run when a special was seen)."""
+    for i in range(row.shape[0]):
+        sgn, field, frac = _parts32(row[i], eb, m)
+        F[i] = _or32(F[i], _special_flag32(sgn, field, frac, eb))
+
+
+@_jit
+def _loop_fpisa_first(row, E, A, F, eb, m):
+    """fpisa's first arrival: the write that resets the slot."""
+    for i in range(row.shape[0]):
+        sgn, field, frac = _parts32(row[i], eb, m)
+        special = field == (1 << eb) - 1
+        S = _signed32(sgn, field, frac, m)
+        E[i] = np.int32(1) if special else max(field, np.int32(1))
+        A[i] = np.int32(0) if special else S
+        F[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_fpisa_safe32(row, E, A, eb, m):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, sp = _fpisa_lane32_safe(row[i], E[i], A[i], eb, m)
+        E[i] = e
+        A[i] = a
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, over, sp = _fpisa_lane32(row[i], E[i], A[i], eb, m, lo, mask)
+        E[i] = e
+        A[i] = a
+        F[i] = _or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0))
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa_safe64(row, E, A, eb, m):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, sp = _fpisa_lane64_safe(row[i], E[i], A[i], eb, m)
+        E[i] = e
+        A[i] = a
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa64(row, E, A, F, eb, m, sh):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, over, sp = _fpisa_lane64(row[i], E[i], A[i], eb, m, sh)
+        E[i] = e
+        A[i] = a
+        F[i] = _or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0))
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, over, ow, sp = _fpisa_a_lane32(row[i], E[i], A[i], eb, m, h, lo, hi)
+        E[i] = e
+        A[i] = a
+        F[i] = _or32(_or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0)),
+                     np.int32(OVERWRITE) if ow else np.int32(0))
+        OW[i] += ow
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, over, ow, sp = _fpisa_a_lane64(row[i], E[i], A[i], eb, m, h, lo, hi)
+        E[i] = e
+        A[i] = a
+        F[i] = _or32(_or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0)),
+                     np.int32(OVERWRITE) if ow else np.int32(0))
+        OW[i] += ow
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_readout32(E, A, F, out, eb, m, nearest):
+    """out = _readout(E, A, F) for registers with |A| <= 2^31, |E| < 2^29:
+    rz by the short common-case pass, unless some lane needs the full one."""
+    if not nearest:
+        rare = np.int32(0)
+        for i in range(out.shape[0]):
+            r, x = _readout_rz_lane32(E[i], A[i], F[i], eb, m)
+            out[i] = r
+            rare = _or32(rare, np.int32(x))
+        if rare == np.int32(0):
+            return
+    for i in range(out.shape[0]):
+        out[i] = _readout_lane32(E[i], A[i], F[i], eb, m, nearest)
+
+
+@_jit
+def _loop_readout64(E, A, F, out, eb, m, nearest):
+    """out = _readout(E, A, F) for registers with |E| < 2^40."""
+    for i in range(out.shape[0]):
+        out[i] = _readout_lane64(E[i], A[i], F[i], eb, m, nearest)
+
+
+@_jit
+def _loop_register_class(E, A):
+    """0: every pair fits _readout_lane32; 1: _readout_lane64; 2: neither."""
+    wide = 0
+    huge = 0
+    for i in range(E.shape[0]):
+        e = E[i]
+        wide += ((np.int64(np.int32(A[i])) != A[i]) | (e >= _E32_LIMIT) | (e <= -_E32_LIMIT))
+        huge += (e >= _E64_LIMIT) | (e <= -_E64_LIMIT)
+    return 2 if huge else (1 if wide else 0)
+
+
+@_jit
+def _loop_extract(bits, eb, m, E, S, flags):
+    for i in range(bits.shape[0]):
+        sgn, field, frac = _parts32(bits[i], eb, m)
+        special = field == (1 << eb) - 1
+        E[i] = np.int32(0) if special else max(field, np.int32(1))
+        S[i] = np.int32(0) if special else _signed32(sgn, field, frac, m)
+        flags[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_store(src, dst, j0):
+    """dst[j0:j0 + len(src)] = src, converting."""
+    d = dst[j0:j0 + src.shape[0]]
+    for i in range(src.shape[0]):
+        d[i] = src[i]
+
+
+# ---- drivers: the tile loops and the lane-class choice
+
+
+@_inline
+def _wrap_constants(W):
+    """(lo, mask) of a W-bit two's-complement wrap, lo = -2^(W-1)."""
+    if W >= 64:
+        return np.int64(_INT64_MIN), np.int64(-1)
+    return np.int64(-(1 << (W - 1))), np.int64((1 << W) - 1)
+
+
+@_inline
+def _register_max(W):
+    return np.int64(_INT64_MAX) if W >= 64 else np.int64((1 << (W - 1)) - 1)
+
+
+@_jit
+def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, registers):
+    """aggregate_fpisa for one arrival order, all elements.
+
+    |A| <= t (2^p - 1) after t arrivals (a shift never grows a magnitude),
+    so with K (2^p - 1) <= 2^(W-1) - 1 nothing can overflow or wrap ("safe":
+    no check needed) and W plays no role: int32 lanes then serve any W if
+    also K (2^p - 1) < 2^31. Otherwise int32 lanes for W <= 32, int64 above.
+    """
+    K, n = bits.shape
+    bound = K * ((1 << (m + 1)) - 1)
+    safe = bound <= _register_max(W)
+    lanes32 = (safe and bound <= _I32_MAX) or W <= 32
+    lo, mask = _wrap_constants(W)
+    lo32, mask32 = np.int32(lo), np.int32(mask)
+    sh = np.int64(64 - W)
+    T = _TILE if lanes32 else 0
+    E = np.empty(_TILE, np.int32)  # exponents are int32 in both lane classes
+    A32, A64 = np.empty(T, np.int32), np.empty(_TILE - T, np.int64)
+    F = np.empty(_TILE, np.int32)
+    for j0 in range(0, n, _TILE):
+        j1 = min(n, j0 + _TILE)
+        L = j1 - j0
+        _prefetch_tile(bits, order, j1, j1 + _TILE)
+        Et, Ft = E[:L], F[:L]
+        anysp = np.int32(0)
+        if lanes32:
+            At = A32[:L]
+            _loop_fpisa_first(bits[order[0, 0], j0:j1], Et, At, Ft, eb, m)
+            for t in range(1, K):
+                row = bits[order[0, t], j0:j1]
+                if safe:
+                    anysp |= _loop_fpisa_safe32(row, Et, At, eb, m)
+                else:
+                    anysp |= _loop_fpisa32(row, Et, At, Ft, eb, m, lo32, mask32)
+        else:
+            At64 = A64[:L]
+            _loop_fpisa_first(bits[order[0, 0], j0:j1], Et, At64, Ft, eb, m)
+            for t in range(1, K):
+                row = bits[order[0, t], j0:j1]
+                if safe:
+                    anysp |= _loop_fpisa_safe64(row, Et, At64, eb, m)
+                else:
+                    anysp |= _loop_fpisa64(row, Et, At64, Ft, eb, m, sh)
+        if anysp:
+            for t in range(1, K):
+                _loop_special_flags(bits[order[0, t], j0:j1], Ft, eb, m)
+        if lanes32:
+            _loop_readout32(Et, At, Ft, out[j0:j1], eb, m, nearest)
+            if registers:
+                _loop_store(Et, E_out, j0)
+                _loop_store(At, A_out, j0)
+        else:
+            _loop_readout64(Et, At64, Ft, out[j0:j1], eb, m, nearest)
+            if registers:
+                _loop_store(Et, E_out, j0)
+                _loop_store(At64, A_out, j0)
+        if registers:
+            _loop_store(Ft, F_out, j0)
+
+
+@_jit
+def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_out,
+                   registers):
+    """aggregate_fpisa_a for one arrival order: int32 lanes for W <= 32."""
+    K, n = bits.shape
+    lanes32 = W <= 32
+    h = np.int64(W - 1 - (m + 1))
+    lo, _ = _wrap_constants(W)
+    hi = _register_max(W)
+    h32, lo32, hi32 = np.int32(h), np.int32(lo), np.int32(hi)
+    T = _TILE if lanes32 else 0
+    E = np.empty(_TILE, np.int32)  # exponents are int32 in both lane classes
+    A32, A64 = np.empty(T, np.int32), np.empty(_TILE - T, np.int64)
+    F = np.empty(_TILE, np.int32)
+    OW = np.empty(_TILE, np.int32)
+    for j0 in range(0, n, _TILE):
+        j1 = min(n, j0 + _TILE)
+        L = j1 - j0
+        _prefetch_tile(bits, order, j1, j1 + _TILE)
+        Et, Ft, OWt = E[:L], F[:L], OW[:L]
+        Et[:] = 0
+        Ft[:] = 0
+        OWt[:] = 0
+        anysp = np.int32(0)
+        if lanes32:
+            At = A32[:L]
+            At[:] = 0
+            for t in range(K):
+                anysp |= _loop_fpisa_a32(bits[order[0, t], j0:j1], Et, At, Ft, OWt, eb, m, h32,
+                                         lo32, hi32)
+        else:
+            At64 = A64[:L]
+            At64[:] = 0
+            for t in range(K):
+                anysp |= _loop_fpisa_a64(bits[order[0, t], j0:j1], Et, At64, Ft, OWt, eb, m,
+                                         h32, lo, hi)
+        if anysp:
+            for t in range(K):
+                _loop_special_flags(bits[order[0, t], j0:j1], Ft, eb, m)
+        if lanes32:
+            _loop_readout32(Et, At, Ft, out[j0:j1], eb, m, nearest)
+            if registers:
+                _loop_store(Et, E_out, j0)
+                _loop_store(At, A_out, j0)
+        else:
+            _loop_readout64(Et, At64, Ft, out[j0:j1], eb, m, nearest)
+            if registers:
+                _loop_store(Et, E_out, j0)
+                _loop_store(At64, A_out, j0)
+        if registers:
+            _loop_store(Ft, F_out, j0)
+            _loop_store(OWt, OW_out, j0)
+
+
+@_jit
+def _normalize(E, A, F, eb, m, nearest, out):
+    """normalize_array: int32 lanes if every register fits, else int64 lanes
+    (exponents beyond 2^40, which no switch holds: the scalar loop)."""
+    c = _loop_register_class(E, A)
+    if c == 0:
+        _loop_readout32(E, A, F, out, eb, m, nearest)
+    elif c == 1:
+        _loop_readout64(E, A, F, out, eb, m, nearest)
+    else:
+        scalar_normalize_array(E, A, F, eb, m, nearest, out)
+
+
+@_jit
+def _row_fpisa(E, A, flags, bits, first, eb, m, W):
+    """accumulate_row_fpisa: one arrival into a row of int64 registers."""
+    if first:
+        _loop_fpisa_first(bits, E, A, flags, eb, m)
+        return
+    if W <= 32:
+        lo, mask = _wrap_constants(W)
+        anysp = _loop_fpisa32(bits, E, A, flags, eb, m, np.int32(lo), np.int32(mask))
+    else:
+        anysp = _loop_fpisa64(bits, E, A, flags, eb, m, np.int64(64 - W))
+    if anysp:
+        _loop_special_flags(bits, flags, eb, m)
+
+
+@_jit
+def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
+    """accumulate_row_fpisa_a: one arrival into a row of int64 registers."""
+    if first:
+        E[:] = 0
+        A[:] = 0
+        flags[:] = 0
+        overwrites[:] = 0
+    h = np.int64(W - 1 - (m + 1))
+    lo, _ = _wrap_constants(W)
+    hi = _register_max(W)
+    if W <= 32:
+        anysp = _loop_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
+                                np.int32(hi))
+    else:
+        anysp = _loop_fpisa_a64(bits, E, A, flags, overwrites, eb, m, np.int32(h), lo, hi)
+    if anysp:
+        _loop_special_flags(bits, flags, eb, m)
+
+
+# ---- float32 baseline (compiled per format: called with literal widths)
+
+
+@_inline
+def _widen32(b, eb, m):
+    """Format bits -> float32 value, exactly (fp16 subnormals by an exact
+    product of normal float32s, so no denormal operand is involved)."""
+    if m == 23:
+        return viewer(np.int32(b), np.float32)
+    if m == 7 and eb == 8:
+        return viewer(_shl32(b, 16), np.float32)
+    sgn, field, frac = _parts32(b, eb, m)
+    top = np.int32(0xFF) if field == np.int32((1 << eb) - 1) else _add32(field, 127 - ((1 << (eb - 1)) - 1))
+    x = viewer(_or32(_or32(_and32(sgn, _I32_MIN), _shl32(top, 23)), _shl32(frac, 23 - m)), np.float32)
+    tiny = np.float32(frac) * np.float32(2.0 ** (1 - ((1 << (eb - 1)) - 1) - m))
+    tiny = -tiny if sgn != np.int32(0) else tiny
+    return tiny if field == np.int32(0) else x
+
+
+@_inline
+def _is_special32(b, eb, m):
+    _, field, _ = _parts32(b, eb, m)
+    return field == np.int32((1 << eb) - 1)
+
+
+@_inline
+def _f32_add(a, b):
+    """a + b as x86 computes it (float32, round to nearest even), with the NaN
+    operand rule pinned: a NaN operand comes back quieted, the first one if
+    both are NaN (what numpy's ``acc += x`` gives on x86; LLVM may swap the
+    operands of an fadd, which would change the payload)."""
+    s = viewer(a + b, np.int32)
+    ai = viewer(a, np.int32)
+    bi = viewer(b, np.int32)
+    s = _or32(bi, 0x400000) if _and32(bi, 0x7FFFFFFF) > np.int32(0x7F800000) else s
+    s = _or32(ai, 0x400000) if _and32(ai, 0x7FFFFFFF) > np.int32(0x7F800000) else s
+    return viewer(s, np.float32)
+
+
+@_inline
+def _f32_to_format(v, eb, m):
+    """float32 -> format bits, round to nearest even (as doubles_to_format):
+    the float32 as an (E, A) register pair through the vector read-out."""
+    if m == 23:
+        return viewer(v, np.int32)
+    sgn, field, frac = _parts32(viewer(v, np.int32), 8, 23)
+    S = _signed32(sgn, field, frac, 23)
+    flag = _special_flag32(sgn, field, frac, 8)
+    E = _add32(max(field, np.int32(1)), ((1 << (eb - 1)) - 1) + m - 150)
+    r = _readout_lane32(E, S, flag, eb, m, True)
+    zero = _and32(sgn, 1 << (eb + m))  # a zero keeps its sign (A = 0 reads as +0)
+    return zero if (S == np.int32(0)) & (flag == np.int32(0)) else r
+
+
+@_jit
+def _loop_widen(row, acc, eb, m):
+    """acc = the first arrival, widened; returns whether a special was seen."""
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        acc[i] = _widen32(row[i], eb, m)
+        anysp = _or32(anysp, np.int32(_is_special32(row[i], eb, m)))
+    return anysp
+
+
+@_jit
+def _loop_f32_add(row, acc, eb, m):
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        acc[i] = _f32_add(acc[i], _widen32(row[i], eb, m))
+        anysp = _or32(anysp, np.int32(_is_special32(row[i], eb, m)))
+    return anysp
+
+
+@_jit
+def _loop_f32_out(acc, out, eb, m):
+    for i in range(acc.shape[0]):
+        out[i] = _f32_to_format(acc[i], eb, m)
+
+
+@_jit
+def _float32_tiles(bits, order, eb, m, out, F_out, want_flags):
+    K, n = bits.shape
+    acc = np.empty(_TILE, np.float32)
+    F = np.empty(_TILE, np.int32)
+    for j0 in range(0, n, _TILE):
+        j1 = min(n, j0 + _TILE)
+        L = j1 - j0
+        _prefetch_tile(bits, order, j1, j1 + _TILE)
+        accT = acc[:L]
+        anysp = _loop_widen(bits[order[0, 0], j0:j1], accT, eb, m)
+        for t in range(1, K):
+            anysp |= _loop_f32_add(bits[order[0, t], j0:j1], accT, eb, m)
+        _loop_f32_out(accT, out[j0:j1], eb, m)
+        if want_flags:
+            Ft = F[:L]
+            Ft[:] = 0
+            if anysp:
+                for t in range(K):
+                    _loop_special_flags(bits[order[0, t], j0:j1], Ft, eb, m)
+            _loop_store(Ft, F_out, j0)
+
+
+@_jit
+def _float32_per_element(bits, order, eb, m, out, F_out):
+    K, n = bits.shape
+    for j in range(n):
+        b = bits[order[j, 0], j]
+        acc = _widen32(b, eb, m)
+        sgn, field, frac = _parts32(b, eb, m)
+        flags = _special_flag32(sgn, field, frac, eb)
+        for t in range(1, K):
+            b = bits[order[j, t], j]
+            acc = _f32_add(acc, _widen32(b, eb, m))
+            sgn, field, frac = _parts32(b, eb, m)
+            flags |= _special_flag32(sgn, field, frac, eb)
+        out[j] = _f32_to_format(acc, eb, m)
+        F_out[j] = flags
+
+
+# ---------------------------------------------------------------- whole arrays
+#
+# The public loops: the vector kernels for fp32 / fp16 / bf16, the scalar
+# reference loops for other formats (and for per-element arrival orders).
+
+
+@_inline
+def _vector_format(eb, m):
+    return (eb == 8 and (m == 23 or m == 7)) or (eb == 5 and m == 10)
+
+
+@_jit
+def aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
+                    out, E_out, A_out, flags_out, registers=True):
+    """bits (K, n); order (n or 1, K): arrival order of workers per element.
+
+    One order for all elements: the vector kernels (tiles of elements,
+    worker-major inside a tile); registers=False skips storing E, A and the
+    flags (then E_out, A_out, flags_out may be empty). Per-element orders
+    (and formats without a specialization): the scalar reference loop,
+    which always stores them.
+    """
+    eb, m, W, rne = exponent_bits, fraction_bits, register_bits, nearest_even
+    if order.shape[0] == 1 and _vector_format(eb, m):
+        _fpisa_tiles(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out, registers)
+        return
+    scalar_aggregate_fpisa(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out)
+
+
+@_jit
+def aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
+                      out, E_out, A_out, flags_out, overwrites_out, registers=True):
+    """As :func:`aggregate_fpisa`, for the Tofino-class rule (section 3)."""
+    eb, m, W, rne = exponent_bits, fraction_bits, register_bits, nearest_even
+    if order.shape[0] == 1 and _vector_format(eb, m):
+        _fpisa_a_tiles(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out, overwrites_out,
+                       registers)
+        return
+    scalar_aggregate_fpisa_a(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out,
+                             overwrites_out)
+
+
+@_jit
+def aggregate_float32(bits, order, exponent_bits, fraction_bits, out, flags_out, want_flags):
+    """Sequential float32 adds in arrival order (IEEE, round to nearest even),
+    rounded to nearest even to the format; flags_out: the inputs' Inf/NaN
+    flags (written for per-element orders, else only if want_flags)."""
+    eb, m = exponent_bits, fraction_bits
+    if order.shape[0] == 1:
+        if eb == 8 and m == 23:
+            _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags)
+        elif eb == 5 and m == 10:
+            _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags)
+        elif eb == 8 and m == 7:
+            _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags)
+        else:
+            raise ValueError("the float32 kernel supports fp32, fp16 and bf16")
+    else:
+        if eb == 8 and m == 23:
+            _float32_per_element(bits, order, 8, 23, out, flags_out)
+        elif eb == 5 and m == 10:
+            _float32_per_element(bits, order, 5, 10, out, flags_out)
+        elif eb == 8 and m == 7:
+            _float32_per_element(bits, order, 8, 7, out, flags_out)
+        else:
+            raise ValueError("the float32 kernel supports fp32, fp16 and bf16")
+
+
+@_jit
+def normalize_array(E, A, flags, exponent_bits, fraction_bits, nearest_even, out):
+    eb, m = exponent_bits, fraction_bits
+    if _vector_format(eb, m):
+        _normalize(E, A, flags, eb, m, nearest_even, out)
+    else:
+        scalar_normalize_array(E, A, flags, eb, m, nearest_even, out)
+
+
+@_jit
+def extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
+    eb, m = exponent_bits, fraction_bits
+    if _vector_format(eb, m):
+        _loop_extract(bits, eb, m, E, S, flags)
+    else:
+        scalar_extract_array(bits, eb, m, E, S, flags)
+
+
+# ---------------------------------------------------------------- switch rows
+
+
+@_jit
+def accumulate_row_fpisa(E, A, flags, bits, first, exponent_bits, fraction_bits, register_bits):
+    eb, m, W = exponent_bits, fraction_bits, register_bits
+    if _vector_format(eb, m):
+        _row_fpisa(E, A, flags, bits, first, eb, m, W)
+    else:
+        scalar_accumulate_row_fpisa(E, A, flags, bits, first, eb, m, W)
+
+
+@_jit
+def accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, exponent_bits, fraction_bits,
+                           register_bits):
+    eb, m, W = exponent_bits, fraction_bits, register_bits
+    if _vector_format(eb, m):
+        _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W)
+    else:
+        scalar_accumulate_row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W)
+
+
+@_jit
+def accumulate_row_int_sum(A, values, first):
+    """SwitchML's int32 add: wraps at 32 bits like the switch's ALU."""
+    if first:
+        for j in range(values.shape[0]):
+            A[j] = values[j]
+    else:
+        for j in range(values.shape[0]):
+            A[j] = np.int32(np.int32(A[j]) + values[j])  # the low 32 bits, sign-extended
+
+
+@_jit
+def accumulate_row_int_max(A, values, first):
+    """SwitchML's block exponent exchange: int32 max."""
+    if first:
+        for j in range(values.shape[0]):
+            A[j] = values[j]
+    else:
+        for j in range(values.shape[0]):
+            A[j] = max(A[j], np.int64(values[j]))
 
 
 # ---------------------------------------------------------------- exact sum

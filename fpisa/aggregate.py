@@ -83,6 +83,13 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
                        rounding: str | Rounding = "rz", register_bits: int = 32,
                        block_size: int = 64) -> AggregateResult:
     """Like :func:`aggregate`, with the registers and per-element flags."""
+    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size, True)
+
+
+def _aggregate(values, mode, fmt, order, rounding, register_bits, block_size,
+               detailed: bool) -> AggregateResult:
+    """detailed=False: only ``result`` / ``result_bits`` are meaningful (the
+    kernels may skip storing registers, flags and overwrite counts)."""
     fmt = get_format(fmt)
     mode = get_mode(mode)
     rounding = get_rounding(rounding)
@@ -94,20 +101,28 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
     eb, m = fmt.exponent_bits, fmt.fraction_bits
     nearest = rounding is Rounding.NEAREST_EVEN
     out = np.empty(n, fmt.bits_dtype)
-    flags = np.zeros(n, np.uint8)
-    overwrites = np.zeros(n, np.int64)
+    # the vector kernels (one order for all elements) store registers, flags
+    # and overwrite counts only when asked; the scalar loops always do
+    registers = detailed or orders.shape[0] != 1 or not K.has_vector_kernels(eb, m)
+    stored = n if registers else 0
+    flags = np.zeros(stored if mode in (Mode.FPISA, Mode.FPISA_A, Mode.FLOAT32) else n, np.uint8)
+    overwrites = np.zeros(stored if mode is Mode.FPISA_A else n, np.int64)
     E = A = None
     if mode is Mode.FPISA:
-        E, A = np.empty(n, np.int64), np.empty(n, np.int64)
-        K.aggregate_fpisa(bits, orders, eb, m, layout.register_bits, nearest, out, E, A, flags)
+        E, A = np.empty(stored, np.int64), np.empty(stored, np.int64)
+        K.aggregate_fpisa(bits, orders, eb, m, layout.register_bits, nearest, out, E, A, flags,
+                          registers)
     elif mode is Mode.FPISA_A:
-        E, A = np.empty(n, np.int64), np.empty(n, np.int64)
+        E, A = np.empty(stored, np.int64), np.empty(stored, np.int64)
         K.aggregate_fpisa_a(bits, orders, eb, m, layout.register_bits, nearest, out, E, A, flags,
-                            overwrites)
+                            overwrites, registers)
     elif mode is Mode.EXACT:
         K.aggregate_exact(bits, eb, m, out, flags)
     elif mode is Mode.FLOAT32:
-        out, flags = _aggregate_float32(bits, orders, fmt)
+        if K.has_vector_kernels(eb, m):
+            K.aggregate_float32(bits, orders, eb, m, out, flags, registers)
+        else:
+            out, flags = _aggregate_float32_numpy(bits, orders, fmt)
     elif mode is Mode.SWITCHML:
         out = sml.sum_workers(bits, fmt, block_size)
     result = from_bits(out, fmt) if was_float else out
@@ -115,8 +130,12 @@ def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", 
                            layout.register_bits)
 
 
-def _aggregate_float32(bits: np.ndarray, orders: np.ndarray, fmt: Format):
-    """Sequential float32 adds in arrival order (numpy float32 adds are IEEE RNE)."""
+def _aggregate_float32_numpy(bits: np.ndarray, orders: np.ndarray, fmt: Format):
+    """Sequential float32 adds in arrival order (numpy float32 adds are IEEE RNE).
+
+    The numpy formulation of ``fpisa._kernels.aggregate_float32`` (which
+    aggregate uses): kept as its reference (tests/fpisa/test_vector_kernels.py).
+    """
     x = from_bits(bits, fmt).astype(np.float32)  # fp16/bf16 widen exactly
     with np.errstate(over="ignore", invalid="ignore"):  # Inf/NaN are data here
         return _float32_sums(x, orders, fmt)
@@ -152,5 +171,5 @@ def aggregate(values, mode: str | Mode, *, fmt: str | Format = "fp32", order=Non
     orders. rounding applies to FPISA read-out (alignment always truncates).
     block_size: elements per SwitchML block (one packet's payload).
     """
-    return aggregate_detailed(values, mode, fmt=fmt, order=order, rounding=rounding,
-                              register_bits=register_bits, block_size=block_size).result
+    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size,
+                      False).result
