@@ -39,6 +39,7 @@ __all__ = [
     "parse_frame",
     "parse_address",
     "transport_for",
+    "split_trains",
     "SOCKET_BUFFER_BYTES",
 ]
 
@@ -54,6 +55,17 @@ class Transport(Protocol):
     def send_batch(self, items: Iterable[tuple[Hashable, bytes]]) -> None: ...
     def send_train(self, address: Hashable, datagrams: bytes, size: int) -> None: ...
     def close(self) -> None: ...
+
+
+def split_trains(trains) -> list[tuple[bytes, Hashable]]:
+    """``(datagrams back to back, size, source)`` trains -> ``(datagram, source)``."""
+    out: list[tuple[bytes, Hashable]] = []
+    for data, size, source in trains:
+        if size == len(data) or size == 0:
+            out.append((data, source))
+        else:
+            out += [(data[at:at + size], source) for at in range(0, len(data), size)]
+    return out
 
 
 def _grow_buffers(sock: socket.socket, size: int) -> None:
@@ -176,13 +188,7 @@ class UdpTransport:
     def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, tuple]]:
         """Up to about ``max_packets`` datagrams (a coalesced train is never
         split across calls); waits at most ``timeout`` s for the first."""
-        out: list[tuple[bytes, tuple]] = []
-        for data, size, source in self.recv_trains(timeout, max_packets):
-            if size == len(data) or size == 0:
-                out.append((data, source))
-            else:
-                out += [(data[at:at + size], source) for at in range(0, len(data), size)]
-        return out
+        return split_trains(self.recv_trains(timeout, max_packets))
 
     def send(self, address: tuple, data: bytes) -> None:
         try:

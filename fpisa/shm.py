@@ -85,6 +85,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .net import split_trains
 from .protocol import HEADER_BYTES, MAX_WORKERS
 
 __all__ = [
@@ -963,13 +964,7 @@ class _ShmTransport:
 
     def recv_batch(self, timeout: float | None, max_packets: int = 256) -> list[tuple[bytes, Hashable]]:
         """Up to ``max_packets`` datagrams as ``(bytes, source)``, in order per source."""
-        out = []
-        for data, size, source in self.recv_trains(timeout, max_packets):
-            if size == len(data) or size == 0:
-                out.append((data, source))
-            else:
-                out += [(data[at:at + size], source) for at in range(0, len(data), size)]
-        return out
+        return split_trains(self.recv_trains(timeout, max_packets))
 
     def recv_arrays(self, timeout: float | None, max_packets: int = 256) -> list[tuple[int, np.ndarray]]:
         """Zero copy: up to ``max_packets`` datagrams as ``(rank, view)``,
