@@ -54,7 +54,7 @@ FORMAT_VERSION = 1
 SWITCH = {"ip": "10.0.0.100", "mac": "02:00:00:00:01:00"}
 N = N_ELEMENTS
 
-_PROGRAM_OF = {"fpisa": "fpisa", "fpisa-a": "fpisa_a", "switchml": "switchml"}
+
 _SPECIAL_BITS = fpisa.ELEMENT_POS_INF | fpisa.ELEMENT_NEG_INF | fpisa.ELEMENT_NAN
 
 
@@ -209,7 +209,7 @@ class Scenario:
             "format_version": FORMAT_VERSION,
             "name": self.name,
             "description": self.description,
-            "program": _PROGRAM_OF[self.mode],
+            "program": mode_info(self.mode).p4_program,
             "job": {"job": self.job, "mode": self.mode, "fmt": "fp32",
                     "num_workers": self.num_workers, "num_elements": N,
                     "pool_size": self.pool_size, "raw_registers": self.raw_registers},
