@@ -82,14 +82,21 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
             received = transport.recv_arrays(timeout, batch)
             if received:
                 for rank, rows in process_arrays(received):
-                    transport.send_train(addresses[rank], rows, rows.shape[1])
+                    if injector is not None:  # loss/duplication only (injector.vectorizable)
+                        rows = injector.filter_rows(rows)
+                    if rows.shape[0]:
+                        transport.send_train(addresses[rank], rows, rows.shape[1])
                 transport.release_arrays()
             out = []
         elif process_trains is not None:
             received = transport.recv_trains(timeout, batch)
             if received:
                 for destination, datagrams, size in process_trains(received):
-                    transport.send_train(destination, datagrams, size)
+                    if injector is not None:
+                        rows = injector.filter_rows(np.frombuffer(datagrams, np.uint8).reshape(-1, size))
+                        datagrams = rows.tobytes()
+                    if datagrams:
+                        transport.send_train(destination, datagrams, size)
             out = []
         else:
             packets = transport.recv_batch(timeout, batch)
@@ -116,8 +123,10 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
     """Run until ``should_stop()`` is true; return the final statistics."""
     injector = FaultInjector(faults) if faults is not None and faults.active else None
     processor = BatchProcessor(pipeline, max_batch=batch)
-    # without faults to inject per packet, whole GSO/GRO trains go in and out
-    trains = injector is None and hasattr(transport, "recv_trains") and hasattr(transport, "send_train")
+    # without faults to inject packet by packet (loss and duplication are
+    # drawn for a whole batch), whole GSO/GRO trains or ring runs go in and out
+    per_packet = injector is not None and not injector.vectorizable
+    trains = not per_packet and hasattr(transport, "recv_trains") and hasattr(transport, "send_train")
     next_stats = [time.monotonic() + stats_interval_s] if stats_interval_s else None
 
     def on_check(now: float) -> None:
@@ -125,7 +134,7 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
             next_stats[0] = now + stats_interval_s
             on_stats(statistics(pipeline, transport, injector))
 
-    arrays = injector is None and hasattr(transport, "recv_arrays")
+    arrays = not per_packet and hasattr(transport, "recv_arrays")
     relay(transport, processor.process, injector=injector,
           process_trains=processor.process_trains if trains and not arrays else None,
           process_arrays=processor.process_arrays if arrays else None,

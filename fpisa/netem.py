@@ -27,6 +27,8 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from .counters import Counters
 from typing import Any
 
@@ -95,6 +97,31 @@ class FaultInjector:
         self._seq = 0
         self._delayed: deque[tuple[float, Any]] = deque()
         self.counters = FaultCounters()
+        #: loss and duplication only: whole batches go through :meth:`filter_rows`
+        self.vectorizable = not faults.reorder and not faults.delay_ms
+        self._np_rng = np.random.default_rng([faults.seed, 0x4E45])
+
+    def filter_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Loss and duplication for a batch of packets at once (the rows of a
+        2-D array, one packet each): what is left to send, a duplicate right
+        after its original. Same probabilities as :meth:`submit`, drawn from
+        a numpy stream of the same seed; only for a :attr:`vectorizable`
+        injector (no reordering or delay, which hold packets back)."""
+        if not self.vectorizable:
+            raise ValueError("filter_rows: reordering and delay need submit(), packet by packet")
+        f, n = self.faults, rows.shape[0]
+        self.counters.offered += n
+        if f.loss:
+            keep = self._np_rng.random(n) >= f.loss
+            self.counters.dropped += int(n - np.count_nonzero(keep))
+            rows = rows[keep]
+        if f.duplicate and rows.shape[0]:
+            twice = self._np_rng.random(rows.shape[0]) < f.duplicate
+            copies = int(np.count_nonzero(twice))
+            if copies:
+                self.counters.duplicated += copies
+                rows = np.repeat(rows, 1 + twice.astype(np.int64), axis=0)
+        return rows
 
     def submit(self, packet: Any, now: float) -> list:
         f, rng = self.faults, self._rng

@@ -325,6 +325,7 @@ class AllreduceClient:
         transport = self.transport
         rto = self._rto
         counters = self.counters
+        rows_ok = hasattr(transport, "recv_arrays")
 
         def send(ks: np.ndarray, now: float) -> None:
             nonlocal timer_seq, sent_count
@@ -337,8 +338,11 @@ class AllreduceClient:
             wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
             timer_seq += 1
             heapq.heappush(timers, (now + wait, timer_seq, ks, snapshot))
-            if injector is None:
-                transport.send_train(switch, packets[ks].tobytes(), stride)
+            if injector is None or injector.vectorizable:
+                rows = packets[ks] if injector is None else injector.filter_rows(packets[ks])
+                if rows.shape[0]:
+                    # shared memory takes the rows as they are; sockets want bytes
+                    transport.send_train(switch, rows if rows_ok else rows.tobytes(), stride)
             else:
                 queue = []
                 for k in ks.tolist():

@@ -72,3 +72,30 @@ def test_bad_fault_config_is_rejected(kw):
     with pytest.raises(ValueError):
         LinkFaults(**kw)
 
+
+
+def test_batch_loss_and_duplication():
+    import numpy as np
+
+    rows = np.arange(20000, dtype=np.uint32).view(np.uint8).reshape(-1, 4)
+    injector = FaultInjector(LinkFaults(loss=0.1, duplicate=0.2, seed=5))
+    assert injector.vectorizable
+    out = injector.filter_rows(rows)
+    c = injector.counters
+    assert c.offered == 20000 and 1700 < c.dropped < 2300 and 3300 < c.duplicated < 3900
+    assert out.shape[0] == 20000 - c.dropped + c.duplicated
+    ids = out.view(np.uint32)[:, 0]
+    assert np.all(np.diff(ids.astype(np.int64)) >= 0)  # in order, a duplicate right after its original
+    assert len(set(ids.tolist())) == 20000 - c.dropped
+    again = FaultInjector(LinkFaults(loss=0.1, duplicate=0.2, seed=5)).filter_rows(rows)
+    assert np.array_equal(again, out)  # seeded
+
+
+def test_batch_faults_refuse_reordering_and_delay():
+    import numpy as np
+
+    for faults in (LinkFaults(reorder=0.1), LinkFaults(delay_ms=1.0)):
+        injector = FaultInjector(faults)
+        assert not injector.vectorizable
+        with pytest.raises(ValueError, match="packet by packet"):
+            injector.filter_rows(np.zeros((3, 4), np.uint8))
