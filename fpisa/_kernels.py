@@ -859,8 +859,8 @@ def _readout_lane64(Ei, Ai, Fi, eb, m, nearest):
 # int64 switch rows).
 
 
-@_jit
-def _loop_special_flags(row, F, eb, m):
+@_inline
+def _body_special_flags(row, F, eb, m):
     """F |= the Inf/NaN flag of each input (only run when a special was seen)."""
     for i in range(row.shape[0]):
         sgn, field, frac = _parts32(row[i], eb, m)
@@ -868,7 +868,12 @@ def _loop_special_flags(row, F, eb, m):
 
 
 @_jit
-def _loop_fpisa_first(row, E, A, F, eb, m):
+def _loop_special_flags(row, F, eb, m):
+    return _body_special_flags(row, F, eb, m)
+
+
+@_inline
+def _body_fpisa_first(row, E, A, F, eb, m):
     """fpisa's first arrival: the write that resets the slot."""
     for i in range(row.shape[0]):
         sgn, field, frac = _parts32(row[i], eb, m)
@@ -877,6 +882,11 @@ def _loop_fpisa_first(row, E, A, F, eb, m):
         E[i] = np.int32(1) if special else max(field, np.int32(1))
         A[i] = np.int32(0) if special else S
         F[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_fpisa_first(row, E, A, F, eb, m):
+    return _body_fpisa_first(row, E, A, F, eb, m)
 
 
 @_jit
@@ -905,8 +915,8 @@ def _loop_fpisa_safe32_x4(r0, r1, r2, r3, E, A, eb, m):
     return anysp
 
 
-@_jit
-def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
+@_inline
+def _body_fpisa32(row, E, A, F, eb, m, lo, mask):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, sp = _fpisa_lane32(row[i], E[i], A[i], eb, m, lo, mask)
@@ -915,6 +925,11 @@ def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
         F[i] = _or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0))
         anysp = _or32(anysp, np.int32(sp))
     return anysp
+
+
+@_jit
+def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
+    return _body_fpisa32(row, E, A, F, eb, m, lo, mask)
 
 
 @_jit
@@ -928,8 +943,8 @@ def _loop_fpisa_safe64(row, E, A, eb, m):
     return anysp
 
 
-@_jit
-def _loop_fpisa64(row, E, A, F, eb, m, sh):
+@_inline
+def _body_fpisa64(row, E, A, F, eb, m, sh):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, sp = _fpisa_lane64(row[i], E[i], A[i], eb, m, sh)
@@ -941,7 +956,12 @@ def _loop_fpisa64(row, E, A, F, eb, m, sh):
 
 
 @_jit
-def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
+def _loop_fpisa64(row, E, A, F, eb, m, sh):
+    return _body_fpisa64(row, E, A, F, eb, m, sh)
+
+
+@_inline
+def _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
     """One arrival into a switch row (flags updated here)."""
     anysp = np.int32(0)
     for i in range(row.shape[0]):
@@ -953,6 +973,11 @@ def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
         OW[i] += ow
         anysp = _or32(anysp, np.int32(sp))
     return anysp
+
+
+@_jit
+def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
+    return _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32)
 
 
 @_inline
@@ -1003,8 +1028,8 @@ def _loop_fpisa_a_flags(T, F):
         T[i] = _and32(t, _I32_MAX)  # the count
 
 
-@_jit
-def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
+@_inline
+def _body_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, ow, sp = _fpisa_a_lane64(row[i], E[i], A[i], eb, m, h, lo, hi)
@@ -1018,30 +1043,54 @@ def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
 
 
 @_jit
-def _loop_readout32(E, A, F, out, eb, m, nearest):
-    """out = _readout(E, A, F) for registers with |A| <= 2^31, |E| < 2^29:
-    rz by the short common-case pass, unless some lane needs the full one."""
-    if not nearest:
-        rare = np.int32(0)
-        for i in range(out.shape[0]):
-            r, x = _readout_rz_lane32(E[i], A[i], F[i], eb, m)
-            out[i] = r
-            rare = _or32(rare, np.int32(x))
-        if rare == np.int32(0):
-            return
+def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
+    return _body_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi)
+
+
+@_inline
+def _body_readout_rz(E, A, F, out, eb, m, checked):
+    """The short rz pass; returns nonzero if some lane needs the full one.
+    checked (a literal): the registers may be any int64, so lanes outside
+    |A| < 2^31, |E| < 2^29 count as rare too."""
+    rare = np.int32(0)
+    for i in range(out.shape[0]):
+        r, x = _readout_rz_lane32(E[i], A[i], F[i], eb, m)
+        out[i] = r
+        if checked:
+            x = x | (np.int64(np.int32(A[i])) != A[i]) | (E[i] >= _E32_LIMIT) | (E[i] <= -_E32_LIMIT)
+        rare = _or32(rare, np.int32(x))
+    return rare
+
+
+@_inline
+def _body_readout32(E, A, F, out, eb, m, nearest):
     for i in range(out.shape[0]):
         out[i] = _readout_lane32(E[i], A[i], F[i], eb, m, nearest)
 
 
 @_jit
-def _loop_readout64(E, A, F, out, eb, m, nearest):
+def _loop_readout32(E, A, F, out, eb, m, nearest):
+    """out = _readout(E, A, F) for registers with |A| <= 2^31, |E| < 2^29:
+    rz by the short common-case pass, unless some lane needs the full one."""
+    if not nearest and _body_readout_rz(E, A, F, out, eb, m, False) == 0:
+        return
+    _body_readout32(E, A, F, out, eb, m, nearest)
+
+
+@_inline
+def _body_readout64(E, A, F, out, eb, m, nearest):
     """out = _readout(E, A, F) for registers with |E| < 2^40."""
     for i in range(out.shape[0]):
         out[i] = _readout_lane64(E[i], A[i], F[i], eb, m, nearest)
 
 
 @_jit
-def _loop_register_class(E, A):
+def _loop_readout64(E, A, F, out, eb, m, nearest):
+    _body_readout64(E, A, F, out, eb, m, nearest)
+
+
+@_inline
+def _body_register_class(E, A):
     """0: every pair fits _readout_lane32; 1: _readout_lane64; 2: neither."""
     wide = 0
     huge = 0
@@ -1052,14 +1101,19 @@ def _loop_register_class(E, A):
     return 2 if huge else (1 if wide else 0)
 
 
-@_jit
-def _loop_extract(bits, eb, m, E, S, flags):
+@_inline
+def _body_extract(bits, eb, m, E, S, flags):
     for i in range(bits.shape[0]):
         sgn, field, frac = _parts32(bits[i], eb, m)
         special = field == (1 << eb) - 1
         E[i] = np.int32(0) if special else max(field, np.int32(1))
         S[i] = np.int32(0) if special else _signed32(sgn, field, frac, m)
         flags[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_extract(bits, eb, m, E, S, flags):
+    return _body_extract(bits, eb, m, E, S, flags)
 
 
 @_jit
@@ -1221,35 +1275,38 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
             _loop_store(OWt, OW_out, j0)
 
 
-@_jit
+@_inline
 def _normalize(E, A, F, eb, m, nearest, out):
-    """normalize_array: int32 lanes if every register fits, else int64 lanes
-    (exponents beyond 2^40, which no switch holds: the scalar loop)."""
-    c = _loop_register_class(E, A)
+    """normalize_array: the short rz pass if it serves every lane, else int32
+    lanes if every register fits them, else int64 lanes (exponents beyond
+    2^40, which no switch holds: the scalar loop)."""
+    if not nearest and _body_readout_rz(E, A, F, out, eb, m, True) == 0:
+        return
+    c = _body_register_class(E, A)
     if c == 0:
-        _loop_readout32(E, A, F, out, eb, m, nearest)
+        _body_readout32(E, A, F, out, eb, m, nearest)
     elif c == 1:
-        _loop_readout64(E, A, F, out, eb, m, nearest)
+        _body_readout64(E, A, F, out, eb, m, nearest)
     else:
         scalar_normalize_array(E, A, F, eb, m, nearest, out)
 
 
-@_jit
+@_inline
 def _row_fpisa(E, A, flags, bits, first, eb, m, W):
     """accumulate_row_fpisa: one arrival into a row of int64 registers."""
     if first:
-        _loop_fpisa_first(bits, E, A, flags, eb, m)
+        _body_fpisa_first(bits, E, A, flags, eb, m)
         return
     if W <= 32:
         lo, mask = _wrap_constants(W)
-        anysp = _loop_fpisa32(bits, E, A, flags, eb, m, np.int32(lo), np.int32(mask))
+        anysp = _body_fpisa32(bits, E, A, flags, eb, m, np.int32(lo), np.int32(mask))
     else:
-        anysp = _loop_fpisa64(bits, E, A, flags, eb, m, np.int64(64 - W))
+        anysp = _body_fpisa64(bits, E, A, flags, eb, m, np.int64(64 - W))
     if anysp:
-        _loop_special_flags(bits, flags, eb, m)
+        _body_special_flags(bits, flags, eb, m)
 
 
-@_jit
+@_inline
 def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
     """accumulate_row_fpisa_a: one arrival into a row of int64 registers."""
     if first:
@@ -1261,15 +1318,15 @@ def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
     lo, _ = _wrap_constants(W)
     hi = _register_max(W)
     if W == 32:
-        anysp = _loop_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
+        anysp = _body_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
                                 np.int32(hi), True)
     elif W < 32:
-        anysp = _loop_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
+        anysp = _body_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
                                 np.int32(hi), False)
     else:
-        anysp = _loop_fpisa_a64(bits, E, A, flags, overwrites, eb, m, np.int32(h), lo, hi)
+        anysp = _body_fpisa_a64(bits, E, A, flags, overwrites, eb, m, np.int32(h), lo, hi)
     if anysp:
-        _loop_special_flags(bits, flags, eb, m)
+        _body_special_flags(bits, flags, eb, m)
 
 
 # ---- float32 baseline (compiled per format: called with literal widths)
@@ -1471,7 +1528,7 @@ def normalize_array(E, A, flags, exponent_bits, fraction_bits, nearest_even, out
 def extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
     eb, m = exponent_bits, fraction_bits
     if _vector_format(eb, m):
-        _loop_extract(bits, eb, m, E, S, flags)
+        _body_extract(bits, eb, m, E, S, flags)
     else:
         scalar_extract_array(bits, eb, m, E, S, flags)
 
