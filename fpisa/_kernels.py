@@ -31,7 +31,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.cpython.unsafe.numbers import leading_zeros, viewer
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 # per-element flag bits (public names in fpisa.registers)
@@ -407,9 +406,12 @@ def scalar_accumulate_row_int_max(A, values, first):
 
 _inline = njit(cache=True, nogil=True, inline="always")
 
-#: elements per tile: the int32 registers of a tile (E, A, flags: 12 KiB)
-#: stay in L1 while the K worker rows stream by
-_TILE = 1024
+#: elements per tile: the int32 registers of a tile (E, A, flags: 96 KiB)
+#: stay in L2 while the K worker rows stream by. Measured (K = 8, n = 2^22,
+#: AVX2): 1024 (L1-resident) is ~30% slower for fpisa than 8192: per-call
+#: overhead of the loops and short sequential runs per row; software
+#: prefetching of the next tile did not help
+_TILE = 8192
 
 _I32_MIN = -(1 << 31)
 _I32_MAX = (1 << 31) - 1
@@ -554,34 +556,30 @@ def _ult32(typingctx, x, y):
 
 
 @intrinsic
-def _prefetch(typingctx, arr, i):
-    """Hint the cache line of arr[i] into the caches (llvm.prefetch, a read)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+def _shl32u(typingctx, x, d):
+    """x << d for 0 <= d <= 31 (the caller guarantees it: no clamp)."""
+    if not _integers(x, d):
         return None
 
     def codegen(context, builder, sig, args):
-        aryty, ity = sig.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = context.cast(builder, args[1], ity, types.intp)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _LL_I32, _LL_I32, _LL_I32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, ir.Constant(_LL_I32, 0), ir.Constant(_LL_I32, 3),
-                          ir.Constant(_LL_I32, 1)])
-        return context.get_dummy_value()
-    return types.none(arr, i), codegen
+        a, s = _args32(context, builder, sig, args)
+        return builder.shl(a, s)
+    return types.int32(x, d), codegen
 
 
-@_jit
-def _prefetch_tile(bits, order, j0, j1):
-    """Prefetch the columns j0:j1 of every worker row (the next tile): the
-    hardware prefetcher alone restarts on every 4 KiB page of K streams."""
-    step = max(1, 64 // bits.itemsize)
-    j1 = min(j1, bits.shape[1])
-    for t in range(order.shape[1]):
-        row = bits[order[0, t]]
-        for j in range(j0, j1, step):
-            _prefetch(row, j)
+@intrinsic
+def _sext32(typingctx, x):
+    """A bit pattern as int32, sign-extended from its own width: a 16-bit
+    format's sign bit lands in bit 31, like fp32's."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        width = sig.args[0].bitwidth
+        if width < 32:
+            return builder.sext(args[0], _LL_I32)
+        return builder.trunc(args[0], _LL_I32) if width > 32 else args[0]
+    return types.int32(x), codegen
 
 
 # ---- one lane: element functions without branches
@@ -589,9 +587,10 @@ def _prefetch_tile(bits, order, j0, j1):
 
 @_inline
 def _parts32(b, eb, m):
-    """IEEE bits -> (sign mask 0 / -1, exponent field, fraction), int32."""
-    x = np.int32(b)
-    sgn = _sra32(_shl32(x, 31 - eb - m), 31)
+    """IEEE bits (uint32 or uint16) -> (sign mask 0 / -1, exponent field,
+    fraction), int32."""
+    x = _sext32(b)
+    sgn = _sra32(x, 31)
     field = _and32(_sra32(x, m), (1 << eb) - 1)
     frac = _and32(x, (1 << m) - 1)
     return sgn, field, frac
@@ -683,36 +682,42 @@ def _fpisa_lane64_safe(b, Ei, Ai, eb, m):
 
 
 @_inline
-def _fpisa_a_lane32(b, Ei, Ai, eb, m, h, lo, hi):
+def _fpisa_a_lane32(b, Ei, Ai, eb, m, h, lo, hi, wrap32):
     """_acc_fpisa_a (after the first arrival's reset), W <= 32.
 
-    Returns (E, A, overflow != 0, overwrote, special). The shifted value is
-    (S << min(d, h)) >> -d (one of the two distances is 0); lanes that do not
-    add add 0, so they cannot overflow. W = 32: the int32 add wraps and the
-    sign rule picks the saturation bound; W < 32: exact, clamped.
+    Returns (E, A, overflow (sign bit), overwrote, special). The shifted value is
+    (S << d) >> -d (one of the two distances is 0); lanes that do not add
+    add 0, so they cannot overflow. wrap32 (a literal, W = 32): the
+    int32 add wraps and the sign rule picks the saturation bound; else the
+    sum is exact and clamped to [lo, hi].
     """
     sgn, field, frac = _parts32(b, eb, m)
     all_ones = np.int32((1 << eb) - 1)
     special = field == all_ones
     valid = (field != np.int32(0)) & (field != all_ones)
-    S = _sub32(_xor32(_or32(frac, 1 << m), sgn), sgn)
     E = np.int32(Ei)
     A = np.int32(Ai)
-    d = _sub32(field, E)
-    full = E != np.int32(0)
-    replace = valid & ((E == np.int32(0)) | (d > h))
-    add = valid & full & (d <= h)
-    Ss = _sra32(_shl32(S, min(max(d, np.int32(0)), h)), max(_sub32(0, d), np.int32(0)))
-    Ss = Ss if add else np.int32(0)
+    # an input that contributes nothing (zero, subnormal, Inf, NaN) enters
+    # as S = 0 at e = E: it adds 0, and replaces only an empty slot by itself
+    e = field if valid else E
+    S = _sub32(_xor32(_or32(frac, 1 << m), sgn), sgn) if valid else np.int32(0)
+    d = _sub32(e, E)
+    far = d > h
+    replace = (E == np.int32(0)) | far
+    # adding lanes have d <= h; the others' shifted value is discarded
+    Ss = _sra32(_shl32(S, max(d, np.int32(0))), max(_sub32(0, d), np.int32(0)))
+    Ss = np.int32(0) if replace else Ss
     r = _add32(A, Ss)
-    ovf = _sra32(_and32(_xor32(A, r), _xor32(Ss, r)), 31)
-    c = min(max(r, lo), hi)
-    res = _xor32(_sra32(A, 31), _I32_MAX) if ovf != np.int32(0) else c
-    over = _or32(ovf, _xor32(c, r))
-    # a replacement always raises E (E = 0, or e - E > h >= 1): E' = max(E, e),
+    if wrap32:
+        over = _and32(_xor32(A, r), _xor32(Ss, r))  # sign bit: the int32 add overflowed
+        res = _xor32(_sra32(A, 31), _I32_MAX) if over < np.int32(0) else r
+    else:
+        res = min(max(r, lo), hi)
+        over = np.int32(-1) if res != r else np.int32(0)
+    # a replacement never lowers E (E = 0, or e - E > h >= 1): E' = max(E, e),
     # which also keeps LLVM from storing E through a (slow) AVX2 mask
-    return (max(E, field if replace else np.int32(0)), (S if replace else res), over,
-            replace & full, special)
+    return (max(E, e if replace else np.int32(0)), (S if replace else res), over,
+            far & (E != np.int32(0)), special)
 
 
 @_inline
@@ -738,6 +743,16 @@ def _fpisa_a_lane64(b, Ei, Ai, eb, m, h, lo, hi):
     over = ovf | (c ^ r)
     return (max(E, field if replace else np.int32(0)), (S if replace else res), over,
             replace & full, special)
+
+
+@_inline
+def _lead32(mag):
+    """floor(log2(mag)) for 0 < mag < 2^31: the exponent of float32(mag)
+    (vcvtdq2ps), minus one where the conversion rounded up to a power of
+    two. AVX2 has no vector count-leading-zeros; LLVM's table version takes
+    about twice the instructions."""
+    e = _sub32(_srl32(viewer(np.float32(mag), np.int32), 23), 127)
+    return _add32(e, np.int32(-1) if _sra32(mag, e) == np.int32(0) else np.int32(0))
 
 
 @_inline
@@ -769,7 +784,7 @@ def _readout_lane32(Ei, Ai, Fi, eb, m, nearest):
     E = _add32(Ei, np.int32(huge))
     sgn = _sra32(A, 31)
     mag = _sub32(_xor32(A, sgn), sgn)
-    lead = _sub32(31, leading_zeros(mag))
+    lead = _lead32(mag)
     Eo = _sub32(_add32(E, lead), m)
     sub = Eo <= np.int32(0)
     sh = _sub32(1, E) if sub else _sub32(lead, m)
@@ -799,7 +814,7 @@ def _readout_rz_lane32(Ei, Ai, Fi, eb, m):
     A = np.int32(Ai)
     sgn = _sra32(A, 31)
     mag = _sub32(_xor32(A, sgn), sgn)
-    lz = leading_zeros(mag)
+    lz = _sub32(31, _lead32(mag))
     Eo = _add32(_sub32(Ei, lz), 31 - m)
     q = _srl32(_shl32(mag, lz), 31 - m)
     res = _or32(_and32(sgn, 1 << (eb + m)), _add32(_shl32(_sub32(Eo, 1), m), q))
@@ -844,8 +859,8 @@ def _readout_lane64(Ei, Ai, Fi, eb, m, nearest):
 # int64 switch rows).
 
 
-@_jit
-def _loop_special_flags(row, F, eb, m):
+@_inline
+def _body_special_flags(row, F, eb, m):
     """F |= the Inf/NaN flag of each input (only run when a special was seen)."""
     for i in range(row.shape[0]):
         sgn, field, frac = _parts32(row[i], eb, m)
@@ -853,7 +868,12 @@ def _loop_special_flags(row, F, eb, m):
 
 
 @_jit
-def _loop_fpisa_first(row, E, A, F, eb, m):
+def _loop_special_flags(row, F, eb, m):
+    return _body_special_flags(row, F, eb, m)
+
+
+@_inline
+def _body_fpisa_first(row, E, A, F, eb, m):
     """fpisa's first arrival: the write that resets the slot."""
     for i in range(row.shape[0]):
         sgn, field, frac = _parts32(row[i], eb, m)
@@ -862,6 +882,11 @@ def _loop_fpisa_first(row, E, A, F, eb, m):
         E[i] = np.int32(1) if special else max(field, np.int32(1))
         A[i] = np.int32(0) if special else S
         F[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_fpisa_first(row, E, A, F, eb, m):
+    return _body_fpisa_first(row, E, A, F, eb, m)
 
 
 @_jit
@@ -876,7 +901,22 @@ def _loop_fpisa_safe32(row, E, A, eb, m):
 
 
 @_jit
-def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
+def _loop_fpisa_safe32_x4(r0, r1, r2, r3, E, A, eb, m):
+    """Four arrivals in one pass over the tile."""
+    anysp = np.int32(0)
+    for i in range(r0.shape[0]):
+        e, a, sp = _fpisa_lane32_safe(r0[i], E[i], A[i], eb, m)
+        e, a, sp1 = _fpisa_lane32_safe(r1[i], e, a, eb, m)
+        e, a, sp2 = _fpisa_lane32_safe(r2[i], e, a, eb, m)
+        e, a, sp3 = _fpisa_lane32_safe(r3[i], e, a, eb, m)
+        E[i] = e
+        A[i] = a
+        anysp = _or32(anysp, np.int32(sp | sp1 | sp2 | sp3))
+    return anysp
+
+
+@_inline
+def _body_fpisa32(row, E, A, F, eb, m, lo, mask):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, sp = _fpisa_lane32(row[i], E[i], A[i], eb, m, lo, mask)
@@ -885,6 +925,11 @@ def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
         F[i] = _or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0))
         anysp = _or32(anysp, np.int32(sp))
     return anysp
+
+
+@_jit
+def _loop_fpisa32(row, E, A, F, eb, m, lo, mask):
+    return _body_fpisa32(row, E, A, F, eb, m, lo, mask)
 
 
 @_jit
@@ -898,8 +943,8 @@ def _loop_fpisa_safe64(row, E, A, eb, m):
     return anysp
 
 
-@_jit
-def _loop_fpisa64(row, E, A, F, eb, m, sh):
+@_inline
+def _body_fpisa64(row, E, A, F, eb, m, sh):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, sp = _fpisa_lane64(row[i], E[i], A[i], eb, m, sh)
@@ -911,13 +956,19 @@ def _loop_fpisa64(row, E, A, F, eb, m, sh):
 
 
 @_jit
-def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi):
+def _loop_fpisa64(row, E, A, F, eb, m, sh):
+    return _body_fpisa64(row, E, A, F, eb, m, sh)
+
+
+@_inline
+def _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
+    """One arrival into a switch row (flags updated here)."""
     anysp = np.int32(0)
     for i in range(row.shape[0]):
-        e, a, over, ow, sp = _fpisa_a_lane32(row[i], E[i], A[i], eb, m, h, lo, hi)
+        e, a, over, ow, sp = _fpisa_a_lane32(row[i], E[i], A[i], eb, m, h, lo, hi, wrap32)
         E[i] = e
         A[i] = a
-        F[i] = _or32(_or32(F[i], np.int32(OVERFLOW) if over != 0 else np.int32(0)),
+        F[i] = _or32(_or32(F[i], np.int32(OVERFLOW) if over < 0 else np.int32(0)),
                      np.int32(OVERWRITE) if ow else np.int32(0))
         OW[i] += ow
         anysp = _or32(anysp, np.int32(sp))
@@ -925,7 +976,60 @@ def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi):
 
 
 @_jit
-def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
+def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
+    return _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32)
+
+
+@_inline
+def _fpisa_a_tally(T, over, ow):
+    """A tile's per-element tally: overwrites counted in bits 0..30, bit 31
+    set by any overflow (the flags are made from it once per tile)."""
+    return _or32(_add32(T, np.int32(ow)), _and32(over, _I32_MIN))
+
+
+@_jit
+def _loop_fpisa_a32_tile(row, E, A, T, eb, m, h, lo, hi, wrap32):
+    """One arrival into a tile."""
+    anysp = np.int32(0)
+    for i in range(row.shape[0]):
+        e, a, over, ow, sp = _fpisa_a_lane32(row[i], E[i], A[i], eb, m, h, lo, hi, wrap32)
+        E[i] = e
+        A[i] = a
+        T[i] = _fpisa_a_tally(T[i], over, ow)
+        anysp = _or32(anysp, np.int32(sp))
+    return anysp
+
+
+@_jit
+def _loop_fpisa_a32_tile4(r0, r1, r2, r3, E, A, T, eb, m, h, lo, hi, wrap32):
+    """Four arrivals into a tile in one pass (registers loaded and stored once)."""
+    anysp = np.int32(0)
+    for i in range(r0.shape[0]):
+        e, a, over, ow, sp = _fpisa_a_lane32(r0[i], E[i], A[i], eb, m, h, lo, hi, wrap32)
+        t = _fpisa_a_tally(T[i], over, ow)
+        e, a, over, ow, sp1 = _fpisa_a_lane32(r1[i], e, a, eb, m, h, lo, hi, wrap32)
+        t = _fpisa_a_tally(t, over, ow)
+        e, a, over, ow, sp2 = _fpisa_a_lane32(r2[i], e, a, eb, m, h, lo, hi, wrap32)
+        t = _fpisa_a_tally(t, over, ow)
+        e, a, over, ow, sp3 = _fpisa_a_lane32(r3[i], e, a, eb, m, h, lo, hi, wrap32)
+        T[i] = _fpisa_a_tally(t, over, ow)
+        E[i] = e
+        A[i] = a
+        anysp = _or32(anysp, np.int32(sp | sp1 | sp2 | sp3))
+    return anysp
+
+
+@_jit
+def _loop_fpisa_a_flags(T, F):
+    for i in range(F.shape[0]):
+        t = T[i]
+        F[i] = _or32(np.int32(OVERFLOW) if t < np.int32(0) else np.int32(0),
+                     np.int32(OVERWRITE) if _and32(t, _I32_MAX) != np.int32(0) else np.int32(0))
+        T[i] = _and32(t, _I32_MAX)  # the count
+
+
+@_inline
+def _body_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
     anysp = np.int32(0)
     for i in range(row.shape[0]):
         e, a, over, ow, sp = _fpisa_a_lane64(row[i], E[i], A[i], eb, m, h, lo, hi)
@@ -939,30 +1043,54 @@ def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
 
 
 @_jit
-def _loop_readout32(E, A, F, out, eb, m, nearest):
-    """out = _readout(E, A, F) for registers with |A| <= 2^31, |E| < 2^29:
-    rz by the short common-case pass, unless some lane needs the full one."""
-    if not nearest:
-        rare = np.int32(0)
-        for i in range(out.shape[0]):
-            r, x = _readout_rz_lane32(E[i], A[i], F[i], eb, m)
-            out[i] = r
-            rare = _or32(rare, np.int32(x))
-        if rare == np.int32(0):
-            return
+def _loop_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi):
+    return _body_fpisa_a64(row, E, A, F, OW, eb, m, h, lo, hi)
+
+
+@_inline
+def _body_readout_rz(E, A, F, out, eb, m, checked):
+    """The short rz pass; returns nonzero if some lane needs the full one.
+    checked (a literal): the registers may be any int64, so lanes outside
+    |A| < 2^31, |E| < 2^29 count as rare too."""
+    rare = np.int32(0)
+    for i in range(out.shape[0]):
+        r, x = _readout_rz_lane32(E[i], A[i], F[i], eb, m)
+        out[i] = r
+        if checked:
+            x = x | (np.int64(np.int32(A[i])) != A[i]) | (E[i] >= _E32_LIMIT) | (E[i] <= -_E32_LIMIT)
+        rare = _or32(rare, np.int32(x))
+    return rare
+
+
+@_inline
+def _body_readout32(E, A, F, out, eb, m, nearest):
     for i in range(out.shape[0]):
         out[i] = _readout_lane32(E[i], A[i], F[i], eb, m, nearest)
 
 
 @_jit
-def _loop_readout64(E, A, F, out, eb, m, nearest):
+def _loop_readout32(E, A, F, out, eb, m, nearest):
+    """out = _readout(E, A, F) for registers with |A| <= 2^31, |E| < 2^29:
+    rz by the short common-case pass, unless some lane needs the full one."""
+    if not nearest and _body_readout_rz(E, A, F, out, eb, m, False) == 0:
+        return
+    _body_readout32(E, A, F, out, eb, m, nearest)
+
+
+@_inline
+def _body_readout64(E, A, F, out, eb, m, nearest):
     """out = _readout(E, A, F) for registers with |E| < 2^40."""
     for i in range(out.shape[0]):
         out[i] = _readout_lane64(E[i], A[i], F[i], eb, m, nearest)
 
 
 @_jit
-def _loop_register_class(E, A):
+def _loop_readout64(E, A, F, out, eb, m, nearest):
+    _body_readout64(E, A, F, out, eb, m, nearest)
+
+
+@_inline
+def _body_register_class(E, A):
     """0: every pair fits _readout_lane32; 1: _readout_lane64; 2: neither."""
     wide = 0
     huge = 0
@@ -973,14 +1101,19 @@ def _loop_register_class(E, A):
     return 2 if huge else (1 if wide else 0)
 
 
-@_jit
-def _loop_extract(bits, eb, m, E, S, flags):
+@_inline
+def _body_extract(bits, eb, m, E, S, flags):
     for i in range(bits.shape[0]):
         sgn, field, frac = _parts32(bits[i], eb, m)
         special = field == (1 << eb) - 1
         E[i] = np.int32(0) if special else max(field, np.int32(1))
         S[i] = np.int32(0) if special else _signed32(sgn, field, frac, m)
         flags[i] = _special_flag32(sgn, field, frac, eb)
+
+
+@_jit
+def _loop_extract(bits, eb, m, E, S, flags):
+    return _body_extract(bits, eb, m, E, S, flags)
 
 
 @_jit
@@ -1030,13 +1163,19 @@ def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, regis
     for j0 in range(0, n, _TILE):
         j1 = min(n, j0 + _TILE)
         L = j1 - j0
-        _prefetch_tile(bits, order, j1, j1 + _TILE)
         Et, Ft = E[:L], F[:L]
         anysp = np.int32(0)
         if lanes32:
             At = A32[:L]
             _loop_fpisa_first(bits[order[0, 0], j0:j1], Et, At, Ft, eb, m)
-            for t in range(1, K):
+            t = 1
+            if safe:
+                while t + 4 <= K:
+                    anysp |= _loop_fpisa_safe32_x4(
+                        bits[order[0, t], j0:j1], bits[order[0, t + 1], j0:j1],
+                        bits[order[0, t + 2], j0:j1], bits[order[0, t + 3], j0:j1], Et, At, eb, m)
+                    t += 4
+            for t in range(t, K):
                 row = bits[order[0, t], j0:j1]
                 if safe:
                     anysp |= _loop_fpisa_safe32(row, Et, At, eb, m)
@@ -1086,7 +1225,6 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
     for j0 in range(0, n, _TILE):
         j1 = min(n, j0 + _TILE)
         L = j1 - j0
-        _prefetch_tile(bits, order, j1, j1 + _TILE)
         Et, Ft, OWt = E[:L], F[:L], OW[:L]
         Et[:] = 0
         Ft[:] = 0
@@ -1095,9 +1233,24 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
         if lanes32:
             At = A32[:L]
             At[:] = 0
-            for t in range(K):
-                anysp |= _loop_fpisa_a32(bits[order[0, t], j0:j1], Et, At, Ft, OWt, eb, m, h32,
-                                         lo32, hi32)
+            t = 0
+            while t + 4 <= K:
+                r0, r1 = bits[order[0, t], j0:j1], bits[order[0, t + 1], j0:j1]
+                r2, r3 = bits[order[0, t + 2], j0:j1], bits[order[0, t + 3], j0:j1]
+                if W == 32:
+                    anysp |= _loop_fpisa_a32_tile4(r0, r1, r2, r3, Et, At, OWt, eb, m, h32, lo32,
+                                                   hi32, True)
+                else:
+                    anysp |= _loop_fpisa_a32_tile4(r0, r1, r2, r3, Et, At, OWt, eb, m, h32, lo32,
+                                                   hi32, False)
+                t += 4
+            for t in range(t, K):
+                row = bits[order[0, t], j0:j1]
+                if W == 32:
+                    anysp |= _loop_fpisa_a32_tile(row, Et, At, OWt, eb, m, h32, lo32, hi32, True)
+                else:
+                    anysp |= _loop_fpisa_a32_tile(row, Et, At, OWt, eb, m, h32, lo32, hi32, False)
+            _loop_fpisa_a_flags(OWt, Ft)
         else:
             At64 = A64[:L]
             At64[:] = 0
@@ -1122,35 +1275,38 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
             _loop_store(OWt, OW_out, j0)
 
 
-@_jit
+@_inline
 def _normalize(E, A, F, eb, m, nearest, out):
-    """normalize_array: int32 lanes if every register fits, else int64 lanes
-    (exponents beyond 2^40, which no switch holds: the scalar loop)."""
-    c = _loop_register_class(E, A)
+    """normalize_array: the short rz pass if it serves every lane, else int32
+    lanes if every register fits them, else int64 lanes (exponents beyond
+    2^40, which no switch holds: the scalar loop)."""
+    if not nearest and _body_readout_rz(E, A, F, out, eb, m, True) == 0:
+        return
+    c = _body_register_class(E, A)
     if c == 0:
-        _loop_readout32(E, A, F, out, eb, m, nearest)
+        _body_readout32(E, A, F, out, eb, m, nearest)
     elif c == 1:
-        _loop_readout64(E, A, F, out, eb, m, nearest)
+        _body_readout64(E, A, F, out, eb, m, nearest)
     else:
         scalar_normalize_array(E, A, F, eb, m, nearest, out)
 
 
-@_jit
+@_inline
 def _row_fpisa(E, A, flags, bits, first, eb, m, W):
     """accumulate_row_fpisa: one arrival into a row of int64 registers."""
     if first:
-        _loop_fpisa_first(bits, E, A, flags, eb, m)
+        _body_fpisa_first(bits, E, A, flags, eb, m)
         return
     if W <= 32:
         lo, mask = _wrap_constants(W)
-        anysp = _loop_fpisa32(bits, E, A, flags, eb, m, np.int32(lo), np.int32(mask))
+        anysp = _body_fpisa32(bits, E, A, flags, eb, m, np.int32(lo), np.int32(mask))
     else:
-        anysp = _loop_fpisa64(bits, E, A, flags, eb, m, np.int64(64 - W))
+        anysp = _body_fpisa64(bits, E, A, flags, eb, m, np.int64(64 - W))
     if anysp:
-        _loop_special_flags(bits, flags, eb, m)
+        _body_special_flags(bits, flags, eb, m)
 
 
-@_jit
+@_inline
 def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
     """accumulate_row_fpisa_a: one arrival into a row of int64 registers."""
     if first:
@@ -1161,13 +1317,16 @@ def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
     h = np.int64(W - 1 - (m + 1))
     lo, _ = _wrap_constants(W)
     hi = _register_max(W)
-    if W <= 32:
-        anysp = _loop_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
-                                np.int32(hi))
+    if W == 32:
+        anysp = _body_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
+                                np.int32(hi), True)
+    elif W < 32:
+        anysp = _body_fpisa_a32(bits, E, A, flags, overwrites, eb, m, np.int32(h), np.int32(lo),
+                                np.int32(hi), False)
     else:
-        anysp = _loop_fpisa_a64(bits, E, A, flags, overwrites, eb, m, np.int32(h), lo, hi)
+        anysp = _body_fpisa_a64(bits, E, A, flags, overwrites, eb, m, np.int32(h), lo, hi)
     if anysp:
-        _loop_special_flags(bits, flags, eb, m)
+        _body_special_flags(bits, flags, eb, m)
 
 
 # ---- float32 baseline (compiled per format: called with literal widths)
@@ -1257,7 +1416,6 @@ def _float32_tiles(bits, order, eb, m, out, F_out, want_flags):
     for j0 in range(0, n, _TILE):
         j1 = min(n, j0 + _TILE)
         L = j1 - j0
-        _prefetch_tile(bits, order, j1, j1 + _TILE)
         accT = acc[:L]
         anysp = _loop_widen(bits[order[0, 0], j0:j1], accT, eb, m)
         for t in range(1, K):
@@ -1370,7 +1528,7 @@ def normalize_array(E, A, flags, exponent_bits, fraction_bits, nearest_even, out
 def extract_array(bits, exponent_bits, fraction_bits, E, S, flags):
     eb, m = exponent_bits, fraction_bits
     if _vector_format(eb, m):
-        _loop_extract(bits, eb, m, E, S, flags)
+        _body_extract(bits, eb, m, E, S, flags)
     else:
         scalar_extract_array(bits, eb, m, E, S, flags)
 
