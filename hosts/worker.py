@@ -141,7 +141,9 @@ class RetransmitTimer:
         self.min_s, self.max_s = min_s, max_s
         self.srtt: float | None = None
         self.rttvar = 0.0
-        self.timeout = min_s
+        # no sample yet: RFC 6298 starts conservatively (1 s there; the cap
+        # here), since the first window waits for every worker to start
+        self.timeout = max_s
 
     def sample(self, rtt: float) -> None:
         if self.srtt is None:
