@@ -113,7 +113,9 @@ class AllreduceConfig:
         return self.faults.with_seed(seed) if applies else LinkFaults(seed=seed)
 
     def worker_config(self, rank: int) -> WorkerConfig:
-        return WorkerConfig(job=self.job, rank=rank, timeout_ms=self.timeout_ms)
+        # the timeout's cap is at least its floor
+        return WorkerConfig(job=self.job, rank=rank, timeout_ms=self.timeout_ms,
+                            max_timeout_ms=max(200.0, self.timeout_ms))
 
 
 def gradient_like(elements: int, rank: int, seed: int, fmt: str = "fp32") -> np.ndarray:

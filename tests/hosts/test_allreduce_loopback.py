@@ -211,3 +211,9 @@ def test_heavy_faults_with_delay_do_not_stall(mode):
     dropped = counters["dropped"]
     assert dropped.get("stale", 0) + dropped.get("duplicate_incomplete", 0) > 0, counters
     assert counters["completed"] == packets(mode, 20000)
+
+
+def test_a_timeout_floor_above_the_default_cap_is_accepted():
+    config = AllreduceConfig(job=JobSpec(num_workers=2), timeout_ms=400.0)
+    worker = config.worker_config(1)
+    assert worker.timeout_ms == 400.0 and worker.max_timeout_ms == 400.0
