@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.cpython.unsafe.numbers import leading_zeros, viewer
 from numba.extending import intrinsic
 
@@ -1141,8 +1141,8 @@ def _register_max(W):
 
 
 @_jit
-def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, registers):
-    """aggregate_fpisa for one arrival order, all elements.
+def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, registers, c0, c1):
+    """aggregate_fpisa for one arrival order, elements c0:c1.
 
     |A| <= t (2^p - 1) after t arrivals (a shift never grows a magnitude),
     so with K (2^p - 1) <= 2^(W-1) - 1 nothing can overflow or wrap ("safe":
@@ -1160,8 +1160,8 @@ def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, regis
     E = np.empty(_TILE, np.int32)  # exponents are int32 in both lane classes
     A32, A64 = np.empty(T, np.int32), np.empty(_TILE - T, np.int64)
     F = np.empty(_TILE, np.int32)
-    for j0 in range(0, n, _TILE):
-        j1 = min(n, j0 + _TILE)
+    for j0 in range(c0, c1, _TILE):
+        j1 = min(c1, j0 + _TILE)
         L = j1 - j0
         Et, Ft = E[:L], F[:L]
         anysp = np.int32(0)
@@ -1209,8 +1209,9 @@ def _fpisa_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, regis
 
 @_jit
 def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_out,
-                   registers):
-    """aggregate_fpisa_a for one arrival order: int32 lanes for W <= 32."""
+                   registers, c0, c1):
+    """aggregate_fpisa_a for one arrival order, elements c0:c1: int32 lanes
+    for W <= 32."""
     K, n = bits.shape
     lanes32 = W <= 32
     h = np.int64(W - 1 - (m + 1))
@@ -1222,8 +1223,8 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
     A32, A64 = np.empty(T, np.int32), np.empty(_TILE - T, np.int64)
     F = np.empty(_TILE, np.int32)
     OW = np.empty(_TILE, np.int32)
-    for j0 in range(0, n, _TILE):
-        j1 = min(n, j0 + _TILE)
+    for j0 in range(c0, c1, _TILE):
+        j1 = min(c1, j0 + _TILE)
         L = j1 - j0
         Et, Ft, OWt = E[:L], F[:L], OW[:L]
         Et[:] = 0
@@ -1409,12 +1410,12 @@ def _loop_f32_out(acc, out, eb, m):
 
 
 @_jit
-def _float32_tiles(bits, order, eb, m, out, F_out, want_flags):
+def _float32_tiles(bits, order, eb, m, out, F_out, want_flags, c0, c1):
     K, n = bits.shape
     acc = np.empty(_TILE, np.float32)
     F = np.empty(_TILE, np.int32)
-    for j0 in range(0, n, _TILE):
-        j1 = min(n, j0 + _TILE)
+    for j0 in range(c0, c1, _TILE):
+        j1 = min(c1, j0 + _TILE)
         L = j1 - j0
         accT = acc[:L]
         anysp = _loop_widen(bits[order[0, 0], j0:j1], accT, eb, m)
@@ -1471,7 +1472,8 @@ def aggregate_fpisa(bits, order, exponent_bits, fraction_bits, register_bits, ne
     """
     eb, m, W, rne = exponent_bits, fraction_bits, register_bits, nearest_even
     if order.shape[0] == 1 and _vector_format(eb, m):
-        _fpisa_tiles(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out, registers)
+        _fpisa_tiles(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out, registers, 0,
+                     bits.shape[1])
         return
     scalar_aggregate_fpisa(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out)
 
@@ -1483,7 +1485,7 @@ def aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, 
     eb, m, W, rne = exponent_bits, fraction_bits, register_bits, nearest_even
     if order.shape[0] == 1 and _vector_format(eb, m):
         _fpisa_a_tiles(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out, overwrites_out,
-                       registers)
+                       registers, 0, bits.shape[1])
         return
     scalar_aggregate_fpisa_a(bits, order, eb, m, W, rne, out, E_out, A_out, flags_out,
                              overwrites_out)
@@ -1497,11 +1499,11 @@ def aggregate_float32(bits, order, exponent_bits, fraction_bits, out, flags_out,
     eb, m = exponent_bits, fraction_bits
     if order.shape[0] == 1:
         if eb == 8 and m == 23:
-            _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags)
+            _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, 0, bits.shape[1])
         elif eb == 5 and m == 10:
-            _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags)
+            _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, 0, bits.shape[1])
         elif eb == 8 and m == 7:
-            _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags)
+            _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, 0, bits.shape[1])
         else:
             raise ValueError("the float32 kernel supports fp32, fp16 and bf16")
     else:
@@ -1575,6 +1577,61 @@ def accumulate_row_int_max(A, values, first):
     else:
         for j in range(values.shape[0]):
             A[j] = max(A[j], np.int64(values[j]))
+
+
+# ---------------------------------------------------------------- threads
+#
+# The whole-array kernels of one arrival order, split across threads by
+# chunks of whole tiles (elements are independent, so the bits do not
+# depend on the split). The caller sets the thread count
+# (numba.set_num_threads) and checks the format has vector kernels.
+
+_pjit = njit(cache=True, nogil=True, parallel=True)
+
+
+@_jit
+def _chunk(n, chunks, c):
+    """Columns [c0, c1) of chunk c: whole tiles, as even as they come."""
+    tiles = (n + _TILE - 1) // _TILE
+    per = (tiles + chunks - 1) // chunks
+    return min(n, c * per * _TILE), min(n, (c + 1) * per * _TILE)
+
+
+@_pjit
+def aggregate_fpisa_threads(bits, order, exponent_bits, fraction_bits, register_bits,
+                            nearest_even, out, E_out, A_out, flags_out, registers, chunks):
+    for c in prange(chunks):
+        c0, c1 = _chunk(bits.shape[1], chunks, c)
+        if c0 < c1:
+            _fpisa_tiles(bits, order, exponent_bits, fraction_bits, register_bits, nearest_even,
+                         out, E_out, A_out, flags_out, registers, c0, c1)
+
+
+@_pjit
+def aggregate_fpisa_a_threads(bits, order, exponent_bits, fraction_bits, register_bits,
+                              nearest_even, out, E_out, A_out, flags_out, overwrites_out,
+                              registers, chunks):
+    for c in prange(chunks):
+        c0, c1 = _chunk(bits.shape[1], chunks, c)
+        if c0 < c1:
+            _fpisa_a_tiles(bits, order, exponent_bits, fraction_bits, register_bits,
+                           nearest_even, out, E_out, A_out, flags_out, overwrites_out, registers,
+                           c0, c1)
+
+
+@_pjit
+def aggregate_float32_threads(bits, order, exponent_bits, fraction_bits, out, flags_out,
+                              want_flags, chunks):
+    eb, m = exponent_bits, fraction_bits
+    for c in prange(chunks):
+        c0, c1 = _chunk(bits.shape[1], chunks, c)
+        if c0 < c1:
+            if eb == 8 and m == 23:
+                _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, c0, c1)
+            elif eb == 5 and m == 10:
+                _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, c0, c1)
+            else:
+                _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, c0, c1)
 
 
 # ---------------------------------------------------------------- exact sum

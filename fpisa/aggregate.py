@@ -6,8 +6,10 @@ Validation of every argument happens here, at the boundary, with a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _kernels as K
@@ -79,17 +81,39 @@ def _as_bits_2d(values, fmt: Format) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(to_bits(arr, fmt)), was_float
 
 
+def check_threads(threads) -> int:
+    """threads: an int from 1 to numba's thread pool size."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not (
+            1 <= threads <= limit):
+        raise ValueError(f"threads must be an int from 1 to {limit} (NUMBA_NUM_THREADS), "
+                         f"got {threads!r}")
+    return int(threads)
+
+
+@contextmanager
+def _numba_threads(threads: int):
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def aggregate_detailed(values, mode: str | Mode, *, fmt: str | Format = "fp32", order=None,
                        rounding: str | Rounding = "rz", register_bits: int = 32,
-                       block_size: int = 64) -> AggregateResult:
+                       block_size: int = 64, threads: int = 1) -> AggregateResult:
     """Like :func:`aggregate`, with the registers and per-element flags."""
-    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size, True)
+    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size, threads,
+                      True)
 
 
-def _aggregate(values, mode, fmt, order, rounding, register_bits, block_size,
+def _aggregate(values, mode, fmt, order, rounding, register_bits, block_size, threads,
                detailed: bool) -> AggregateResult:
     """detailed=False: only ``result`` / ``result_bits`` are meaningful (the
     kernels may skip storing registers, flags and overwrite counts)."""
+    threads = check_threads(threads)
     fmt = get_format(fmt)
     mode = get_mode(mode)
     rounding = get_rounding(rounding)
@@ -103,23 +127,38 @@ def _aggregate(values, mode, fmt, order, rounding, register_bits, block_size,
     out = np.empty(n, fmt.bits_dtype)
     # the vector kernels (one order for all elements) store registers, flags
     # and overwrite counts only when asked; the scalar loops always do
-    registers = detailed or orders.shape[0] != 1 or not K.has_vector_kernels(eb, m)
+    vector = orders.shape[0] == 1 and K.has_vector_kernels(eb, m)
+    registers = detailed or not vector
+    parallel = vector and threads > 1
     stored = n if registers else 0
     flags = np.zeros(stored if mode in (Mode.FPISA, Mode.FPISA_A, Mode.FLOAT32) else n, np.uint8)
     overwrites = np.zeros(stored if mode is Mode.FPISA_A else n, np.int64)
     E = A = None
+    W = layout.register_bits
     if mode is Mode.FPISA:
         E, A = np.empty(stored, np.int64), np.empty(stored, np.int64)
-        K.aggregate_fpisa(bits, orders, eb, m, layout.register_bits, nearest, out, E, A, flags,
-                          registers)
+        if parallel:
+            with _numba_threads(threads):
+                K.aggregate_fpisa_threads(bits, orders, eb, m, W, nearest, out, E, A, flags,
+                                          registers, threads)
+        else:
+            K.aggregate_fpisa(bits, orders, eb, m, W, nearest, out, E, A, flags, registers)
     elif mode is Mode.FPISA_A:
         E, A = np.empty(stored, np.int64), np.empty(stored, np.int64)
-        K.aggregate_fpisa_a(bits, orders, eb, m, layout.register_bits, nearest, out, E, A, flags,
-                            overwrites, registers)
+        if parallel:
+            with _numba_threads(threads):
+                K.aggregate_fpisa_a_threads(bits, orders, eb, m, W, nearest, out, E, A, flags,
+                                            overwrites, registers, threads)
+        else:
+            K.aggregate_fpisa_a(bits, orders, eb, m, W, nearest, out, E, A, flags, overwrites,
+                                registers)
     elif mode is Mode.EXACT:
         K.aggregate_exact(bits, eb, m, out, flags)
     elif mode is Mode.FLOAT32:
-        if K.has_vector_kernels(eb, m):
+        if parallel:
+            with _numba_threads(threads):
+                K.aggregate_float32_threads(bits, orders, eb, m, out, flags, registers, threads)
+        elif K.has_vector_kernels(eb, m):
             K.aggregate_float32(bits, orders, eb, m, out, flags, registers)
         else:
             out, flags = _aggregate_float32_numpy(bits, orders, fmt)
@@ -162,7 +201,7 @@ def _float32_sums(x: np.ndarray, orders: np.ndarray, fmt: Format):
 
 def aggregate(values, mode: str | Mode, *, fmt: str | Format = "fp32", order=None,
               rounding: str | Rounding = "rz", register_bits: int = 32,
-              block_size: int = 64) -> np.ndarray:
+              block_size: int = 64, threads: int = 1) -> np.ndarray:
     """Sum (K workers, n elements) with ``mode``; returns what a switch returns.
 
     values: float32/float16 arrays, or bit patterns (uint32 fp32, uint16
@@ -170,6 +209,9 @@ def aggregate(values, mode: str | Mode, *, fmt: str | Format = "fp32", order=Non
     a permutation of range(K), or an (n, K) array of per-element arrival
     orders. rounding applies to FPISA read-out (alignment always truncates).
     block_size: elements per SwitchML block (one packet's payload).
+    threads: fpisa, fpisa-a and float32 with one arrival order split the
+    elements across this many threads (numba's pool; the bits do not
+    change); everything else runs on one.
     """
-    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size,
+    return _aggregate(values, mode, fmt, order, rounding, register_bits, block_size, threads,
                       False).result

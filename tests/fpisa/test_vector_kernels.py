@@ -358,3 +358,32 @@ def test_64_bit_register_overflow_matches_the_oracle():
     assert K._add(top, -1, 64) == (top - 1, 0)
     assert K._add((1 << 62) - 1, 1, 63) == (-(1 << 62), 1)
     assert K._add(-(1 << 62), -1, 63) == ((1 << 62) - 1, -1)
+
+
+@pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "float32"])
+def test_threads_change_nothing(mode):
+    """threads=2 splits the elements by whole tiles; every output is the same."""
+    rng = np.random.default_rng(110)
+    for fmt in FORMAT_NAMES:
+        for n in (5, K._TILE - 1, 3 * K._TILE + 17):
+            workers = int(rng.integers(1, 17))
+            bits = np.ascontiguousarray(adversarial(rng, fmt, workers)[:, rng.integers(0, 1500, n)])
+            for register_bits in (WIDTHS[fmt][0], 32, 64):
+                one = fpisa.aggregate_detailed(bits, mode, fmt=fmt, register_bits=register_bits)
+                two = fpisa.aggregate_detailed(bits, mode, fmt=fmt, register_bits=register_bits,
+                                               threads=2)
+                np.testing.assert_array_equal(two.result_bits, one.result_bits)
+                np.testing.assert_array_equal(two.element_flags, one.element_flags)
+                np.testing.assert_array_equal(two.overwrites, one.overwrites)
+                if mode != "float32":
+                    np.testing.assert_array_equal(two.mantissa_register, one.mantissa_register)
+                    np.testing.assert_array_equal(two.exponent_register, one.exponent_register)
+                np.testing.assert_array_equal(
+                    fpisa.aggregate(bits, mode, fmt=fmt, register_bits=register_bits, threads=2),
+                    one.result_bits)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2", 10**6])
+def test_bad_thread_counts(threads):
+    with pytest.raises(ValueError, match="threads"):
+        fpisa.aggregate(np.zeros((2, 4), np.float32), "fpisa", threads=threads)
