@@ -62,7 +62,7 @@ def whole_arrays(args, fpisa) -> list[dict]:
     threads = [int(t) for t in args.threads.split(",")]
     fns = {"numpy float32 sum (baseline)": lambda: values.sum(axis=0)}
     for mode in args.modes.split(","):
-        for t in threads:
+        for t in threads if mode in ("fpisa", "fpisa-a", "float32") else [1]:
             tag = "" if threads == [1] else f" threads={t}"
             kw = {} if t == 1 else {"threads": t}
             fns[mode + tag] = (lambda mode=mode, kw=kw: fpisa.aggregate(bits, mode, **kw))
@@ -195,7 +195,7 @@ def vectorization_report() -> list[dict]:
         for sig in f.signatures:
             ir = f.inspect_llvm(sig)
             asm = f.inspect_asm(sig)
-            bodies = ir.count("vector.body:")
+            bodies = len(re.findall(r"^vector\.body[\w.]*:", ir, re.M))
             kinds = sorted(set(re.findall(r"<(\d+) x (i\d+|float)>", ir)),
                            key=lambda t: (t[1], int(t[0])))
             kinds = [f"{a}x{b}" for a, b in kinds if b != "i1"]
