@@ -165,6 +165,7 @@ def vectorization_report() -> list[dict]:
     """Compile the kernels afresh (a temporary cache) and inspect them."""
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fpisa-inspect-")
     import fpisa
+    import fpisa.codec
     from fpisa import _kernels as K
     from fpisa.registers import SlotRegisters
 
@@ -179,6 +180,7 @@ def vectorization_report() -> list[dict]:
         fpisa.aggregate(b, "float32", fmt=fmt)
         fpisa.encode(b[0], fmt)
     fpisa.normalize(np.arange(100), np.arange(100) << 20)
+    fpisa.codec.doubles_to_bits(rng.standard_normal(100), "fp32")
     for mode in ("fpisa", "fpisa-a"):
         for W in (32, 48):
             r = SlotRegisters(mode, 1, 255, "fp32", W)
@@ -186,7 +188,7 @@ def vectorization_report() -> list[dict]:
             r.accumulate(0, bits[1, :255], False)
             r.read(0)
     functions = sorted(n for n in dir(K) if n.startswith(("_loop_", "accumulate_row_"))
-                       or n in ("normalize_array", "extract_array"))
+                       or n in ("normalize_array", "extract_array", "doubles_to_format"))
     report = []
     print(f"\nvectorization ({platform.machine()}, numba compiles for the host CPU): per "
           "compiled signature, 'vector.body' in the LLVM IR, vector types, AVX2 instructions")

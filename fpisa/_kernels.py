@@ -1771,7 +1771,7 @@ def aggregate_exact(bits, exponent_bits, fraction_bits, out, flags_out):
 
 
 @_jit
-def doubles_to_format(x, exponent_bits, fraction_bits, out):
+def scalar_doubles_to_format(x, exponent_bits, fraction_bits, out):
     """float64 -> format bits, round to nearest even (NaN stays NaN)."""
     bias = (1 << (exponent_bits - 1)) - 1
     for j in range(x.shape[0]):
@@ -1790,3 +1790,34 @@ def doubles_to_format(x, exponent_bits, fraction_bits, out):
             magnitude = np.int64(frac * 9007199254740992.0)
             out[j] = _round_to_format(sign, magnitude, ex - 53 + bias + fraction_bits,
                                       exponent_bits, fraction_bits, True, 0)
+
+
+@_inline
+def _double_to_format_lane(v, eb, m):
+    """doubles_to_format for one value, without branches: the double as an
+    (E, A) register pair (A its signed 53-bit significand) through the int64
+    read-out lane, rne; Inf/NaN through the special-value flags; a zero
+    keeps its sign."""
+    x = viewer(v, np.int64)
+    sgn = x >> 63
+    field = (x >> 52) & 0x7FF
+    frac = x & ((np.int64(1) << 52) - 1)
+    special = field == 0x7FF
+    flag = (NAN if frac != 0 else (NEG_INF if sgn != 0 else POS_INF)) if special else 0
+    mag = frac | ((np.int64(1) << 52) if field != 0 else np.int64(0))
+    A = np.int64(0) if special else (mag ^ sgn) - sgn
+    E = max(field, np.int64(1)) - 1075 + ((1 << (eb - 1)) - 1) + m
+    r = _readout_lane64(E, A, flag, eb, m, True)
+    zero = sgn & (1 << (eb + m))
+    return zero if (A == 0) & (flag == 0) else r
+
+
+@_jit
+def doubles_to_format(x, exponent_bits, fraction_bits, out):
+    """float64 -> format bits, round to nearest even (NaN stays NaN)."""
+    eb, m = exponent_bits, fraction_bits
+    if _vector_format(eb, m):
+        for j in range(x.shape[0]):
+            out[j] = _double_to_format_lane(x[j], eb, m)
+    else:
+        scalar_doubles_to_format(x, eb, m, out)
