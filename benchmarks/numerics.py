@@ -62,7 +62,7 @@ def whole_arrays(args, fpisa) -> list[dict]:
     threads = [int(t) for t in args.threads.split(",")]
     fns = {"numpy float32 sum (baseline)": lambda: values.sum(axis=0)}
     for mode in args.modes.split(","):
-        for t in threads:
+        for t in threads if mode in ("fpisa", "fpisa-a", "float32") else [1]:
             tag = "" if threads == [1] else f" threads={t}"
             kw = {} if t == 1 else {"threads": t}
             fns[mode + tag] = (lambda mode=mode, kw=kw: fpisa.aggregate(bits, mode, **kw))
@@ -165,6 +165,7 @@ def vectorization_report() -> list[dict]:
     """Compile the kernels afresh (a temporary cache) and inspect them."""
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fpisa-inspect-")
     import fpisa
+    import fpisa.codec
     from fpisa import _kernels as K
     from fpisa.registers import SlotRegisters
 
@@ -179,6 +180,7 @@ def vectorization_report() -> list[dict]:
         fpisa.aggregate(b, "float32", fmt=fmt)
         fpisa.encode(b[0], fmt)
     fpisa.normalize(np.arange(100), np.arange(100) << 20)
+    fpisa.codec.doubles_to_bits(rng.standard_normal(100), "fp32")
     for mode in ("fpisa", "fpisa-a"):
         for W in (32, 48):
             r = SlotRegisters(mode, 1, 255, "fp32", W)
@@ -186,7 +188,7 @@ def vectorization_report() -> list[dict]:
             r.accumulate(0, bits[1, :255], False)
             r.read(0)
     functions = sorted(n for n in dir(K) if n.startswith(("_loop_", "accumulate_row_"))
-                       or n in ("normalize_array", "extract_array"))
+                       or n in ("normalize_array", "extract_array", "doubles_to_format"))
     report = []
     print(f"\nvectorization ({platform.machine()}, numba compiles for the host CPU): per "
           "compiled signature, 'vector.body' in the LLVM IR, vector types, AVX2 instructions")
@@ -195,7 +197,7 @@ def vectorization_report() -> list[dict]:
         for sig in f.signatures:
             ir = f.inspect_llvm(sig)
             asm = f.inspect_asm(sig)
-            bodies = ir.count("vector.body:")
+            bodies = len(re.findall(r"^vector\.body[\w.]*:", ir, re.M))
             kinds = sorted(set(re.findall(r"<(\d+) x (i\d+|float)>", ir)),
                            key=lambda t: (t[1], int(t[0])))
             kinds = [f"{a}x{b}" for a, b in kinds if b != "i1"]

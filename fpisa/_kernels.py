@@ -1001,21 +1001,18 @@ def _loop_fpisa_a32_tile(row, E, A, T, eb, m, h, lo, hi, wrap32):
 
 
 @_jit
-def _loop_fpisa_a32_tile4(r0, r1, r2, r3, E, A, T, eb, m, h, lo, hi, wrap32):
-    """Four arrivals into a tile in one pass (registers loaded and stored once)."""
+def _loop_fpisa_a32_tile2(r0, r1, E, A, T, eb, m, h, lo, hi, wrap32):
+    """Two arrivals into a tile in one pass (registers loaded and stored once;
+    four per pass measured no faster and compile twice as long)."""
     anysp = np.int32(0)
     for i in range(r0.shape[0]):
-        e, a, over, ow, sp = _fpisa_a_lane32(r0[i], E[i], A[i], eb, m, h, lo, hi, wrap32)
+        e, a, over, ow, sp0 = _fpisa_a_lane32(r0[i], E[i], A[i], eb, m, h, lo, hi, wrap32)
         t = _fpisa_a_tally(T[i], over, ow)
         e, a, over, ow, sp1 = _fpisa_a_lane32(r1[i], e, a, eb, m, h, lo, hi, wrap32)
-        t = _fpisa_a_tally(t, over, ow)
-        e, a, over, ow, sp2 = _fpisa_a_lane32(r2[i], e, a, eb, m, h, lo, hi, wrap32)
-        t = _fpisa_a_tally(t, over, ow)
-        e, a, over, ow, sp3 = _fpisa_a_lane32(r3[i], e, a, eb, m, h, lo, hi, wrap32)
         T[i] = _fpisa_a_tally(t, over, ow)
         E[i] = e
         A[i] = a
-        anysp = _or32(anysp, np.int32(sp | sp1 | sp2 | sp3))
+        anysp = _or32(anysp, np.int32(sp0 | sp1))
     return anysp
 
 
@@ -1235,16 +1232,15 @@ def _fpisa_a_tiles(bits, order, eb, m, W, nearest, out, E_out, A_out, F_out, OW_
             At = A32[:L]
             At[:] = 0
             t = 0
-            while t + 4 <= K:
+            while t + 2 <= K:
                 r0, r1 = bits[order[0, t], j0:j1], bits[order[0, t + 1], j0:j1]
-                r2, r3 = bits[order[0, t + 2], j0:j1], bits[order[0, t + 3], j0:j1]
                 if W == 32:
-                    anysp |= _loop_fpisa_a32_tile4(r0, r1, r2, r3, Et, At, OWt, eb, m, h32, lo32,
-                                                   hi32, True)
+                    anysp |= _loop_fpisa_a32_tile2(r0, r1, Et, At, OWt, eb, m, h32, lo32, hi32,
+                                                   True)
                 else:
-                    anysp |= _loop_fpisa_a32_tile4(r0, r1, r2, r3, Et, At, OWt, eb, m, h32, lo32,
-                                                   hi32, False)
-                t += 4
+                    anysp |= _loop_fpisa_a32_tile2(r0, r1, Et, At, OWt, eb, m, h32, lo32, hi32,
+                                                   False)
+                t += 2
             for t in range(t, K):
                 row = bits[order[0, t], j0:j1]
                 if W == 32:
@@ -1330,7 +1326,7 @@ def _row_fpisa_a(E, A, flags, overwrites, bits, first, eb, m, W):
         _body_special_flags(bits, flags, eb, m)
 
 
-# ---- float32 baseline (compiled per format: called with literal widths)
+# ---- float32 baseline (the tiles compiled per format, with literal widths)
 
 
 @_inline
@@ -1492,29 +1488,36 @@ def aggregate_fpisa_a(bits, order, exponent_bits, fraction_bits, register_bits, 
 
 
 @_jit
+def _float32_fp32(bits, order, out, flags_out, want_flags, c0, c1):
+    _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, c0, c1)
+
+
+@_jit
+def _float32_fp16(bits, order, out, flags_out, want_flags, c0, c1):
+    _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, c0, c1)
+
+
+@_jit
+def _float32_bf16(bits, order, out, flags_out, want_flags, c0, c1):
+    _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, c0, c1)
+
+
+_FLOAT32_TILES = {(8, 23): _float32_fp32, (5, 10): _float32_fp16, (8, 7): _float32_bf16}
+
+
 def aggregate_float32(bits, order, exponent_bits, fraction_bits, out, flags_out, want_flags):
     """Sequential float32 adds in arrival order (IEEE, round to nearest even),
     rounded to nearest even to the format; flags_out: the inputs' Inf/NaN
-    flags (written for per-element orders, else only if want_flags)."""
-    eb, m = exponent_bits, fraction_bits
+    flags (written for per-element orders, else only if want_flags).
+
+    A Python function: it picks the format's compiled kernel, so only the
+    formats in use are compiled (each inlines its format's decode).
+    """
     if order.shape[0] == 1:
-        if eb == 8 and m == 23:
-            _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, 0, bits.shape[1])
-        elif eb == 5 and m == 10:
-            _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, 0, bits.shape[1])
-        elif eb == 8 and m == 7:
-            _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, 0, bits.shape[1])
-        else:
-            raise ValueError("the float32 kernel supports fp32, fp16 and bf16")
+        _FLOAT32_TILES[exponent_bits, fraction_bits](bits, order, out, flags_out, want_flags, 0,
+                                                     bits.shape[1])
     else:
-        if eb == 8 and m == 23:
-            _float32_per_element(bits, order, 8, 23, out, flags_out)
-        elif eb == 5 and m == 10:
-            _float32_per_element(bits, order, 5, 10, out, flags_out)
-        elif eb == 8 and m == 7:
-            _float32_per_element(bits, order, 8, 7, out, flags_out)
-        else:
-            raise ValueError("the float32 kernel supports fp32, fp16 and bf16")
+        _float32_per_element(bits, order, exponent_bits, fraction_bits, out, flags_out)
 
 
 @_jit
@@ -1570,10 +1573,22 @@ def accumulate_row_int_sum(A, values, first):
 
 @_jit
 def accumulate_row_int_max(A, values, first):
-    """SwitchML's block exponent exchange: int32 max."""
+    """SwitchML's block exponent exchange: int32 max.
+
+    A row written by this kernel holds int32 values; the max is then taken
+    in int32 lanes (an int64 max of the stored value becomes a slow AVX2
+    masked store). Any other row: in int64.
+    """
     if first:
         for j in range(values.shape[0]):
             A[j] = values[j]
+        return
+    wide = 0
+    for j in range(values.shape[0]):
+        wide += np.int64(np.int32(A[j])) != A[j]
+    if wide == 0:
+        for j in range(values.shape[0]):
+            A[j] = max(np.int32(A[j]), values[j])
     else:
         for j in range(values.shape[0]):
             A[j] = max(A[j], np.int64(values[j]))
@@ -1620,18 +1635,38 @@ def aggregate_fpisa_a_threads(bits, order, exponent_bits, fraction_bits, registe
 
 
 @_pjit
-def aggregate_float32_threads(bits, order, exponent_bits, fraction_bits, out, flags_out,
-                              want_flags, chunks):
-    eb, m = exponent_bits, fraction_bits
+def _float32_threads_fp32(bits, order, out, flags_out, want_flags, chunks):
     for c in prange(chunks):
         c0, c1 = _chunk(bits.shape[1], chunks, c)
         if c0 < c1:
-            if eb == 8 and m == 23:
-                _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, c0, c1)
-            elif eb == 5 and m == 10:
-                _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, c0, c1)
-            else:
-                _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, c0, c1)
+            _float32_tiles(bits, order, 8, 23, out, flags_out, want_flags, c0, c1)
+
+
+@_pjit
+def _float32_threads_fp16(bits, order, out, flags_out, want_flags, chunks):
+    for c in prange(chunks):
+        c0, c1 = _chunk(bits.shape[1], chunks, c)
+        if c0 < c1:
+            _float32_tiles(bits, order, 5, 10, out, flags_out, want_flags, c0, c1)
+
+
+@_pjit
+def _float32_threads_bf16(bits, order, out, flags_out, want_flags, chunks):
+    for c in prange(chunks):
+        c0, c1 = _chunk(bits.shape[1], chunks, c)
+        if c0 < c1:
+            _float32_tiles(bits, order, 8, 7, out, flags_out, want_flags, c0, c1)
+
+
+_FLOAT32_THREADS = {(8, 23): _float32_threads_fp32, (5, 10): _float32_threads_fp16,
+                    (8, 7): _float32_threads_bf16}
+
+
+def aggregate_float32_threads(bits, order, exponent_bits, fraction_bits, out, flags_out,
+                              want_flags, chunks):
+    """aggregate_float32 for one arrival order, in chunks across threads."""
+    _FLOAT32_THREADS[exponent_bits, fraction_bits](bits, order, out, flags_out, want_flags,
+                                                   chunks)
 
 
 # ---------------------------------------------------------------- exact sum
@@ -1736,7 +1771,7 @@ def aggregate_exact(bits, exponent_bits, fraction_bits, out, flags_out):
 
 
 @_jit
-def doubles_to_format(x, exponent_bits, fraction_bits, out):
+def scalar_doubles_to_format(x, exponent_bits, fraction_bits, out):
     """float64 -> format bits, round to nearest even (NaN stays NaN)."""
     bias = (1 << (exponent_bits - 1)) - 1
     for j in range(x.shape[0]):
@@ -1755,3 +1790,34 @@ def doubles_to_format(x, exponent_bits, fraction_bits, out):
             magnitude = np.int64(frac * 9007199254740992.0)
             out[j] = _round_to_format(sign, magnitude, ex - 53 + bias + fraction_bits,
                                       exponent_bits, fraction_bits, True, 0)
+
+
+@_inline
+def _double_to_format_lane(v, eb, m):
+    """doubles_to_format for one value, without branches: the double as an
+    (E, A) register pair (A its signed 53-bit significand) through the int64
+    read-out lane, rne; Inf/NaN through the special-value flags; a zero
+    keeps its sign."""
+    x = viewer(v, np.int64)
+    sgn = x >> 63
+    field = (x >> 52) & 0x7FF
+    frac = x & ((np.int64(1) << 52) - 1)
+    special = field == 0x7FF
+    flag = (NAN if frac != 0 else (NEG_INF if sgn != 0 else POS_INF)) if special else 0
+    mag = frac | ((np.int64(1) << 52) if field != 0 else np.int64(0))
+    A = np.int64(0) if special else (mag ^ sgn) - sgn
+    E = max(field, np.int64(1)) - 1075 + ((1 << (eb - 1)) - 1) + m
+    r = _readout_lane64(E, A, flag, eb, m, True)
+    zero = sgn & (1 << (eb + m))
+    return zero if (A == 0) & (flag == 0) else r
+
+
+@_jit
+def doubles_to_format(x, exponent_bits, fraction_bits, out):
+    """float64 -> format bits, round to nearest even (NaN stays NaN)."""
+    eb, m = exponent_bits, fraction_bits
+    if _vector_format(eb, m):
+        for j in range(x.shape[0]):
+            out[j] = _double_to_format_lane(x[j], eb, m)
+    else:
+        scalar_doubles_to_format(x, eb, m, out)

@@ -387,3 +387,29 @@ def test_threads_change_nothing(mode):
 def test_bad_thread_counts(threads):
     with pytest.raises(ValueError, match="threads"):
         fpisa.aggregate(np.zeros((2, 4), np.float32), "fpisa", threads=threads)
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_doubles_to_format_equals_the_scalar_loop(fmt):
+    """float64 -> format (round to nearest even): every double exponent, ties
+    and near-ties at every rounding position, subnormal results, overflow,
+    signed zeros, Inf, NaN payloads."""
+    f = get_format(fmt)
+    rng = np.random.default_rng(111)
+    x = rng.integers(0, 2**64, 1_000_000, dtype=np.uint64)
+    exponent = np.arange(2048, dtype=np.uint64) << np.uint64(52)
+    for shift in range(52 - f.fraction_bits - 2, 53):  # ties and one-offs below/above
+        half = np.uint64(1) << np.uint64(max(shift, 0))
+        mant = rng.integers(0, 1 << 52, exponent.size, dtype=np.uint64) & ~(half * np.uint64(2) - np.uint64(1))
+        for delta in (0, 1):
+            for sign in (0, 1):
+                extra = (np.uint64(sign) << np.uint64(63)) | exponent | mant | half
+                x = np.concatenate([x, extra - np.uint64(delta), extra + np.uint64(delta)])
+    x = np.concatenate([x, np.array([0, 1 << 63, 0x7FF0000000000000, 0xFFF0000000000000,
+                                     0x7FF8000000000000, 0x7FF0000000000001, 1, 2**52 - 1],
+                                    np.uint64)])
+    v = x.view(np.float64)
+    got, expected = np.empty(v.size, f.bits_dtype), np.empty(v.size, f.bits_dtype)
+    K.doubles_to_format(v, f.exponent_bits, f.fraction_bits, got)
+    K.scalar_doubles_to_format(v, f.exponent_bits, f.fraction_bits, expected)
+    assert_bits_equal(got, expected, fmt, what="doubles -> " + fmt)
