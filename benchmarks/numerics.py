@@ -187,6 +187,10 @@ def vectorization_report() -> list[dict]:
             r.accumulate(0, bits[0, :255], True)
             r.accumulate(0, bits[1, :255], False)
             r.read(0)
+    for mode in ("switchml", "int-max"):
+        r = SlotRegisters(mode, 1, 255)
+        r.accumulate(0, bits[0, :255].astype(np.int32), True)
+        r.accumulate(0, bits[1, :255].astype(np.int32), False)
     functions = sorted(n for n in dir(K) if n.startswith(("_loop_", "accumulate_row_"))
                        or n in ("normalize_array", "extract_array", "doubles_to_format"))
     report = []

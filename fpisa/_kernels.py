@@ -556,18 +556,6 @@ def _ult32(typingctx, x, y):
 
 
 @intrinsic
-def _shl32u(typingctx, x, d):
-    """x << d for 0 <= d <= 31 (the caller guarantees it: no clamp)."""
-    if not _integers(x, d):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, s = _args32(context, builder, sig, args)
-        return builder.shl(a, s)
-    return types.int32(x, d), codegen
-
-
-@intrinsic
 def _sext32(typingctx, x):
     """A bit pattern as int32, sign-extended from its own width: a 16-bit
     format's sign bit lands in bit 31, like fp32's."""
@@ -975,11 +963,6 @@ def _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
     return anysp
 
 
-@_jit
-def _loop_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32):
-    return _body_fpisa_a32(row, E, A, F, OW, eb, m, h, lo, hi, wrap32)
-
-
 @_inline
 def _fpisa_a_tally(T, over, ow):
     """A tile's per-element tally: overwrites counted in bits 0..30, bit 31
@@ -1106,11 +1089,6 @@ def _body_extract(bits, eb, m, E, S, flags):
         E[i] = np.int32(0) if special else max(field, np.int32(1))
         S[i] = np.int32(0) if special else _signed32(sgn, field, frac, m)
         flags[i] = _special_flag32(sgn, field, frac, eb)
-
-
-@_jit
-def _loop_extract(bits, eb, m, E, S, flags):
-    return _body_extract(bits, eb, m, E, S, flags)
 
 
 @_jit
