@@ -99,6 +99,7 @@ __all__ = [
     "NAME_PREFIX",
     "DEFAULT_SPIN_S",
     "default_spin_s",
+    "supported",
 ]
 
 #: every segment this module creates is ``/dev/shm/fpisa-<pid>-<random>``
@@ -257,6 +258,15 @@ def _arm(ctrl, asleep_word, first, count, stride, out):
     if total:
         _atomic_store(ctrl, asleep_word, 0)
     return total
+
+
+def supported() -> bool:
+    """Whether this machine can run the shared-memory transport (Linux, x86-64)."""
+    try:
+        _check_platform()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _check_platform() -> None:

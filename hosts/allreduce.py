@@ -68,7 +68,8 @@ class AllreduceConfig:
     seed: int = 0
     timeout_ms: float = 20.0
     switch: str = "emulator"
-    #: "shm" or "udp"; None: shm for the emulator, udp for BMv2
+    #: "shm" or "udp"; None: shm for the emulator (udp where fpisa.shm does
+    #: not run: not Linux x86-64), udp for BMv2
     transport: str | None = None
     #: bit-exact and error checks (costs a reference aggregation)
     check: bool = True
@@ -86,7 +87,11 @@ class AllreduceConfig:
         if self.switch not in SWITCHES:
             bad(f"switch must be one of {tuple(SWITCHES)}, got {self.switch!r}")
         if self.transport is None:
-            object.__setattr__(self, "transport", "udp" if self.switch == "bmv2" else "shm")
+            from fpisa import shm
+
+            # shared memory where it runs (Linux x86-64), else loopback UDP
+            default = "shm" if self.switch == "emulator" and shm.supported() else "udp"
+            object.__setattr__(self, "transport", default)
         if self.transport not in TRANSPORTS:
             bad(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
         if self.switch == "bmv2" and self.transport != "udp":

@@ -217,3 +217,13 @@ def test_a_timeout_floor_above_the_default_cap_is_accepted():
     config = AllreduceConfig(job=JobSpec(num_workers=2), timeout_ms=400.0)
     worker = config.worker_config(1)
     assert worker.timeout_ms == 400.0 and worker.max_timeout_ms == 400.0
+
+
+def test_default_transport_falls_back_to_udp_where_shared_memory_does_not_run(monkeypatch):
+    from fpisa import shm
+
+    assert AllreduceConfig().transport == ("shm" if shm.supported() else "udp")
+    monkeypatch.setattr(shm.platform, "machine", lambda: "aarch64")
+    assert not shm.supported()
+    assert AllreduceConfig().transport == "udp"
+    assert AllreduceConfig(transport="udp", switch="bmv2").transport == "udp"
