@@ -390,15 +390,19 @@ def scalar_accumulate_row_int_max(A, values, first):
 #   W <= 32 or when no value can exceed 31 bits, else int64 lanes; fpisa's
 #   overflow and wrap checks are dropped when K (2^p - 1) fits the register
 #   (then no sum can overflow, so the check could never fire);
-# - whole arrays work on tiles of _TILE elements whose registers stay in L1
-#   while the K worker rows stream through;
+# - whole arrays work on tiles of _TILE elements whose registers stay in L2
+#   while the K worker rows stream through, several arrivals per pass;
 # - the format's widths are loop-invariant arguments (hoisted masks and
 #   shift counts). Specializing them as compile-time constants measured ~5%
 #   faster on the fpisa step and compiles three times as many functions, so
 #   only the float32 baseline (whose decode differs per format) does;
 # - rare work leaves the vector loop: Inf/NaN flags are recomputed for a
-#   tile (or row) only if it saw a special; |A| = 2^31 or 2^63 reads out as
-#   2^30 or 2^62 at E + 1 (the same value), as _readout does.
+#   tile (or row) only if it saw a special; the read-out's short rz pass
+#   falls back to the full lane (rne, subnormal, Inf, specials) only if some
+#   lane needs it; |A| = 2^31 or 2^63 reads out as 2^30 or 2^62 at E + 1
+#   (the same value), as _readout does;
+# - LLVM turns ``store(select(c, x, load p), p)`` into AVX2 masked stores
+#   (slow on Zen 3): exponents are updated as ``max`` and kept int32.
 #
 # tests/fpisa/test_vector_kernels.py compares every kernel here with the
 # scalar reference loops above. Which loops vectorize, and the instructions
@@ -1420,6 +1424,13 @@ def _float32_per_element(bits, order, eb, m, out, F_out):
             flags |= _special_flag32(sgn, field, frac, eb)
         out[j] = _f32_to_format(acc, eb, m)
         F_out[j] = flags
+
+
+@_jit
+def bf16_to_float32(bits, out):
+    """bf16 bit patterns -> float32 (exact: the same layout, 16 more fraction bits)."""
+    for i in range(bits.shape[0]):
+        out[i] = viewer(_shl32(bits[i], 16), np.float32)
 
 
 # ---------------------------------------------------------------- whole arrays

@@ -43,7 +43,12 @@ def from_bits(bits, fmt: str | Format = "fp32") -> np.ndarray:
     bits = np.asarray(bits, dtype=fmt.bits_dtype)
     if fmt.float_dtype is not None:
         return bits.view(fmt.float_dtype)
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    if bits.ndim == 0 or fmt.exponent_bits != 8 or fmt.fraction_bits != 7:
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    flat = np.ascontiguousarray(bits).reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    K.bf16_to_float32(flat, out)  # one vectorized pass, no temporaries
+    return out.reshape(bits.shape)
 
 
 def encode(bits, fmt: str | Format = "fp32"):

@@ -413,3 +413,12 @@ def test_doubles_to_format_equals_the_scalar_loop(fmt):
     K.doubles_to_format(v, f.exponent_bits, f.fraction_bits, got)
     K.scalar_doubles_to_format(v, f.exponent_bits, f.fraction_bits, expected)
     assert_bits_equal(got, expected, fmt, what="doubles -> " + fmt)
+
+
+def test_bf16_from_bits_is_the_shifted_pattern():
+    every = np.arange(1 << 16, dtype=np.uint16)
+    for bits in (every, every.reshape(256, 256), every.reshape(256, 256)[:, ::3], every[:0]):
+        got = fpisa.from_bits(bits, "bf16")
+        assert got.dtype == np.float32 and got.shape == bits.shape
+        np.testing.assert_array_equal(got.view(np.uint32), bits.astype(np.uint32) << 16)
+    assert fpisa.from_bits(np.uint16(0x3F80), "bf16") == 1.0
