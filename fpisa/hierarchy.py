@@ -41,6 +41,9 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
+# numba caches the kernels compiled into this module's functions with this
+# file's stamp only: after a change to _kernels.py, delete this module's
+# cache (fpisa/__pycache__/hierarchy.*.nb[ci]) or touch this file
 from . import _kernels as K
 from . import switchml as sml
 from .aggregate import aggregate_detailed, arrival_orders
