@@ -454,109 +454,35 @@ def _clamp31(builder, d):
     return builder.select(builder.icmp_unsigned(">", d, c31), c31, d)
 
 
-@intrinsic
-def _add32(typingctx, x, y):
-    """x + y wrapping at 32 bits."""
-    if not _integers(x, y):
-        return None
+def _binary32(emit, result=types.int32, shift=False, doc=""):
+    """An intrinsic ``f(x, y)`` of two integers as one i32 LLVM instruction
+    ``emit(builder, a, b)`` on their int32 casts; ``shift``: ``b`` is a shift
+    distance, clamped to 31 as AVX2's variable shifts do by themselves."""
+    def typer(typingctx, x, y):
+        if not _integers(x, y):
+            return None
 
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.add(a, b)
-    return types.int32(x, y), codegen
-
-
-@intrinsic
-def _sub32(typingctx, x, y):
-    """x - y wrapping at 32 bits."""
-    if not _integers(x, y):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.sub(a, b)
-    return types.int32(x, y), codegen
+        def codegen(context, builder, sig, args):
+            a, b = _args32(context, builder, sig, args)
+            return emit(builder, a, _clamp31(builder, b) if shift else b)
+        return result(x, y), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def _and32(typingctx, x, y):
-    if not _integers(x, y):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.and_(a, b)
-    return types.int32(x, y), codegen
-
-
-@intrinsic
-def _or32(typingctx, x, y):
-    if not _integers(x, y):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.or_(a, b)
-    return types.int32(x, y), codegen
-
-
-@intrinsic
-def _xor32(typingctx, x, y):
-    if not _integers(x, y):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.xor(a, b)
-    return types.int32(x, y), codegen
-
-
-@intrinsic
-def _sra32(typingctx, x, d):
-    """x >> d, arithmetic (floor(x / 2^d)); d >= 31 gives 0 or -1."""
-    if not _integers(x, d):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, s = _args32(context, builder, sig, args)
-        return builder.ashr(a, _clamp31(builder, s))
-    return types.int32(x, d), codegen
-
-
-@intrinsic
-def _shl32(typingctx, x, d):
-    """x << d, d clamped to 31 (callers keep d below that where it matters)."""
-    if not _integers(x, d):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, s = _args32(context, builder, sig, args)
-        return builder.shl(a, _clamp31(builder, s))
-    return types.int32(x, d), codegen
-
-
-@intrinsic
-def _srl32(typingctx, x, d):
-    """x >> d, logical (as unsigned), d clamped to 31."""
-    if not _integers(x, d):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, s = _args32(context, builder, sig, args)
-        return builder.lshr(a, _clamp31(builder, s))
-    return types.int32(x, d), codegen
-
-
-@intrinsic
-def _ult32(typingctx, x, y):
-    """x < y as unsigned 32-bit values."""
-    if not _integers(x, y):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b = _args32(context, builder, sig, args)
-        return builder.icmp_unsigned("<", a, b)
-    return types.boolean(x, y), codegen
+_add32 = _binary32(lambda b, x, y: b.add(x, y), doc="x + y wrapping at 32 bits.")
+_sub32 = _binary32(lambda b, x, y: b.sub(x, y), doc="x - y wrapping at 32 bits.")
+_and32 = _binary32(lambda b, x, y: b.and_(x, y), doc="x & y on 32 bits.")
+_or32 = _binary32(lambda b, x, y: b.or_(x, y), doc="x | y on 32 bits.")
+_xor32 = _binary32(lambda b, x, y: b.xor(x, y), doc="x ^ y on 32 bits.")
+_sra32 = _binary32(lambda b, x, d: b.ashr(x, d), shift=True,
+                   doc="x >> d, arithmetic (floor(x / 2^d)); d >= 31 gives 0 or -1.")
+_shl32 = _binary32(lambda b, x, d: b.shl(x, d), shift=True,
+                   doc="x << d, d clamped to 31 (callers keep d below that where it matters).")
+_srl32 = _binary32(lambda b, x, d: b.lshr(x, d), shift=True,
+                   doc="x >> d, logical (as unsigned), d clamped to 31.")
+_ult32 = _binary32(lambda b, x, y: b.icmp_unsigned("<", x, y), result=types.boolean,
+                   doc="x < y as unsigned 32-bit values.")
 
 
 @intrinsic
