@@ -152,6 +152,9 @@ def _write_header(out, o, vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, p
         out[o, _PID + k] = (pid >> (24 - 8 * k)) & 0xFF
 
 
+# Copies are written as loops: Numba's slice assignment between two arrays
+# (a[x:y] = b[u:v]) guards against overlap with a temporary and costs
+# ~0.4 us per KiB copied, 20x a plain loop (which LLVM turns into wide moves).
 @njit(cache=True, nogil=True)
 def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs, log):
     job, K, E, pool, fmt = cfg.job, cfg.num_workers, cfg.packet_elements, cfg.pool, cfg.fmt
@@ -216,7 +219,8 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
                         _write_header(out, n_out, RETX_VT, row_mode[row], fmt, result_flags[row],
                                       job, r, K, E, pidx, block_exponent[row], pid)
                         L = result_length[row]
-                        out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
+                        for b in range(L):
+                            out[n_out, HEADER_BYTES + b] = result_payload[row, b]
                         out_len[n_out] = HEADER_BYTES + L
                         out_rank[n_out] = r
                         n_out += 1
@@ -240,7 +244,8 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
         if float_job:
             nbytes = E * elem_bytes
             if native_little_endian:  # the wire's byte order: a plain copy
-                scratch_in_bytes[:] = pkts[i, HEADER_BYTES:HEADER_BYTES + nbytes]
+                for b in range(nbytes):
+                    scratch_in_bytes[b] = pkts[i, HEADER_BYTES + b]
             else:
                 for j in range(E):
                     v = np.int64(0)
@@ -282,7 +287,8 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
             for j in range(E):
                 acc |= F0[row, j]
             if native_little_endian:
-                result_payload[row, :E * elem_bytes] = scratch_out_bytes
+                for b in range(E * elem_bytes):
+                    result_payload[row, b] = scratch_out_bytes[b]
             else:
                 for j in range(E):
                     v = np.int64(scratch_out[j])
@@ -321,7 +327,8 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
         for k in range(K):
             _write_header(out, n_out, RESULT_VT, mode, fmt, rflags, job, k, K, E, pidx,
                           block_exponent[row], pid)
-            out[n_out, HEADER_BYTES:HEADER_BYTES + L] = result_payload[row, :L]
+            for b in range(L):
+                out[n_out, HEADER_BYTES + b] = result_payload[row, b]
             out_len[n_out] = HEADER_BYTES + L
             out_rank[n_out] = k
             n_out += 1
