@@ -119,6 +119,20 @@ class Registers(NamedTuple):
     ints: np.ndarray
 
 
+class Outputs(NamedTuple):
+    """Where the kernel writes what the switch sends, grouped by destination
+    rank: rank r's datagrams are ``rows[r, :count[r], :length[r, i]]``, so a
+    rank's results leave as one block without being gathered. A call
+    appends (``count`` is not reset); ``rank[i], index[i]`` say where the
+    call's i-th output went, in the order the reference path emits them."""
+
+    rows: np.ndarray  # (K, capacity, stride) uint8
+    length: np.ndarray  # (K, capacity) int64
+    count: np.ndarray  # (K,) int64
+    rank: np.ndarray  # (K x capacity,) int64
+    index: np.ndarray  # (K x capacity,) int64
+
+
 class Log(NamedTuple):
     """The pipeline's :class:`~emulator.pipeline.ArrivalLog` arrays."""
 
@@ -156,7 +170,7 @@ def _write_header(out, o, vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, p
 # (a[x:y] = b[u:v]) guards against overlap with a temporary and costs
 # ~0.4 us per KiB copied, 20x a plain loop (which LLVM turns into wide moves).
 @njit(cache=True, nogil=True)
-def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs, log):
+def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
     job, K, E, pool, fmt = cfg.job, cfg.num_workers, cfg.packet_elements, cfg.pool, cfg.fmt
     data_mode, int_max_ok, float_job = cfg.data_mode, cfg.int_max_ok, cfg.float_job
     raw_always, nearest, elem_bytes = cfg.raw_always, cfg.nearest, cfg.element_bytes
@@ -169,6 +183,7 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
     scratch_bits, scratch_out = regs.bits, regs.out
     scratch_in_bytes, scratch_out_bytes, scratch_int = regs.bits_bytes, regs.out_bytes, regs.ints
     log_pid, log_mode, log_order, log_count = log.packet_id, log.wire_mode, log.order, log.count
+    rows_out, len_out, count_out, seq_rank, seq_index = out.rows, out.length, out.count, out.rank, out.index
     n_out = 0
     all_workers = K
     counters[:] = 0
@@ -216,13 +231,17 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
                 if bitmap[row] & bit:
                     if completed[row]:
                         counters[_RETX] += 1
-                        _write_header(out, n_out, RETX_VT, row_mode[row], fmt, result_flags[row],
+                        o = count_out[r]
+                        dst = rows_out[r]
+                        _write_header(dst, o, RETX_VT, row_mode[row], fmt, result_flags[row],
                                       job, r, K, E, pidx, block_exponent[row], pid)
                         L = result_length[row]
                         for b in range(L):
-                            out[n_out, HEADER_BYTES + b] = result_payload[row, b]
-                        out_len[n_out] = HEADER_BYTES + L
-                        out_rank[n_out] = r
+                            dst[o, HEADER_BYTES + b] = result_payload[row, b]
+                        len_out[r, o] = HEADER_BYTES + L
+                        count_out[r] = o + 1
+                        seq_rank[n_out] = r
+                        seq_index[n_out] = o
                         n_out += 1
                     else:
                         counters[_DUP_INCOMPLETE] += 1
@@ -325,15 +344,38 @@ def _kernel(pkts, ranks, defer, out, out_len, out_rank, counters, cfg, st, regs,
                 log_order[t, k] = orders[row, k]
             log_count[0] = t + 1
         for k in range(K):
-            _write_header(out, n_out, RESULT_VT, mode, fmt, rflags, job, k, K, E, pidx,
+            o = count_out[k]
+            dst = rows_out[k]
+            _write_header(dst, o, RESULT_VT, mode, fmt, rflags, job, k, K, E, pidx,
                           block_exponent[row], pid)
             for b in range(L):
-                out[n_out, HEADER_BYTES + b] = result_payload[row, b]
-            out_len[n_out] = HEADER_BYTES + L
-            out_rank[n_out] = k
+                dst[o, HEADER_BYTES + b] = result_payload[row, b]
+            len_out[k, o] = HEADER_BYTES + L
+            count_out[k] = o + 1
+            seq_rank[n_out] = k
+            seq_index[n_out] = o
             n_out += 1
         counters[_MULTICAST] += K
     return n_out
+
+
+@njit(cache=True, nogil=True)
+def _output_runs(length, count, runs):
+    """Cut each rank's outputs into runs of equal length, in order: rows of
+    ``runs`` = (rank, first, end, datagram length); returns how many."""
+    n = 0
+    for r in range(count.shape[0]):
+        c = count[r]
+        start = 0
+        for o in range(1, c + 1):
+            if o == c or length[r, o] != length[r, start]:
+                runs[n, 0] = r
+                runs[n, 1] = start
+                runs[n, 2] = o
+                runs[n, 3] = length[r, start]
+                n += 1
+                start = o
+    return n
 
 
 class BatchProcessor:
@@ -350,12 +392,15 @@ class BatchProcessor:
         data = pipeline.registers[job.data_wire_mode]
         int_max = pipeline.registers.get(WireMode.INT_MAX)
         self._stride = HEADER_BYTES + pipeline.max_result_payload
-        self._out = np.zeros((max_batch * K, self._stride), np.uint8)
-        self._out_view = memoryview(self._out.reshape(-1))
+        # a packet sends at most one datagram to each rank: per rank, room for
+        # the outputs of max_batch packets
+        self._outputs = Outputs(np.zeros((K, max_batch, self._stride), np.uint8),
+                                np.zeros((K, max_batch), np.int64), np.zeros(K, np.int64),
+                                np.zeros(K * max_batch, np.int64), np.zeros(K * max_batch, np.int64))
+        self._runs = np.zeros((K * max_batch, 4), np.int64)
         self._defer = np.zeros(max_batch, np.uint8)
         self._counters = np.zeros(len(COUNTER_NAMES) + 1, np.int64)  # + deferred
-        self._out_len = np.zeros(max_batch * K, np.int64)
-        self._out_rank = np.zeros(max_batch * K, np.int64)
+        self._rank_rows = [np.full(max_batch, r, np.int64) for r in range(K)]
         fmt = job.format
         self._job = KernelJob(job.job, K, E, job.window, job.fmt_code, int(job.data_wire_mode),
                               int_max is not None, job.info.is_float, job.raw_registers,
@@ -400,17 +445,17 @@ class BatchProcessor:
         pkts = np.frombuffer(b"".join([d for d, _ in fast]), np.uint8).reshape(m, L)
         get = self._rank_of.get
         ranks = np.array([get(s, -1) for _, s in fast], np.int64)
+        self._outputs.count[:] = 0
         n, deferred = self._run(pkts, ranks)
         for i in deferred:
             out += p.process(*fast[i])
         # every output goes to a registered worker: a RESULT to each rank, a
-        # RESULT_RETX back to its asker (accepted only from its registered address)
+        # RESULT_RETX back to its asker (accepted only from its registered
+        # address), in the reference path's order
         if n:
-            view, stride, workers = self._out_view, self._stride, self.workers
-            lengths = self._out_len[:n].tolist()
-            for o, rank in enumerate(self._out_rank[:n].tolist()):
-                at = o * stride
-                out.append((workers[rank], bytes(view[at:at + lengths[o]])))
+            rows, length, workers = self._outputs.rows, self._outputs.length, self.workers
+            for rank, o in zip(self._outputs.rank[:n].tolist(), self._outputs.index[:n].tolist()):
+                out.append((workers[rank], rows[rank, o, :length[rank, o]].tobytes()))
         return out
 
     def process_trains(self, trains: list[tuple[bytes, int, Hashable]]) -> list[tuple[Hashable, bytes, int]]:
@@ -440,15 +485,15 @@ class BatchProcessor:
         train_of_packet = np.repeat(np.arange(len(blocks)), counts)
         for start in range(0, pkts.shape[0], self.max_batch):
             chunk = pkts[start:start + self.max_batch]
+            self._outputs.count[:] = 0
             n, deferred = self._run(chunk, rank_of_packet[start:start + self.max_batch])
             for i in deferred:
                 source = sources[train_of_packet[start + i]]
                 for address, packet in p.process(chunk[i].tobytes(), source):
                     out.append((address, packet, len(packet)))
-            if not n:
-                continue
-            for rank, rows in self._grouped_outputs(n):
-                out.append((self.workers[rank], rows.tobytes(), rows.shape[1]))
+            if n:
+                for rank, rows in self._output_groups():
+                    out.append((self.workers[rank], rows.tobytes(), rows.shape[1]))
         return out
 
     def process_arrays(self, received: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
@@ -456,12 +501,18 @@ class BatchProcessor:
         of packets as ``(sender rank, (m, L) uint8 view into its ring)`` go
         to the kernel as they lie in the ring, without building bytes.
         Returns ``(destination rank, (k, size) uint8 rows)`` to send, each
-        block one size; same effect as :meth:`process` on the packets in
-        order. Rows of another length than the job's DATA packets (not ours,
-        or malformed) go through the reference path one by one."""
+        block one size, per rank in order; same effect as :meth:`process` on
+        the packets in order. The rows are views of this processor's output
+        buffer, valid until its next call: send (copy) them before that.
+        Rows of another length than the job's DATA packets (not ours, or
+        malformed) go through the reference path one by one."""
         p = self.p
         L = self.data_length
         out: list[tuple[int, np.ndarray]] = []
+        count = self._outputs.count
+        count[:] = 0
+        held = 0  # packets whose outputs are in the buffer
+        cap = self.max_batch
         for rank, view in received:
             if view.shape[1] != L:
                 source = self.workers[rank]
@@ -469,39 +520,46 @@ class BatchProcessor:
                     for address, packet in p.process(row.tobytes(), source):
                         out.append((self._rank_of[address], np.frombuffer(packet, np.uint8)[None, :]))
                 continue
-            pkts = np.ascontiguousarray(view)
-            for start in range(0, pkts.shape[0], self.max_batch):
-                chunk = pkts[start:start + self.max_batch]
-                n, deferred = self._run(chunk, np.full(chunk.shape[0], rank, np.int64))
-                for i in deferred:
-                    for address, packet in p.process(chunk[i].tobytes(), self.workers[rank]):
-                        out.append((self._rank_of[address], np.frombuffer(packet, np.uint8)[None, :]))
-                if n:
-                    out += self._grouped_outputs(n)
+            pkts = view if view.flags.c_contiguous else np.ascontiguousarray(view)
+            ranks = self._rank_rows[rank] if 0 <= rank < len(self._rank_rows) else None
+            for start in range(0, pkts.shape[0], cap):
+                chunk = pkts[start:start + cap]
+                m = chunk.shape[0]
+                if held + m > cap:  # the buffer could overflow: hand out copies
+                    out += [(r, rows.copy()) for r, rows in self._output_groups()]
+                    count[:] = 0
+                    held = 0
+                chunk_ranks = ranks[:m] if ranks is not None else np.full(m, rank, np.int64)
+                _, deferred = self._run(chunk, chunk_ranks)
+                held += m
+                if deferred:
+                    out += [(r, rows.copy()) for r, rows in self._output_groups()]
+                    count[:] = 0
+                    held = 0
+                    for i in deferred:
+                        for address, packet in p.process(chunk[i].tobytes(), self.workers[rank]):
+                            out.append((self._rank_of[address], np.frombuffer(packet, np.uint8)[None, :]))
+        if held:
+            out += self._output_groups()
         return out
 
-    def _grouped_outputs(self, n: int) -> list[tuple[int, np.ndarray]]:
-        """The kernel's ``n`` outputs as (rank, rows of one size), copied out
-        of the output buffer (the next batch overwrites it)."""
-        out_rank, out_len = self._out_rank[:n], self._out_len[:n]
-        groups = []
-        for rank in np.unique(out_rank).tolist():
-            idx = np.flatnonzero(out_rank == rank)
-            lengths = out_len[idx]
-            for size in np.unique(lengths).tolist():
-                sel = idx[lengths == size] if lengths.size > 1 else idx
-                groups.append((rank, self._out[sel, :size]))
-        return groups
+    def _output_groups(self) -> list[tuple[int, np.ndarray]]:
+        """The buffered outputs as (rank, rows of one length) views, in order per rank."""
+        o = self._outputs
+        n = _output_runs(o.length, o.count, self._runs)
+        rows = o.rows
+        return [(r, rows[r, a:b, :size]) for r, a, b, size in self._runs[:n].tolist()]
 
     def _run(self, pkts: np.ndarray, ranks: np.ndarray) -> tuple[int, list[int]]:
-        """The kernel on one batch; returns (outputs written, deferred indices)."""
+        """The kernel on one batch, appending to the output buffer; returns
+        (outputs written, deferred indices)."""
         p = self.p
         m = pkts.shape[0]
         counters = self._counters
         log = p.log
         if self._job.record:
             log.reserve(m)
-        n = _kernel(pkts, ranks, self._defer, self._out, self._out_len, self._out_rank, counters,
+        n = _kernel(pkts, ranks, self._defer, self._outputs, counters,
                     self._job, self._state, self._registers,
                     Log(log.packet_id, log.wire_mode, log.order, log.count))
         received, aggregated, completed, multicast, retransmitted, *drops, deferred = counters.tolist()

@@ -54,6 +54,7 @@ def warm_up(config: SwitchConfig) -> None:
                          np.zeros(job.packet_elements, dtype)), address)
                    for r, address in enumerate(config.workers)]
         batch.process(packets + packets[:1])
+    batch._output_groups()  # the shared-memory path's output grouping
 
 
 def relay(transport, process_batch: Callable, *, injector: FaultInjector | None = None,
