@@ -47,8 +47,12 @@ from fpisa.protocol import (
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
 _I16 = (-0x8000, 0x7FFF)
-#: results of this many packets sent later make a packet count as lost
-_FAST_RETRANSMIT_AFTER = 3
+#: the least reordering window of the time-based loss detection (RACK):
+#: a packet counts as lost once a packet sent after it has its result and
+#: it has been out this much longer than that one's round trip
+_REORDER_MIN_S = 1e-3
+#: ... in units of the smoothed round trip: RACK's quarter at first, up to two
+_REORDER_MIN_FRACTION, _REORDER_MAX_FRACTION = 0.25, 2.0
 
 
 class AllreduceTimeout(RuntimeError):
@@ -122,7 +126,8 @@ class ConversionCost:
 class ClientCounters(Counters):
     """sent: DATA packets sent (first copies); retransmitted: copies sent again
     (on a timeout, or as a fast retransmit); fast_retransmitted: those sent
-    again because results of three packets sent later came back first;
+    again before their timer because the result of a packet sent later came
+    back and they were overdue by a reordering margin (RACK);
     results: packets whose result arrived; duplicate_results: results that
     arrived again; ignored: packets not a result of ours (other job or rank,
     malformed); receive_batches: receive calls that returned results."""
@@ -308,17 +313,27 @@ class AllreduceClient:
         payload_end = HEADER_BYTES + packet_bytes
 
         pending = np.zeros(num_packets, np.bool_)  # waiting for its result
-        answered = np.zeros(num_packets, np.bool_)  # its result arrived
         attempts = np.zeros(num_packets, np.int64)
         sent_at = np.zeros(num_packets)
-        # fast retransmit (TCP's three duplicate acks, per packet): the order in
-        # which copies left, the three latest-sent packets whose results came
-        # back, and the attempt at which a packet was last fast-retransmitted
+        # fast retransmit, time based (RACK, RFC 8985): when and in which order
+        # each packet's latest copy left; of the packets sent once whose results
+        # came back, the latest sent (its order and round trip). Results come
+        # back out of order whenever workers run at different speeds (a slot
+        # completes with its last worker), so "three later packets answered"
+        # (TCP's duplicate acks) misfires; a time margin does not.
         send_order = np.zeros(num_packets, np.int64)
+        copy_sent_at = np.zeros(num_packets)
         sent_count = 0
-        latest_answered = np.full(_FAST_RETRANSMIT_AFTER, -1, np.int64)
-        fast_at = np.full(num_packets, -1, np.int64)
-        lowest = 0  # every packet below has its result; all in flight are below lowest + W
+        rack_order, rack_rtt = -1, 0.0
+        # the reordering window in units of the smoothed RTT: widened when a
+        # result comes twice (a retransmission was spurious, RACK's DSACK
+        # rule), narrowed slowly again while none does
+        reorder = _REORDER_MIN_FRACTION
+        # the packet each slot carries now (-1: none yet). Slots progress
+        # independently (a slot waiting for a lost packet does not hold up the
+        # others), so what is in flight spans far more than W packet ids:
+        # look for losses among these W, not in a range of ids
+        in_slot = np.full(W, -1, np.int64)
         timers: list = []  # heap of (deadline, sequence, packet indices, their attempt numbers)
         timer_seq = 0
         clock = time.monotonic
@@ -334,6 +349,8 @@ class AllreduceClient:
             if ks.size == 0:
                 return
             pending[ks] = True
+            in_slot[(base + ks) % W] = ks
+            copy_sent_at[ks] = now
             send_order[ks] = sent_count + np.arange(ks.size)
             sent_count += ks.size
             snapshot = attempts[ks]
@@ -359,9 +376,12 @@ class AllreduceClient:
         done = 0
         last_progress = now
         recv_trains = getattr(transport, "recv_trains", None)
+        rack_deadline = None
         while done < num_packets:
             now = clock()
             wait = timers[0][0] - now if timers else rto.timeout
+            if rack_deadline is not None:
+                wait = min(wait, rack_deadline - now)
             if injector is not None:
                 deadline = injector.next_deadline()
                 if deadline is not None:
@@ -393,11 +413,15 @@ class AllreduceClient:
                 k, first_at = np.unique(k, return_index=True)
                 rows = rows[first_at]
                 fresh = pending[k]
-                counters.duplicate_results += duplicates - int(np.count_nonzero(fresh))
+                spurious = duplicates - int(np.count_nonzero(fresh))
+                counters.duplicate_results += spurious
+                if spurious:
+                    reorder = min(_REORDER_MAX_FRACTION, reorder * 1.5)
+                else:
+                    reorder = max(_REORDER_MIN_FRACTION, reorder * 0.99)
                 k, rows = k[fresh], rows[fresh]
                 if k.size:
                     pending[k] = False
-                    answered[k] = True
                     result[k] = buf[rows, HEADER_BYTES:payload_end]
                     if want_raw:
                         raw = buf[rows, payload_end:]
@@ -406,32 +430,41 @@ class AllreduceClient:
                     clean = attempts[k] == 0  # Karn: no RTT samples from retransmitted packets
                     if clean.any():
                         rto.sample(float(np.median(now - sent_at[k[clean]])))
+                        # which copy a result answers is ambiguous for packets
+                        # sent more than once: only the others move RACK on
+                        q = k[clean]
+                        q = q[np.argmax(send_order[q])]
+                        if send_order[q] > rack_order:
+                            rack_order, rack_rtt = int(send_order[q]), now - copy_sent_at[q]
                     done += k.size
                     nxt = k + W
                     nxt = nxt[nxt < num_packets]
                     sent_at[nxt] = now
                     counters.sent += nxt.size
                     send(nxt, now)
-                    # a packet sent before three packets whose results are
-                    # back is lost (or its result is): send it again now,
-                    # once per attempt, instead of waiting for its timer
-                    # (only packets sent once: which copy a result answers is
-                    # ambiguous for the others, as for RTT samples)
-                    latest_answered = np.sort(np.concatenate([latest_answered, send_order[k[clean]]]))[
-                        -_FAST_RETRANSMIT_AFTER:]
-                    while lowest < num_packets and answered[lowest]:
-                        lowest += 1
-                    window = slice(lowest, min(num_packets, lowest + W))
-                    lost = np.flatnonzero(pending[window] & (send_order[window] < latest_answered[0])
-                                          & (fast_at[window] != attempts[window])) + lowest
+                    if self._progress is not None:
+                        self._progress.value = self._progress_base + done
+            # a copy sent before the latest-sent packet whose result is back,
+            # and out longer than that one's round trip plus a reordering
+            # window, is lost (or its result is): send it again now instead of
+            # waiting for its timer. Each copy counts anew, so a lost
+            # retransmission is found the same way. The candidates are the
+            # packets the W slots carry now.
+            rack_deadline = None
+            if rack_order >= 0:
+                flying = in_slot[in_slot >= 0]
+                overtaken = flying[pending[flying] & (send_order[flying] < rack_order)]
+                if overtaken.size:
+                    margin = rack_rtt + max(_REORDER_MIN_S, (rto.srtt or 0.0) * reorder)
+                    due_at = copy_sent_at[overtaken] + margin
+                    lost = overtaken[due_at <= now]
                     if lost.size:
                         attempts[lost] += 1
-                        fast_at[lost] = attempts[lost]
                         counters.retransmitted += lost.size
                         counters.fast_retransmitted += lost.size
                         send(lost, now)
-                    if self._progress is not None:
-                        self._progress.value = self._progress_base + done
+                    if lost.size < overtaken.size:
+                        rack_deadline = float(due_at[due_at > now].min())
             while timers and timers[0][0] <= now:
                 _, _, ks, snapshot = heapq.heappop(timers)
                 late = ks[pending[ks] & (attempts[ks] == snapshot)]

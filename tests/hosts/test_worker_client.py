@@ -124,8 +124,8 @@ def test_lost_results_are_recovered_by_re_sending():
 
 def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
     # the timers would fire only after a minute and the client gives up after
-    # 20 s without progress: only a fast retransmit (results of three packets
-    # sent later came back) can recover the lost result in time
+    # 20 s without progress: only a fast retransmit (a packet sent later has
+    # its result back, and this one is overdue) can recover the lost result in time
     dropped = []
 
     def drop_one_result(items):
@@ -145,6 +145,33 @@ def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
     assert np.array_equal(results[0], results[1])
     assert clients[1].counters.fast_retransmitted >= 1
     assert p.counters.retransmitted >= 1  # the switch answered the re-sent packet (RESULT_RETX)
+
+
+def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
+    # worker 1 loses packet 5's result three times (the result, then the
+    # answers to two re-sent copies), and meanwhile the result of packet 30,
+    # whose slot has run ahead of packet 5's by three rounds. Each copy counts
+    # anew, and losses are looked for in every slot, not in ids 5..5+W: with
+    # minute-long timers, both must come back through fast retransmits
+    lost = {5: 3, 30: 1}
+
+    def drop(items):
+        keep = []
+        for address, data in items:
+            header = unpack(data)[0]
+            if header.rank == 1 and lost.get(header.packet_id, 0) > 0:
+                lost[header.packet_id] -= 1
+                continue
+            keep.append((address, data))
+        return keep
+
+    data, results, clients, p = run_workers(
+        400, window=8, tamper=drop,
+        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+    assert lost == {5: 0, 30: 0}
+    assert np.array_equal(results[0], results[1])
+    assert clients[1].counters.fast_retransmitted >= 4
+    assert p.counters.retransmitted >= 4
 
 
 def test_passes_continue_the_sequence():
