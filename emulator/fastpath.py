@@ -25,7 +25,7 @@ import sys
 from typing import Hashable, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, typeof
 
 from fpisa import _kernels as kernels
 from fpisa.registers import protocol_flags
@@ -401,6 +401,7 @@ class BatchProcessor:
         self._defer = np.zeros(max_batch, np.uint8)
         self._counters = np.zeros(len(COUNTER_NAMES) + 1, np.int64)  # + deferred
         self._rank_rows = [np.full(max_batch, r, np.int64) for r in range(K)]
+        self._entries: dict = {}  # the kernel's compiled entry points, see _run
         fmt = job.format
         self._job = KernelJob(job.job, K, E, job.window, job.fmt_code, int(job.data_wire_mode),
                               int_max is not None, job.info.is_float, job.raw_registers,
@@ -559,9 +560,21 @@ class BatchProcessor:
         log = p.log
         if self._job.record:
             log.reserve(m)
-        n = _kernel(pkts, ranks, self._defer, self._outputs, counters,
-                    self._job, self._state, self._registers,
-                    Log(log.packet_id, log.wire_mode, log.order, log.count))
+        args = (pkts, ranks, self._defer, self._outputs, counters, self._job, self._state,
+                self._registers, Log(log.packet_id, log.wire_mode, log.order, log.count))
+        # Numba's dispatcher types every argument on every call, in Python
+        # for named tuples: ~40 us a call, as much as the kernel needs for 50
+        # packets. Only the two input arrays can change type (writable or
+        # not, contiguous or not), so the compiled entry point is kept per
+        # their flags and called directly (~5 us).
+        key = (pkts.flags.writeable, pkts.flags.c_contiguous, pkts.dtype, pkts.ndim,
+               ranks.flags.writeable, ranks.flags.c_contiguous, ranks.dtype, ranks.ndim)
+        entry = self._entries.get(key)
+        if entry is not None:
+            n = entry(*args)
+        else:
+            n = _kernel(*args)
+            self._entries[key] = _kernel.overloads[tuple(typeof(a) for a in args)].entry_point
         received, aggregated, completed, multicast, retransmitted, *drops, deferred = counters.tolist()
         c = p.counters
         c.received += received
