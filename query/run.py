@@ -33,7 +33,7 @@ from hosts.allreduce import SWITCHES, AllreduceConfig, AllreduceFailed, _bind_lo
 
 from . import partial as P
 from .sql import QuerySpec, parse
-from .table import schema_of, table_name
+from .table import open_table, schema_of, table_name
 from .worker import QueryClient, TableOverflow, run_partition
 
 __all__ = ["QueryConfig", "run_query", "query_job", "MAX_TABLE_SLOTS"]
@@ -94,6 +94,7 @@ def _worker_main(config: QueryConfig, spec: QuerySpec, rank: int, endpoint, swit
                              faults=faults if faults.active else None, progress=progress)
         client.warm_up()
         P.warm_up(run.job.fmt)  # compiled kernels loaded before the clock starts
+        open_table(config.table)  # the reader's first use (not the rows): as a warm database has it
     except Exception as e:
         conn.send(("error", rank, f"{type(e).__name__}: {e}"))
         return
