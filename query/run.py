@@ -62,8 +62,10 @@ class QueryConfig:
             raise ValueError(f"query: table slots must be 1..{MAX_TABLE_SLOTS}, got {self.table_slots!r}")
 
     def as_dict(self) -> dict:
+        run = self.run.as_dict()
+        del run["elements"]  # an allreduce's; a query's vectors are table_slots long
         return {"sql": self.sql, "table": self.table, "table_slots": self.table_slots,
-                "spill": self.spill, "check": self.check, **self.run.as_dict()}
+                "spill": self.spill, "check": self.check, **run}
 
 
 def query_job(spec: QuerySpec, mode: str = "fpisa", fmt: str = "fp32", **job) -> JobSpec:
@@ -343,6 +345,11 @@ def assemble(spec: QuerySpec, config: QueryConfig, reports: list[dict]) -> dict:
             bits_of[a.name] = b
             row[a.name] = float(from_bits(np.array([b], fmt.bits_dtype), fmt)[0])
         rows.append({"key": list(key), "values": row, "bits": bits_of, "where": where})
+    if not spec.keys and not rows:
+        # SQL: an aggregate without GROUP BY over no rows is one row, COUNT 0, the rest NULL
+        aggs = [spec.aggregates[i] for _, i in spec.outputs]  # no keys: every output aggregates
+        rows.append({"key": [], "values": {a.name: 0 if a.func == "count" else None for a in aggs},
+                     "bits": {}, "where": "empty"})
     rows = order_rows(spec, rows)
     table = {"slots": config.table_slots, "entries_used": int(entries.size),
              "spilled_groups": len(spill_keys),

@@ -133,3 +133,10 @@ def test_job_carries_only_the_modes_a_query_needs():
     job = query_job(parse("SELECT SUM(x), MIN(x) FROM t"), "fpisa")
     assert isinstance(job, JobSpec) and [m.name for m in job.wire_modes] == [
         "FPISA", "KEY_CLAIM", "SWITCHML", "FLOAT_MIN"]
+
+
+def test_no_selected_rows_give_one_null_row_as_in_sql(lineitem):
+    report = run(lineitem, "SELECT SUM(l_tax) AS s, MAX(l_tax) AS m, COUNT(*) AS c FROM lineitem "
+                           "WHERE l_quantity > 100")
+    assert report["checks"]["ok"]
+    assert [r["values"] for r in report["result"]] == [{"s": None, "m": None, "c": 0}]
