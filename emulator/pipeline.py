@@ -99,7 +99,8 @@ def header_struct() -> struct.Struct:
 _HEADER = header_struct()
 assert _HEADER.size == HEADER_BYTES
 _RANK_OFFSET = FIELD_OFFSETS["rank"]
-_FLOAT_WIRE_MODES = frozenset(int(m) for m in WireMode if m.is_float)
+#: modes whose payload is the job format's bit patterns (the header's fmt must match)
+_FLOAT_WIRE_MODES = frozenset(int(m) for m in WireMode if m.float_payload)
 
 
 @dataclass(frozen=True)
@@ -253,10 +254,12 @@ class SwitchPipeline:
 
     @property
     def data_length(self) -> int:
-        """The length of every DATA packet of the job (all its wire modes
-        carry equally long payloads)."""
-        lengths = {length for _, length in self._data_layout.values()}
-        assert len(lengths) == 1, "all of a job's wire modes carry equally long payloads"
+        """The length of the DATA packets of the job's data mode and of
+        SwitchML's exponent pass (the batch fast path's; the query modes of
+        ``JobSpec.extra_wire_modes`` may differ, e.g. int32 COUNT in an fp16
+        job: the fast path hands those to :meth:`process`)."""
+        lengths = {self._data_layout[int(m)][1] for m in self.job.info.wire_modes}
+        assert len(lengths) == 1, "a mode's data and exponent passes carry equally long payloads"
         return lengths.pop()
 
     @property
@@ -348,7 +351,10 @@ class SwitchPipeline:
     def _complete(self, row: int, packet_id: int, flags: int) -> list[tuple[Hashable, bytes]]:
         mode = WireMode(int(self.row_mode[row]))
         regs = self.registers[mode]
-        if mode.is_float:
+        if mode.float_payload and not mode.is_float:  # float min/max: the stored bit patterns
+            payload = regs.read(row).astype(element_dtype(mode, self._fmt_code)).tobytes()
+            result_flags = 0
+        elif mode.is_float:
             payload = regs.read(row, self._rounding).astype(element_dtype(mode, self._fmt_code)).tobytes()
             result_flags = regs.row_flags(row)
             if self.job.raw_registers or flags & FLAG_RAW:

@@ -39,7 +39,7 @@ def warm_up(config: SwitchConfig) -> None:
     job = config.job.replace(window=1)
     probe = SwitchPipeline(config.replace(job=job))
     for regs in probe.registers.values():
-        values = np.zeros(job.packet_elements, np.int32 if not regs.is_float else regs.fmt.bits_dtype)
+        values = np.zeros(job.packet_elements, regs.fmt.bits_dtype if regs.takes_bits else np.int32)
         regs.accumulate(0, values, True)
         regs.accumulate(0, values, False)
         regs.read(0)

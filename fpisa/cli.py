@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "hosts.study.cli",
     "hw_model.cli",
     "fpisa.torch.cli",
+    "query.cli",
 )
 
 

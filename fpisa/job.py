@@ -111,6 +111,9 @@ class JobSpec:
     rounding: str = "rz"
     #: the header's job number
     job: int = 0
+    #: wire modes the job uses besides its mode's (the query modes of
+    #: docs/query.md: int32 COUNT, float min/max, the group table's key claim)
+    extra_wire_modes: tuple = ()
 
     def __post_init__(self) -> None:
         def bad(msg: str):
@@ -140,6 +143,13 @@ class JobSpec:
         if self.rounding != Rounding.TOWARD_ZERO.value and not self.raw_registers:
             bad(f"rounding {self.rounding!r} needs raw registers (the switch's read-out "
                 "truncates; hosts round only the raw registers)")
+        try:
+            extra = tuple(dict.fromkeys(WireMode(int(m)) for m in self.extra_wire_modes))
+        except (TypeError, ValueError):
+            bad(f"extra_wire_modes must be wire modes {[m.name for m in WireMode]}, "
+                f"got {self.extra_wire_modes!r}")
+        object.__setattr__(self, "extra_wire_modes",
+                           tuple(m for m in extra if m not in info.wire_modes))
         for name in ("num_workers", "packet_elements", "window", "register_bits", "job"):
             object.__setattr__(self, name, int(getattr(self, name)))
 
@@ -163,7 +173,8 @@ class JobSpec:
 
     @property
     def wire_modes(self) -> tuple[WireMode, ...]:
-        return self.info.wire_modes
+        """The mode's wire modes (its data pass first), then the extra ones."""
+        return self.info.wire_modes + self.extra_wire_modes
 
     @property
     def element_bytes(self) -> int:
@@ -176,10 +187,16 @@ class JobSpec:
         return HEADER_BYTES + self.packet_elements * self.element_bytes
 
     @property
+    def max_data_packet_bytes(self) -> int:
+        """The longest DATA packet over all the job's wire modes."""
+        return HEADER_BYTES + self.packet_elements * max(
+            payload_bytes(m, self.fmt_code, 1) for m in self.wire_modes)
+
+    @property
     def max_result_bytes(self) -> int:
         """The longest result (with raw registers where the mode has them)."""
         extra = raw_bytes(self.packet_elements) if self.info.is_float else 0
-        return self.data_packet_bytes + extra
+        return max(self.data_packet_bytes + extra, self.max_data_packet_bytes)
 
     def pass_packets(self, elements: int) -> tuple[int, int]:
         """(packets of the exponent exchange, packets of the data pass) for an
@@ -200,6 +217,10 @@ class JobSpec:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["mode"] = self.mode.value
+        if self.extra_wire_modes:  # omitted when empty: allreduce jobs' reports stay as they were
+            d["extra_wire_modes"] = [int(m) for m in self.extra_wire_modes]
+        else:
+            del d["extra_wire_modes"]
         return d
 
     @classmethod

@@ -9,12 +9,13 @@ Packet: Ethernet / IPv4 / UDP (dst port :data:`UDP_PORT` towards the switch)
 / 16-byte aggregation header / payload.
 
 Payload, for ``num_elements`` = n elements:
-- modes fpisa, fpisa-a: n IEEE values in the format's storage size,
-  **little-endian**, i.e. the host's memory as it is: FPISA proposes the
-  byte-order conversion in the switch (a wire shuffle), so the host does no
-  per-element work at all.
-- modes switchml (int32 sum) and int-max (SwitchML's exponent exchange): n
-  int32, **big-endian**, as SwitchML sends them (the host converts).
+- modes fpisa, fpisa-a, float-min, float-max: n IEEE values in the format's
+  storage size, **little-endian**, i.e. the host's memory as it is: FPISA
+  proposes the byte-order conversion in the switch (a wire shuffle), so the
+  host does no per-element work at all.
+- modes switchml (int32 sum), int-max (SwitchML's exponent exchange) and
+  key-claim (the query group table): n int32, **big-endian**, as SwitchML
+  sends them (the host converts).
 - results with :data:`FLAG_RAW` set append the raw registers before
   normalization: n int64 mantissa registers then n uint16 exponent registers,
   both big-endian, so a host can normalize with round-to-nearest-even.
@@ -77,7 +78,8 @@ VERSION = 1
 #: (name, numpy type, width in bits, meaning); order = wire order, big-endian
 HEADER_FIELDS: tuple[tuple[str, str, int, str], ...] = (
     ("ver_type", ">u1", 8, "version (high nibble) | message type (low nibble)"),
-    ("mode", ">u1", 8, "WireMode: 0 fpisa, 1 fpisa-a, 2 switchml int32 sum, 3 int32 max"),
+    ("mode", ">u1", 8, "WireMode: 0 fpisa, 1 fpisa-a, 2 switchml int32 sum, 3 int32 max, "
+     "4 float min, 5 float max, 6 key claim"),
     ("fmt", ">u1", 8, "element format: 0 fp32, 1 fp16, 2 bf16 (int32 in modes 2, 3)"),
     ("flags", ">u1", 8, "FLAG_* bits"),
     ("job", ">u1", 8, "job number"),
@@ -108,10 +110,24 @@ class WireMode(enum.IntEnum):
     FPISA_A = 1
     SWITCHML = 2  #: int32 sum of quantized values
     INT_MAX = 3  #: int32 max: SwitchML's block exponent exchange
+    #: query aggregation (docs/query.md): min / max of float bit patterns,
+    #: compared as a switch compares them (sign-magnitude -> ordered integer)
+    FLOAT_MIN = 4
+    FLOAT_MAX = 5
+    #: query group table: int32 key fingerprints, the first nonzero one per
+    #: element wins (a compare-and-set register); losers spill to the host
+    KEY_CLAIM = 6
 
     @property
     def is_float(self) -> bool:
+        """FPISA registers (exponent + mantissa, normalized at read-out)."""
         return self in (WireMode.FPISA, WireMode.FPISA_A)
+
+    @property
+    def float_payload(self) -> bool:
+        """The payload holds the format's IEEE bit patterns, little-endian
+        (the FPISA modes and float min/max); otherwise int32 big-endian."""
+        return self.is_float or self in (WireMode.FLOAT_MIN, WireMode.FLOAT_MAX)
 
     @property
     def register_mode(self) -> str:
@@ -120,7 +136,9 @@ class WireMode(enum.IntEnum):
 
 
 _REGISTER_MODE = {WireMode.FPISA: "fpisa", WireMode.FPISA_A: "fpisa-a",
-                  WireMode.SWITCHML: "switchml", WireMode.INT_MAX: "int-max"}
+                  WireMode.SWITCHML: "switchml", WireMode.INT_MAX: "int-max",
+                  WireMode.FLOAT_MIN: "float-min", WireMode.FLOAT_MAX: "float-max",
+                  WireMode.KEY_CLAIM: "key-claim"}
 
 
 def ver_type(msg_type: MsgType) -> int:
@@ -195,7 +213,7 @@ def format_code(fmt: str | Format) -> int:
 
 def element_dtype(mode: WireMode, fmt_code: int) -> np.dtype:
     """dtype of one payload element on the wire (bit patterns for floats)."""
-    if not mode.is_float:
+    if not mode.float_payload:
         return np.dtype(">i4")
     fmt = get_format(WIRE_FORMATS[fmt_code])
     return np.dtype(fmt.bits_dtype).newbyteorder("<")
@@ -290,11 +308,11 @@ def unpack(data: bytes | memoryview) -> tuple[Header, np.ndarray, tuple[np.ndarr
     except ValueError:
         raise MalformedPacket("bad_type_or_mode", f"type {msg} mode {int(h['mode'])}") from None
     fmt = int(h["fmt"])
-    if mode.is_float and fmt not in WIRE_FORMATS:
+    if mode.float_payload and fmt not in WIRE_FORMATS:
         raise MalformedPacket("bad_format", str(fmt))
     n = int(h["num_elements"])
     flags = int(h["flags"])
-    dt = element_dtype(mode, fmt if mode.is_float else 0)
+    dt = element_dtype(mode, fmt if mode.float_payload else 0)
     need = HEADER_BYTES + n * dt.itemsize
     has_raw = msg_type != MsgType.DATA and bool(flags & FLAG_RAW)
     if has_raw:

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as K
+from . import _table_kernels as T
 from .formats import RegisterLayout, Rounding, get_format, get_rounding
 from .protocol import FLAG_OVERFLOW, FLAG_OVERWRITE, FLAG_SPECIAL, WireMode
 
@@ -34,7 +35,8 @@ ELEMENT_OVERFLOW = K.OVERFLOW
 ELEMENT_OVERWRITE = K.OVERWRITE
 
 #: one register kernel per wire mode: "switchml" sums int32 (wrapping like the
-#: hardware); "int-max" is SwitchML's block-exponent exchange
+#: hardware); "int-max" is SwitchML's block-exponent exchange; "float-min",
+#: "float-max" and "key-claim" are the query modes (fpisa/_table_kernels.py)
 REGISTER_MODES = tuple(m.register_mode for m in WireMode)
 _WIRE_MODE_OF = {m.register_mode: m for m in WireMode}
 
@@ -70,7 +72,13 @@ class SlotRegisters:
 
     @property
     def is_float(self) -> bool:
+        """FPISA registers (normalized at read-out)."""
         return self.wire_mode.is_float
+
+    @property
+    def takes_bits(self) -> bool:
+        """Packets carry the format's bit patterns (FPISA modes, float min/max)."""
+        return self.wire_mode.float_payload
 
     def _check(self, row: int, values: np.ndarray) -> np.ndarray:
         if not 0 <= row < self.num_rows:
@@ -79,7 +87,7 @@ class SlotRegisters:
             raise ValueError(f"{values.shape} values for {self.num_elements} elements")
         # never convert values: a float array cast to bit patterns (or fp16 bits
         # widened into fp32 registers) would be silently wrong data
-        if self.is_float:
+        if self.takes_bits:
             if values.dtype.kind != "u" or values.dtype.itemsize != self.fmt.storage_bytes:
                 raise ValueError(
                     f"{self.fmt.name} registers take {self.fmt.storage_bits}-bit unsigned bit "
@@ -103,11 +111,20 @@ class SlotRegisters:
                                      first, self._eb, self._m, self._w)
         elif mode is WireMode.SWITCHML:
             K.accumulate_row_int_sum(A, values, first)
-        else:
+        elif mode is WireMode.INT_MAX:
             K.accumulate_row_int_max(A, values, first)
+        elif mode is WireMode.FLOAT_MIN:
+            T.accumulate_row_float_min(A, values, first, self.fmt.storage_bits)
+        elif mode is WireMode.FLOAT_MAX:
+            T.accumulate_row_float_max(A, values, first, self.fmt.storage_bits)
+        else:
+            T.accumulate_row_key_claim(A, values, first)
 
     def read(self, row: int, rounding: str | Rounding = "rz") -> np.ndarray:
-        """The row's result: normalized bits (float modes) or int32."""
+        """The row's result: normalized bits (FPISA modes), the stored bit
+        patterns (float min/max) or int32."""
+        if self.takes_bits and not self.is_float:
+            return self.mantissa_register[row].astype(self.fmt.bits_dtype)
         if not self.is_float:
             return self.mantissa_register[row].astype(np.int32)
         nearest = get_rounding(rounding) is Rounding.NEAREST_EVEN

@@ -7,6 +7,9 @@
 - ``hw_model`` stands alone (it imports ``fpisa`` only to check itself).
 - the testbed (``hosts/allreduce.py``, ``hosts/cli.py``, ``hosts/mininet``)
   composes switch and workers and may import both.
+- ``query``: its worker side (``query/worker.py``) imports ``fpisa`` and the
+  worker client only, its query/table/numerics modules ``fpisa`` only; its
+  orchestrator (``query/run.py``, ``query/cli.py``) is testbed.
 """
 
 import ast
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fpisa", "emulator", "hosts", "hw_model", "p4")
+PACKAGES = ("fpisa", "emulator", "hosts", "hw_model", "p4", "query")
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -37,7 +40,8 @@ RULES = [
     ("hw_model", {"fpisa", "hw_model"}, set()),
     ("p4", {"fpisa", "p4"}, set()),
     ("hosts/worker.py", {"fpisa", "hosts"}, set()),
-]
+    ("query/worker.py", {"fpisa", "hosts", "query"}, set()),
+] + [(f"query/{m}.py", {"fpisa", "query"}, set()) for m in ("sql", "table", "partial", "exact")]
 
 
 @pytest.mark.parametrize("where,allowed,exempt", RULES, ids=[r[0] for r in RULES])
@@ -54,6 +58,15 @@ def test_imports_point_down_the_layers(where, allowed, exempt):
         if extra:
             bad[rel] = sorted(extra)
     assert not bad, f"imports that reach up a layer: {bad}"
+
+
+def test_query_worker_imports_only_the_worker_client():
+    import ast as _ast
+
+    tree = _ast.parse((ROOT / "query" / "worker.py").read_text())
+    hosts = {n.module for n in _ast.walk(tree) if isinstance(n, _ast.ImportFrom) and n.level == 0
+             and n.module and n.module.startswith("hosts")}
+    assert hosts == {"hosts.worker"}
 
 
 def test_worker_module_does_not_import_the_switch():

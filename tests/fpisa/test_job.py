@@ -24,8 +24,22 @@ def test_the_mode_table_covers_every_mode():
     with pytest.raises(ValueError, match="does not run in the switch"):
         mode_info("exact").data_wire_mode
     # the wire modes' register kernels are named by the protocol, once
-    assert [m.register_mode for m in WireMode] == ["fpisa", "fpisa-a", "switchml", "int-max"]
+    assert [m.register_mode for m in WireMode] == ["fpisa", "fpisa-a", "switchml", "int-max",
+                                                   "float-min", "float-max", "key-claim"]
     assert all(m.is_float == (m in (WireMode.FPISA, WireMode.FPISA_A)) for m in WireMode)
+    assert [m for m in WireMode if m.float_payload] == [WireMode.FPISA, WireMode.FPISA_A,
+                                                        WireMode.FLOAT_MIN, WireMode.FLOAT_MAX]
+
+
+def test_extra_wire_modes_of_a_query_job():
+    job = JobSpec(mode="fpisa", fmt="fp16", extra_wire_modes=(6, WireMode.SWITCHML, 4, 4))
+    assert job.wire_modes == (WireMode.FPISA, WireMode.KEY_CLAIM, WireMode.SWITCHML,
+                              WireMode.FLOAT_MIN)
+    assert job.max_data_packet_bytes == 16 + job.packet_elements * 4  # int32 COUNT in fp16
+    assert JobSpec.from_dict(job.as_dict()) == job
+    assert "extra_wire_modes" not in JobSpec().as_dict()
+    with pytest.raises(ValueError, match="extra_wire_modes"):
+        JobSpec(extra_wire_modes=(99,))
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -42,7 +42,7 @@ const bit<32> NUM_SWITCH_COUNTERS = 16;
 header agg_t {
     bit<4> version;  // version (high nibble) | message type (low nibble)
     bit<4> msg_type;  // version (high nibble) | message type (low nibble)
-    bit<8> mode;  // WireMode: 0 fpisa, 1 fpisa-a, 2 switchml int32 sum, 3 int32 max
+    bit<8> mode;  // WireMode: 0 fpisa, 1 fpisa-a, 2 switchml int32 sum, 3 int32 max, 4 float min, 5 float max, 6 key claim
     bit<8> fmt;  // element format: 0 fp32, 1 fp16, 2 bf16 (int32 in modes 2, 3)
     bit<8> flags;  // FLAG_* bits
     bit<8> job;  // job number
