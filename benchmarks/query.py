@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpisa.netem import LinkFaults  # noqa: E402
 from hosts.allreduce import AllreduceConfig  # noqa: E402
-from query.run import QueryConfig, prepare, query_job, run_query  # noqa: E402
-from query.sql import TPCH  # noqa: E402
-from query.table import generate_lineitem  # noqa: E402
+from hosts.query.run import QueryConfig, prepare, query_job, run_query  # noqa: E402
+from hosts.query.sql import TPCH  # noqa: E402
+from hosts.query.table import generate_lineitem  # noqa: E402
 
 
 def best(fn, repeats: int) -> tuple[float, object]:

@@ -25,7 +25,7 @@ SUBCOMMAND_MODULES = (
     "hosts.study.cli",
     "hw_model.cli",
     "fpisa.torch.cli",
-    "query.cli",
+    "hosts.query.cli",
 )
 
 

@@ -7,9 +7,10 @@
 - ``hw_model`` stands alone (it imports ``fpisa`` only to check itself).
 - the testbed (``hosts/allreduce.py``, ``hosts/cli.py``, ``hosts/mininet``)
   composes switch and workers and may import both.
-- ``query``: its worker side (``query/worker.py``) imports ``fpisa`` and the
-  worker client only, its query/table/numerics modules ``fpisa`` only; its
-  orchestrator (``query/run.py``, ``query/cli.py``) is testbed.
+- ``hosts/query``: its worker side (``hosts/query/worker.py``) imports
+  ``fpisa``, the worker client and the query modules below only; its
+  query/table/numerics modules ``fpisa`` and each other only; its
+  orchestrator (``hosts/query/run.py``, ``cli.py``, ``check.py``) is testbed.
 """
 
 import ast
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fpisa", "emulator", "hosts", "hw_model", "p4", "query")
+PACKAGES = ("fpisa", "emulator", "hosts", "hw_model", "p4")
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -40,8 +41,7 @@ RULES = [
     ("hw_model", {"fpisa", "hw_model"}, set()),
     ("p4", {"fpisa", "p4"}, set()),
     ("hosts/worker.py", {"fpisa", "hosts"}, set()),
-    ("query/worker.py", {"fpisa", "hosts", "query"}, set()),
-] + [(f"query/{m}.py", {"fpisa", "query"}, set()) for m in ("sql", "table", "partial", "exact")]
+]
 
 
 @pytest.mark.parametrize("where,allowed,exempt", RULES, ids=[r[0] for r in RULES])
@@ -60,13 +60,34 @@ def test_imports_point_down_the_layers(where, allowed, exempt):
     assert not bad, f"imports that reach up a layer: {bad}"
 
 
-def test_query_worker_imports_only_the_worker_client():
-    import ast as _ast
+def project_modules(path: Path) -> set[str]:
+    """The project modules ``path`` imports, by full name (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names.add(base)
+    return {n for n in names if n.split(".")[0] in PACKAGES}
 
-    tree = _ast.parse((ROOT / "query" / "worker.py").read_text())
-    hosts = {n.module for n in _ast.walk(tree) if isinstance(n, _ast.ImportFrom) and n.level == 0
-             and n.module and n.module.startswith("hosts")}
-    assert hosts == {"hosts.worker"}
+
+QUERY_CORE = {"hosts.query.sql", "hosts.query.table", "hosts.query.partial", "hosts.query.exact"}
+
+
+@pytest.mark.parametrize("module", ["sql", "table", "partial", "exact", "worker"])
+def test_query_hosts_stay_below_the_testbed(module):
+    """The query modules a worker runs import fpisa, each other and (the
+    worker) the allreduce client: never the orchestrator or the switch."""
+    allowed = QUERY_CORE | ({"hosts.worker", "hosts.query"} if module == "worker" else set())
+    got = project_modules(ROOT / "hosts" / "query" / f"{module}.py")
+    bad = {m for m in got if m.split(".")[0] != "fpisa" and m not in allowed}
+    assert not bad, f"hosts/query/{module}.py reaches up a layer: {sorted(bad)}"
 
 
 def test_worker_module_does_not_import_the_switch():

@@ -16,9 +16,9 @@ from fpisa.cli import main  # noqa: E402
 from fpisa.job import JobSpec  # noqa: E402
 from fpisa.netem import LinkFaults  # noqa: E402
 from hosts.allreduce import AllreduceConfig  # noqa: E402
-from query.run import QueryConfig, TableOverflowError, prepare, query_job, run_query  # noqa: E402
-from query.sql import TPCH  # noqa: E402
-from query.table import generate_lineitem, read_table  # noqa: E402
+from hosts.query.run import QueryConfig, TableOverflowError, prepare, query_job, run_query  # noqa: E402
+from hosts.query.sql import TPCH  # noqa: E402
+from hosts.query.table import generate_lineitem, read_table  # noqa: E402
 
 EVERYTHING = ("SELECT l_linenumber, l_returnflag, SUM(l_quantity) AS q, AVG(l_discount) AS d, "
               "MIN(l_tax) AS mn, MAX(l_quantity * l_discount) AS mx, COUNT(*) AS c FROM lineitem "
@@ -128,7 +128,7 @@ def test_too_many_groups_without_spill_exit_2(lineitem, capsys):
 
 
 def test_job_carries_only_the_modes_a_query_needs():
-    from query.sql import parse
+    from hosts.query.sql import parse
 
     job = query_job(parse("SELECT SUM(x), MIN(x) FROM t"), "fpisa")
     assert isinstance(job, JobSpec) and [m.name for m in job.wire_modes] == [

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from fpisa.codec import doubles_to_bits
-from query import partial as P
-from query.exact import exact_avg_bits, exact_group_sums, exact_sum_bits, round_rational
-from query.sql import TPCH, QueryError, parse
+from hosts.query import partial as P
+from hosts.query.exact import exact_avg_bits, exact_group_sums, exact_sum_bits, round_rational
+from hosts.query.sql import TPCH, QueryError, parse
 
 SCHEMA = {"k": "int", "s": "string", "x": "float", "y": "float", "d": "date"}
 

@@ -122,7 +122,7 @@ def _worker_main(config: QueryConfig, spec: QuerySpec, rank: int, endpoint, swit
 def _context():
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["numpy", "fpisa", "fpisa.net", "fpisa.netem", "hosts.worker",
-                                "query.worker", "query.partial", "pyarrow", "pyarrow.parquet",
+                                "hosts.query.worker", "hosts.query.partial", "pyarrow", "pyarrow.parquet",
                                 "pyarrow.compute", "emulator.server"])
     return ctx
 
