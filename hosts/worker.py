@@ -469,7 +469,11 @@ class AllreduceClient:
                 overtaken = flying[pending[flying] & (send_order[flying] < rack_order)]
                 if overtaken.size:
                     margin = rack_rtt + max(_REORDER_MIN_S, (rto.srtt or 0.0) * reorder)
-                    due_at = copy_sent_at[overtaken] + margin
+                    # doubled per re-send of the same packet, as its timer is:
+                    # a packet whose slot waits for another worker's loss would
+                    # otherwise be re-sent every round trip by all K - 1
+                    # others (a storm of duplicates that slows the switch)
+                    due_at = copy_sent_at[overtaken] + np.ldexp(margin, np.minimum(attempts[overtaken], 16))
                     lost = overtaken[due_at <= now]
                     if lost.size:
                         attempts[lost] += 1
