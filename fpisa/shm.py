@@ -1031,7 +1031,8 @@ class _ShmTransport:
         """Up to ``max_packets`` datagrams as ``(bytes, source)``, in order per source."""
         return split_trains(self.recv_trains(timeout, max_packets))
 
-    def recv_arrays(self, timeout: float | None, max_packets: int = 256) -> list[tuple[int, np.ndarray]]:
+    def recv_arrays(self, timeout: float | None, max_packets: int = 256, *, min_packets: int = 1,
+                    linger_s: float = 0.0) -> list[tuple[int, np.ndarray]]:
         """Zero copy: up to ``max_packets`` datagrams as ``(rank, view)``,
         ``view`` a read-only-by-convention ``(m, L)`` uint8 array *into the
         ring* holding a run of ``m`` datagrams of ``L`` bytes (row stride =
@@ -1039,11 +1040,22 @@ class _ShmTransport:
         the ring's worker rank (the sender's, at the switch). The views stay
         valid until :meth:`release_arrays` or the next ``recv_*`` call, which
         hand their slots back to the producer: finish with them (or copy)
-        before that."""
+        before that.
+
+        Coalescing (like a NIC's interrupt moderation): if fewer than
+        ``min_packets`` are waiting once something is, nap ``linger_s``
+        (without raising the asleep flag, so producers do not ring) and take
+        what is there then. A caller that expects more soon trades that much
+        latency for fewer, larger batches: each wake-up costs a process
+        switch and a pass of per-batch work, which with more processes than
+        CPUs is what runs out."""
         self.release_arrays()
         out: list = []
         if not self.wait(timeout):
             return out
+        if linger_s > 0 and min_packets > 1 and self._waiting() < min_packets:
+            time.sleep(linger_s)
+            self._waiting()  # the rings' counts as they are now
         budget = max_packets
         for r in self._ready_rings():
             ring, rank = self._rx[r], self._rx_ranks[r]

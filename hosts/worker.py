@@ -47,6 +47,10 @@ from fpisa.protocol import (
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
 _I16 = (-0x8000, 0x7FFF)
+#: shared memory: a receive that finds fewer results waiting than this, with
+#: many more to come, naps this long first (fewer, larger batches; the
+#: round trips here are 5-50 ms, so 0.5 ms is noise)
+_COALESCE_PACKETS, _COALESCE_S = 32, 0.5e-3
 #: the least reordering window of the time-based loss detection (RACK):
 #: a packet counts as lost once a packet sent after it has its result and
 #: it has been out this much longer than that one's round trip
@@ -392,7 +396,11 @@ class AllreduceClient:
             timeout = wait if wait > 0.0 else 0.0
             buf = None
             if recv_arrays is not None:  # shared memory: the results where they lie in the ring
-                views = recv_arrays(timeout, 1024)
+                # with many results still to come, wait a moment for a batch
+                # of them rather than wake for each few (see recv_arrays)
+                expect = num_packets - done
+                views = (recv_arrays(timeout, 1024, min_packets=_COALESCE_PACKETS, linger_s=_COALESCE_S)
+                         if expect >= 4 * _COALESCE_PACKETS else recv_arrays(timeout, 1024))
                 counters.ignored += sum(v.shape[0] for _, v in views if v.shape[1] != expected_len)
                 views = [v for _, v in views if v.shape[1] == expected_len]
                 if views:
@@ -481,7 +489,11 @@ class AllreduceClient:
                         counters.fast_retransmitted += lost.size
                         send(lost, now)
                     if lost.size < overtaken.size:
-                        rack_deadline = float(due_at[due_at > now].min())
+                        # wake for the next due one, but not sooner than an
+                        # eighth of a round trip from now: one wake-up then
+                        # re-sends all that fell due meanwhile
+                        rack_deadline = max(float(due_at[due_at > now].min()),
+                                            now + max(_REORDER_MIN_S, (rto.srtt or 0.0) / 8))
             while timers and timers[0][0] <= now:
                 _, _, ks, snapshot = heapq.heappop(timers)
                 late = ks[pending[ks] & (attempts[ks] == snapshot)]
