@@ -93,6 +93,8 @@ class LinkPacer:
         #: time the link had nothing to send between the first send and the last departure
         self.idle_s = 0.0
         self.idle_periods = 0
+        #: the longest idle period: (seconds, when it began after the first send, packets sent before)
+        self.longest_idle = (0.0, 0.0, 0)
         self.first_send: float | None = None
 
     def line_bytes(self, datagram_bytes: int) -> int:
@@ -103,8 +105,11 @@ class LinkPacer:
         each = self.line_bytes(datagram_bytes) / self.bytes_per_s
         if now > self.free_at:
             if math.isfinite(self.free_at):
-                self.idle_s += now - self.free_at
+                gap = now - self.free_at
+                self.idle_s += gap
                 self.idle_periods += 1
+                if gap > self.longest_idle[0]:
+                    self.longest_idle = (gap, self.free_at - self.first_send, self.packets)
             else:
                 self.first_send = now
         start = max(self.free_at, now)
@@ -117,7 +122,7 @@ class LinkPacer:
     def stats(self) -> dict:
         return {"link_gbps": self.gbps, "line_overhead": self.line_overhead,
                 "line_bytes": self.bytes, "packets": self.packets, "idle_s": self.idle_s,
-                "idle_periods": self.idle_periods,
+                "idle_periods": self.idle_periods, "longest_idle": list(self.longest_idle),
                 "busy_s": (self.free_at - self.first_send) if self.first_send is not None else 0.0}
 
 

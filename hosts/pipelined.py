@@ -74,10 +74,13 @@ class PipelineStats:
     chunks: int = 0
     #: wall time the network thread waited for conversion results
     stall_ns: int = 0
+    #: wall time of SwitchML's exponent pass (a round trip the link idles through)
+    exponent_pass_ns: int = 0
 
     def as_dict(self) -> dict:
         return {"conversion_threads": self.conversion_threads, "chunk_elements": self.chunk_elements,
-                "chunks": self.chunks, "stall_s": self.stall_ns / 1e9}
+                "chunks": self.chunks, "stall_s": self.stall_ns / 1e9,
+                "exponent_pass_s": self.exponent_pass_ns / 1e9}
 
 
 def _split(lo: int, hi: int, parts: int, align: int) -> list[tuple[int, int]]:
@@ -214,7 +217,9 @@ class PipelinedClient(AllreduceClient):
 
             try:
                 self._parallel(pool, "encode_ns", exponents, n)
+                t0 = time.perf_counter_ns()
                 result, _ = self._run_pass(WireMode.INT_MAX, local, bexp=0)
+                self.pipeline.exponent_pass_ns += time.perf_counter_ns() - t0
                 max_exponents = result.view(">i4")[:blocks].astype(np.int32)
                 self._fill = fill
                 try:

@@ -175,3 +175,31 @@ def test_bad_pacing_and_chunk_settings_are_clear_errors():
         AllreduceConfig(chunk_elements=1000)
     with pytest.raises(ValueError, match="chunk elements"):
         AllreduceConfig(conversion_threads=1, chunk_elements=0)
+
+
+def test_cli_bad_threads_or_rate_exit_two(capsys):
+    from fpisa.cli import main
+
+    assert main(["allreduce", "--workers", "2", "--conversion-threads", "0"]) == 2
+    assert "conversion threads" in capsys.readouterr().err
+    assert main(["allreduce", "--workers", "2", "--link-gbps", "-2"]) == 2
+    assert "link rate" in capsys.readouterr().err
+    assert main(["allreduce", "--workers", "2", "--chunk-elements", "100"]) == 2
+    assert main(["study", "validate", "--threads", "0"]) == 2
+    assert main(["study", "validate", "--links", "0"]) == 2
+
+
+def test_cli_pipelined_paced_allreduce_reports_it(tmp_path, capsys):
+    from fpisa.cli import main
+
+    out = tmp_path / "r.json"
+    code = main(["allreduce", "--workers", "2", "--elements", "3000", "--mode", "switchml", "--window", "8",
+                 "--conversion-threads", "2", "--link-gbps", "0.5", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "bit-exact   yes" in text and "0.5 Gb/s per worker; worker pipelined, 2 conversion thread(s)" in text
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["config"]["link_gbps"] == 0.5 and report["config"]["conversion_threads"] == 2
+    assert [p["link_gbps"] for p in report["pacing"]] == [0.5, 0.5]
