@@ -78,7 +78,7 @@ class AllreduceConfig:
     #: None: the serial client (hosts.worker); N >= 1: hosts.pipelined with N
     #: conversion threads per worker, overlapping conversion with the network
     conversion_threads: int | None = None
-    #: the pipelined client's chunk (None: its default, a few windows of packets)
+    #: the pipelined client's unit of conversion (None: its default, 64 packets, >= 65536 elements)
     chunk_elements: int | None = None
     #: pace each worker's link to this many Gb/s (fpisa.pacing; None: unpaced)
     link_gbps: float | None = None

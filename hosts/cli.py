@@ -97,10 +97,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fault-direction", choices=FAULT_DIRECTIONS, default="both",
                    help="links the faults act on (default both)")
     p.add_argument("--conversion-threads", type=int, metavar="N", default=None,
-                   help="run the pipelined worker (hosts/pipelined.py): N threads per worker convert "
-                        "(SwitchML: quantize/dequantize) other chunks while one is in the switch; same "
-                        "packets and results (default: the serial worker, which converts the whole "
-                        "array before and after sending it)")
+                   help="run the pipelined worker (hosts/pipelined.py): N threads per worker quantize "
+                        "SwitchML's packets chunk by chunk while the first ones are already being sent, "
+                        "and dequantize in parallel; same packets and results (default: the serial "
+                        "worker, which converts the whole array before and after sending it)")
     p.add_argument("--chunk-elements", type=int, metavar="N", default=None,
                    help="the pipelined worker's unit of conversion, rounded up to whole packets "
                         "(default: 64 packets, at least 65536 elements)")

@@ -163,7 +163,7 @@ def _host_cores(args) -> int:
 _VALIDATE_DESCRIPTION = """\
 Check the host-cost model of `fpisa study host-cores` where this machine can
 run it for real: the allreduce (K worker processes, the emulated switch,
-shared-memory rings; every run checked bit-exact) with each worker's link
+loopback UDP by default; every run checked bit-exact) with each worker's link
 paced to a few rates (fpisa/pacing.py: every packet charged its Ethernet
 line bytes, as the model counts them) and the pipelined worker
 (hosts/pipelined.py) with 1, 2, ... conversion threads, beside
@@ -171,8 +171,8 @@ line bytes, as the model counts them) and the pipelined worker
   model = min(link rate, threads x one core's conversion rate)
 
 with single-core rates measured in the same run. Unpaced runs measure the
-emulated system's own capacity (switch emulator + rings + Python, on this
-machine's cores), a bound the model does not have; paced points at most
+emulated system's own capacity (switch emulator + transport + Python, on
+this machine's cores), a bound the model does not have; paced points at most
 --cap-fraction of it are "link-bound" and must be within --tolerance of the
 model. Goodput is per worker (its elements over its own time), best of
 --repeats runs.

@@ -4,7 +4,7 @@ For each mode (FPISA, SwitchML), worker (the pipelined one with 1, 2, ...
 conversion threads; optionally the serial one) and link rate (paced with
 :mod:`fpisa.pacing`, and unpaced), :func:`run_validation` runs the real
 allreduce (:func:`hosts.allreduce.run_allreduce`: K worker processes, the
-emulated switch process, shared-memory rings, every run checked bit-exact)
+emulated switch process, loopback UDP by default, every run checked bit-exact)
 and puts the measured goodput per worker (its elements over its own time,
 best of N runs) beside :func:`hosts.study.host_cores.predict_goodput` with
 the single-core rates measured in the same run
@@ -17,7 +17,7 @@ The model's modes: ``fpisa`` for FPISA (the host copies; the wire is the
 array's little-endian bytes) and ``switchml-2pass`` for SwitchML (this
 toolkit's worker sends the exponents in a separate pass). ``threads`` is the
 model's host cores. The emulated system's capacity is a third bound the
-model does not have: the switch emulator, the rings and the workers' Python
+model does not have: the switch emulator, the transport and the workers' Python
 per received batch, all on this machine's 2 shared cores. It is *measured*
 here, as the best unpaced goodput of the same mode and worker; a point is
 "link-bound" when the link rate is at most ``cap_fraction`` of that
@@ -300,6 +300,11 @@ def _e(x) -> str:
     return f"{x / 1e6:.2f}"
 
 
+def _load(report: dict) -> str:
+    load = report["machine"].get("load_average_1min_at_start")
+    return "unknown" if load is None else f"{load:.2f}"
+
+
 def _idle(p: dict) -> str:
     """The paced link's idle time as a share of the run (mean over workers)."""
     idle = [x for x in (p.get("link_idle_s") or []) if x is not None]
@@ -327,9 +332,9 @@ def validation_lines(report: dict, markdown: bool = False) -> list[str]:
     lines = [f"Host-cost model vs real allreduce: {c['workers']} workers, {c['transport']} transport, {c['fmt']}, "
              f"{c['packet_elements']} elements/packet, window {c['window']}, best of {c['repeats']}; "
              f"M elements/s per worker",
-             f"rates measured in this run, one core: " + ", ".join(
+             "rates measured in this run, one core: " + ", ".join(
                  f"{m} {v / 1e9:.2f}e9/s" for m, v in report["rates"]["per_core"].items())
-             + f"; load average at start {report['machine']['load_average_1min_at_start']}", ""]
+             + f"; 1-minute load average at start {_load(report)}", ""]
     if markdown:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
