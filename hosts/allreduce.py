@@ -33,8 +33,10 @@ from fpisa.formats import get_format
 from fpisa.job import JobSpec
 from fpisa.netem import LinkFaults
 from fpisa.net import transport_for
+from fpisa.pacing import LinkPacer, PacedTransport
 from fpisa.verify import check_allreduce, packet_orders, star_reference
 
+from .pipelined import PipelinedClient, check_conversion_threads
 from .worker import AllreduceClient, WorkerConfig
 
 __all__ = ["AllreduceConfig", "AllreduceFailed", "run_allreduce", "gradient_like", "check_results",
@@ -73,6 +75,13 @@ class AllreduceConfig:
     transport: str | None = None
     #: bit-exact and error checks (costs a reference aggregation)
     check: bool = True
+    #: None: the serial client (hosts.worker); N >= 1: hosts.pipelined with N
+    #: conversion threads per worker, overlapping conversion with the network
+    conversion_threads: int | None = None
+    #: the pipelined client's unit of conversion (None: its default, 64 packets, >= 65536 elements)
+    chunk_elements: int | None = None
+    #: pace each worker's link to this many Gb/s (fpisa.pacing; None: unpaced)
+    link_gbps: float | None = None
 
     def __post_init__(self) -> None:
         def bad(msg):
@@ -100,6 +109,17 @@ class AllreduceConfig:
             bad(f"timeout_ms must be > 0, got {self.timeout_ms!r}")
         if not isinstance(self.faults, LinkFaults):
             bad(f"faults must be a LinkFaults, got {type(self.faults).__name__}")
+        try:
+            if self.conversion_threads is not None:
+                check_conversion_threads(self.conversion_threads)
+            if self.chunk_elements is not None:
+                if self.conversion_threads is None:
+                    raise ValueError("chunk_elements needs conversion_threads (the pipelined client)")
+                PipelinedClient.check_chunk(self.chunk_elements)
+            if self.link_gbps is not None:
+                LinkPacer(self.link_gbps)  # a ValueError for a bad rate
+        except ValueError as e:
+            bad(str(e))
 
     def as_dict(self) -> dict:
         """Flat: the job's fields, the faults' and the run's (the report's "config")."""
@@ -151,9 +171,16 @@ def _worker_main(config: AllreduceConfig, rank: int, endpoint, switch_address, c
     try:
         bits = gradient_like(config.elements, rank, config.seed, config.job.fmt)
         transport = transport_for(endpoint, rank)
+        if config.link_gbps is not None:
+            transport = PacedTransport(transport, LinkPacer(config.link_gbps))
         faults = config.sender_faults(seed_offset=1 + rank)
-        client = AllreduceClient(config.worker_config(rank), transport, switch_address,
-                                 faults=faults if faults.active else None, progress=progress)
+        options = dict(faults=faults if faults.active else None, progress=progress)
+        if config.conversion_threads is None:
+            client = AllreduceClient(config.worker_config(rank), transport, switch_address, **options)
+        else:
+            client = PipelinedClient(config.worker_config(rank), transport, switch_address,
+                                     conversion_threads=config.conversion_threads,
+                                     chunk_elements=config.chunk_elements, **options)
         client.warm_up()
     except Exception as e:
         conn.send(("error", rank, f"{type(e).__name__}: {e}"))
@@ -164,6 +191,8 @@ def _worker_main(config: AllreduceConfig, rank: int, endpoint, switch_address, c
         cpu = time.process_time()
         start = time.perf_counter()
         result = client.allreduce(bits)
+        if config.link_gbps is not None:
+            transport.drain()  # done when the link has sent the last byte, not before
         end = time.perf_counter()
         cpu = time.process_time() - cpu
     except Exception as e:
@@ -172,7 +201,9 @@ def _worker_main(config: AllreduceConfig, rank: int, endpoint, switch_address, c
     conn.send(("done", rank, {"start": start, "end": end, "result": result,
                               "counters": {**client.counters.as_dict(), "cpu_seconds": cpu},
                               "conversion": client.conversion.as_dict(),
-                              "packet_ids": client.packet_ids}))
+                              "packet_ids": client.packet_ids,
+                              "pacing": transport.stats() if config.link_gbps is not None else None,
+                              "pipeline": client.pipeline.as_dict() if config.conversion_threads else None}))
     transport.close()
 
 
@@ -318,7 +349,18 @@ def _report(config: AllreduceConfig, reports: dict[int, dict], stats: dict, reco
         "host_conversion": conversion,
         "switch": stats,
         "workers": [reports[r]["counters"] for r in range(K)],
+        # per worker: its elements over its own time (the host-cost model's goodput), and
+        # over the time since the last worker started (without the workers' start skew)
+        "goodput_elements_per_s": [config.elements / (reports[r]["end"] - reports[r]["start"])
+                                   for r in range(K)],
+        "goodput_since_all_started": [
+            config.elements / max(1e-9, reports[r]["end"] - max(x["start"] for x in reports.values()))
+            for r in range(K)],
     }
+    if config.link_gbps is not None:
+        report["pacing"] = [reports[r]["pacing"] for r in range(K)]
+    if config.conversion_threads is not None:
+        report["pipeline"] = [reports[r]["pipeline"] for r in range(K)]
     if config.check:
         report["checks"] = check_results(config, results, recorded)
     else:

@@ -96,6 +96,17 @@ def add_parser(subparsers) -> None:
     add_fault_arguments(p, "see --fault-direction")
     p.add_argument("--fault-direction", choices=FAULT_DIRECTIONS, default="both",
                    help="links the faults act on (default both)")
+    p.add_argument("--conversion-threads", type=int, metavar="N", default=None,
+                   help="run the pipelined worker (hosts/pipelined.py): N threads per worker quantize "
+                        "SwitchML's packets chunk by chunk while the first ones are already being sent, "
+                        "and dequantize in parallel; same packets and results (default: the serial "
+                        "worker, which converts the whole array before and after sending it)")
+    p.add_argument("--chunk-elements", type=int, metavar="N", default=None,
+                   help="the pipelined worker's unit of conversion, rounded up to whole packets "
+                        "(default: 64 packets, at least 65536 elements)")
+    p.add_argument("--link-gbps", type=float, metavar="G", default=None,
+                   help="pace each worker's link to G Gb/s, counting Ethernet/IPv4/UDP headers, FCS, "
+                        "preamble and gap per packet (fpisa/pacing.py; default: unpaced)")
     p.set_defaults(func=run_allreduce_command)
 
     w = subparsers.add_parser("worker", help="one worker of a job (with a standalone `fpisa switch`)",
@@ -125,7 +136,9 @@ def _config(args) -> AllreduceConfig:
     return AllreduceConfig(job=job_from_args(args), elements=args.elements,
                            faults=faults_from_args(args, seed=0), seed=args.seed,
                            fault_direction=args.fault_direction, timeout_ms=args.timeout_ms,
-                           switch=args.switch, transport=args.transport, check=not args.no_check)
+                           switch=args.switch, transport=args.transport, check=not args.no_check,
+                           conversion_threads=args.conversion_threads, chunk_elements=args.chunk_elements,
+                           link_gbps=args.link_gbps)
 
 
 def run_allreduce_command(args) -> int:
@@ -170,6 +183,14 @@ def format_summary(report: dict) -> str:
         f"{c['transport']} transport, faults: {faults}, seed {c['seed']}",
         f"  time        {report['seconds']:.3f} s  ({report['elements_per_second']:,.0f} elements/s)",
     ]
+    if "goodput_elements_per_s" in report:
+        lines.append("  goodput     " + ", ".join(f"{g:,.0f}" for g in report["goodput_elements_per_s"])
+                     + " elements/s per worker (its elements over its own time)")
+    if c.get("link_gbps") is not None or c.get("conversion_threads") is not None:
+        link = f"{c['link_gbps']:g} Gb/s per worker" if c.get("link_gbps") is not None else "unpaced"
+        worker = (f"pipelined, {c['conversion_threads']} conversion thread(s)"
+                  if c.get("conversion_threads") is not None else "serial")
+        lines.append(f"  link        {link}; worker {worker}")
     checks = report["checks"]
     if "bit_exact" in checks:
         what = "vs fpisa.aggregate with the switch's recorded arrival orders"

@@ -41,6 +41,7 @@ RULES = [
     ("hw_model", {"fpisa", "hw_model"}, set()),
     ("p4", {"fpisa", "p4"}, set()),
     ("hosts/worker.py", {"fpisa", "hosts"}, set()),
+    ("hosts/pipelined.py", {"fpisa", "hosts"}, set()),
 ]
 
 
@@ -93,3 +94,11 @@ def test_query_hosts_stay_below_the_testbed(module):
 def test_worker_module_does_not_import_the_switch():
     # and hosts/worker.py in particular imports nothing from hosts but itself
     assert imported_packages(ROOT / "hosts" / "worker.py") <= {"fpisa"}
+
+
+def test_pipelined_worker_builds_on_the_worker_client_only():
+    # a worker host's client too: fpisa, and of hosts only hosts/worker.py
+    tree = ast.parse((ROOT / "hosts" / "pipelined.py").read_text())
+    local = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0}
+    assert local <= {"worker"}
+    assert imported_packages(ROOT / "hosts" / "pipelined.py") <= {"fpisa", "hosts"}

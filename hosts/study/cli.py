@@ -64,7 +64,7 @@ exit codes: 0 ok, 1 a check failed, 2 bad usage or configuration"""
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "study", help="model-based studies: host-cores (FPISA vs SwitchML host CPU cost)",
+        "study", help="studies: host-cores (FPISA vs SwitchML host CPU cost), validate (it vs a paced allreduce)",
         description="Model-based studies of the FPISA paper's claims.")
     sub = parser.add_subparsers(dest="study_command", metavar="STUDY")
     p = sub.add_parser("host-cores", help="CPU cores, goodput and training speed-up: FPISA vs SwitchML",
@@ -101,6 +101,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, metavar="R", default=d.measure_repeats,
                    help="best of R per measurement (default: %(default)s)")
     p.set_defaults(func=_host_cores, _defaults={a.dest: a.default for a in p._actions if a.option_strings})
+    _add_validate(sub)
     parser.set_defaults(func=lambda args: (parser.print_help(), EXIT_USAGE)[1])
 
 
@@ -155,5 +156,101 @@ def _host_cores(args) -> int:
     print("wrote " + ", ".join(str(p) for p in paths))
     if not report["checks"]["ok"]:
         print("fpisa study host-cores: a check failed (see checks in host_cores.json)", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+_VALIDATE_DESCRIPTION = """\
+Check the host-cost model of `fpisa study host-cores` where this machine can
+run it for real: the allreduce (K worker processes, the emulated switch,
+loopback UDP by default; every run checked bit-exact) with each worker's link
+paced to a few rates (fpisa/pacing.py: every packet charged its Ethernet
+line bytes, as the model counts them) and the pipelined worker
+(hosts/pipelined.py) with 1, 2, ... conversion threads, beside
+
+  model = min(link rate, threads x one core's conversion rate)
+
+with single-core rates measured in the same run. Unpaced runs measure the
+emulated system's own capacity (switch emulator + transport + Python, on
+this machine's cores), a bound the model does not have; paced points at most
+--cap-fraction of it are "link-bound" and must be within --tolerance of the
+model. Goodput is per worker (its elements over its own time), best of
+--repeats runs.
+
+Writes DIR/validation.json (everything, every run), validation.csv,
+validation.md (the table) and validation.png."""
+
+
+def _add_validate(sub) -> None:
+    from .validate import MODEL_MODES, ValidateConfig
+
+    d = ValidateConfig()
+    p = sub.add_parser("validate", help="the host-cost model vs a real paced allreduce on this machine",
+                       description=_VALIDATE_DESCRIPTION,
+                       epilog="exit codes: 0 ok, 1 a check failed (not bit-exact, or a link-bound point "
+                              "outside the tolerance), 2 bad usage",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", metavar="DIR", default="host_cost",
+                   help="directory for the report files (default: %(default)s)")
+    p.add_argument("--links", nargs="*", type=float, metavar="GBPS", default=list(d.links_gbps),
+                   help="paced link rates per worker, Gb/s (default: "
+                        f"{' '.join(f'{x:g}' for x in d.links_gbps)})")
+    p.add_argument("--no-unpaced", action="store_true",
+                   help="skip the unpaced runs (then no point counts as link-bound: no measured capacity)")
+    p.add_argument("--threads", nargs="*", type=int, metavar="N", default=list(d.threads),
+                   help=f"conversion threads per worker (default: {' '.join(map(str, d.threads))})")
+    p.add_argument("--serial", action="store_true",
+                   help="also run the serial worker (converts the whole array before and after sending)")
+    p.add_argument("--modes", nargs="+", choices=sorted(MODEL_MODES), default=list(d.modes),
+                   help=f"allreduce modes (default: {' '.join(d.modes)})")
+    p.add_argument("--workers", type=int, default=d.workers, help="workers K (default: %(default)s)")
+    p.add_argument("--fmt", default=d.fmt, help="fp32, fp16, bf16 (default: %(default)s)")
+    p.add_argument("--packet-elements", type=int, metavar="E", default=d.packet_elements,
+                   help="elements per packet (default: %(default)s)")
+    p.add_argument("--window", type=int, default=d.window,
+                   help="packets in flight per worker (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=d.seconds,
+                   help="line time of one paced run; sets its elements (default: %(default)s)")
+    p.add_argument("--unpaced-elements", type=int, metavar="N", default=d.unpaced_elements,
+                   help="elements of an unpaced run (default: %(default)s)")
+    p.add_argument("--repeats", type=int, metavar="R", default=d.repeats,
+                   help="runs per point, the best reported (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=d.tolerance,
+                   help="allowed |measured/model - 1| at link-bound points (default: %(default)s)")
+    p.add_argument("--cap-fraction", type=float, default=d.cap_fraction,
+                   help="link-bound: link rate <= this x the measured capacity (default: %(default)s)")
+    p.add_argument("--transport", choices=["udp", "shm"], default=d.transport,
+                   help="how workers and switch exchange packets (default: %(default)s: on this machine the "
+                        "shared-memory rings' first round trip of a run takes 0.1-0.2 s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the data (default: %(default)s)")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args) -> int:
+    from .validate import ValidateConfig, run_validation, validation_lines, write_validation
+
+    config = ValidateConfig(  # ValueError -> exit 2 (fpisa.cli)
+        links_gbps=tuple(args.links), unpaced=not args.no_unpaced, threads=tuple(args.threads),
+        serial=args.serial, modes=tuple(args.modes), workers=args.workers, fmt=args.fmt,
+        packet_elements=args.packet_elements, window=args.window, seconds=args.seconds,
+        unpaced_elements=args.unpaced_elements, repeats=args.repeats, tolerance=args.tolerance,
+        cap_fraction=args.cap_fraction, seed=args.seed, transport=args.transport)
+    argv = sys.argv[1:]
+    rest = argv[argv.index("validate") + 1:] if "validate" in argv else []
+    command = " ".join(["fpisa", "study", "validate"] + [shlex.quote(a) for a in rest])
+    tty = sys.stderr.isatty()
+
+    def progress(what: str) -> None:
+        sys.stderr.write(f"\r{what:<72}")
+        sys.stderr.flush()
+
+    report = run_validation(config, command=command, progress=progress if tty else None)
+    if tty:
+        sys.stderr.write("\n")
+    paths = write_validation(report, args.out)
+    print("\n".join(validation_lines(report)))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    if not report["checks"]["ok"]:
+        print("fpisa study validate: a check failed (see checks in validation.json)", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
