@@ -254,9 +254,9 @@ class PacedTransport:
 
 
 def _paced_receive(name: str):
-    def receive(self, timeout: float | None, max_packets: int = 256):
+    def receive(self, timeout: float | None, max_packets: int = 256, **options):
         self.release()
-        got = getattr(self.transport, name)(self._timeout(timeout), max_packets)
+        got = getattr(self.transport, name)(self._timeout(timeout), max_packets, **options)
         self.release()
         return got
     receive.__name__ = name
