@@ -220,8 +220,8 @@ def _add_validate(sub) -> None:
     p.add_argument("--cap-fraction", type=float, default=d.cap_fraction,
                    help="link-bound: link rate <= this x the measured capacity (default: %(default)s)")
     p.add_argument("--transport", choices=["udp", "shm"], default=d.transport,
-                   help="how workers and switch exchange packets (default: %(default)s: on this machine the "
-                        "shared-memory rings' first round trip of a run takes 0.1-0.2 s)")
+                   help="how workers and switch exchange packets (default: %(default)s, as the committed "
+                        "validation in docs/host_cost ran)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the data (default: %(default)s)")
     p.set_defaults(func=_validate)
 

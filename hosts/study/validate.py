@@ -78,8 +78,8 @@ class ValidateConfig:
     #: a paced run moves about this many seconds of line time (long enough that
     #: one-time latencies, e.g. SwitchML's exponent round trip, are a few percent)
     seconds: float = 1.0
-    #: loopback UDP: on this machine the shared-memory rings' first round trip of a
-    #: run takes 0.1-0.2 s (UDP: ~5 ms), which the exponent pass would wait through
+    #: loopback UDP, as the committed validation ran (the rings' first round
+    #: trip was 0.1-0.2 s then, a lazy-loading cost since fixed: docs/host_cost.md)
     transport: str = "udp"
     min_elements: int = 200_000
     max_elements: int = 12_000_000
