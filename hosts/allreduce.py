@@ -242,19 +242,48 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
     ``on_started(worker processes)``: called once all have been told to go
     (tests use it to kill one).
     """
-    from emulator.pipeline import SwitchConfig
     from tqdm import tqdm
 
-    ctx = _context(SWITCHES[config.switch])
+    K = config.job.num_workers
+
+    def bar():
+        return tqdm(total=config.job.packets(config.elements) * K, unit="packet", desc="allreduce",
+                    disable=(None if progress is None else not progress), leave=False, mininterval=0.2)
+
+    reports, stats, recorded, _ = run_job(
+        config, _context(SWITCHES[config.switch]), _worker_main, (config,), bar,
+        start_timeout=start_timeout, launch_switch=launch_switch, on_started=on_started)
+    return _report(config, reports, stats, recorded)
+
+
+def run_job(config: AllreduceConfig, ctx, worker_main, worker_args: tuple, bar, *,
+            start_timeout: float = 120.0, launch_switch=None, on_started=None, on_message=None,
+            name: str = "fpisa-worker") -> tuple[dict[int, dict], dict, dict, float]:
+    """Start ``config``'s switch and K worker processes on its transport, run
+    them, collect and release everything (after success, failure and
+    Ctrl-C alike). The machinery every testbed job shares (``fpisa
+    allreduce``, ``fpisa query``).
+
+    Worker ``rank`` runs ``worker_main(*worker_args, rank, endpoint,
+    switch_address, conn, go, progress)``: it sends ``("ready", rank, None)``
+    on ``conn``, waits for ``go``, counts packets in ``progress`` and sends
+    ``("done", rank, report)``; any other message kind fails the job
+    (:class:`AllreduceFailed`) unless ``on_message(kind, rank, detail)``
+    raises something more specific first. ``bar()`` makes the progress bar
+    once all are ready. Returns (reports by rank, the switch's statistics,
+    its recorded arrival orders, seconds to start everything)."""
+    from emulator.pipeline import SwitchConfig
+
     job = config.job
     K = job.num_workers
     fabric, sockets = None, []
+    t_setup = time.perf_counter()
     if config.transport == "shm":
         from fpisa.shm import ShmFabric
 
         # every packet in flight holds at most one slot each way; retransmitted
         # and duplicated copies need room too
-        fabric = ShmFabric.create(K, job.data_packet_bytes, slots_per_ring=max(1024, 4 * job.window),
+        fabric = ShmFabric.create(K, job.max_data_packet_bytes, slots_per_ring=max(1024, 4 * job.window),
                                   result_slot_bytes=job.max_result_bytes)
         switch_endpoint, worker_endpoints = fabric, [fabric] * K
         switch_address, worker_addresses = fabric.switch_address, tuple(fabric.worker_addresses)
@@ -276,9 +305,9 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
         for rank in range(K):
             parent, child = ctx.Pipe()
             value = ctx.Value("q", 0, lock=False)
-            p = ctx.Process(target=_worker_main, name=f"fpisa-worker-{rank}",
-                            args=(config, rank, worker_endpoints[rank], switch_address, child, go, value),
-                            daemon=True)
+            p = ctx.Process(target=worker_main, name=f"{name}-{rank}",
+                            args=(*worker_args, rank, worker_endpoints[rank], switch_address, child, go,
+                                  value), daemon=True)
             p.start()
             child.close()
             workers.append(p)
@@ -293,9 +322,8 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
             kind, rank, detail = conn.recv()
             if kind != "ready":
                 raise AllreduceFailed(f"worker {rank} failed to start: {detail}")
-        bar = tqdm(total=config.job.packets(config.elements) * K, unit="packet", desc="allreduce",
-                   disable=(None if progress is None else not progress), leave=False,
-                   mininterval=0.2)
+        setup_seconds = time.perf_counter() - t_setup
+        progress_bar = bar()
         go.set()
         if on_started is not None:
             on_started(workers)
@@ -310,6 +338,8 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
                 except EOFError:
                     kind, detail = "error", f"exited (code {workers[rank].exitcode})"
                 if kind != "done":
+                    if on_message is not None:
+                        on_message(kind, rank, detail)
                     raise AllreduceFailed(f"worker {rank} failed: {detail}")
                 reports[rank] = detail
                 pending.discard(rank)
@@ -318,9 +348,10 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
                     raise AllreduceFailed(f"worker {rank} died (exit code {workers[rank].exitcode})")
             if switch_process is not None and not switch_process.is_alive():
                 raise AllreduceFailed(f"the switch died (exit code {switch_process.exitcode})")
-            bar.update(sum(v.value for v in counters) - bar.n)
-        bar.update(bar.total - bar.n)
-        bar.close()
+            progress_bar.update(sum(v.value for v in counters) - progress_bar.n)
+        if progress_bar.total:
+            progress_bar.update(progress_bar.total - progress_bar.n)
+        progress_bar.close()
         stats, recorded = switch.stop()
     finally:
         for p in workers:
@@ -333,7 +364,7 @@ def run_allreduce(config: AllreduceConfig, *, progress: bool | None = None,
             s.close()
         if fabric is not None:
             fabric.close()  # unlinks the segment: after success, failure and Ctrl-C alike
-    return _report(config, reports, stats, recorded)
+    return reports, stats, recorded, setup_seconds
 
 
 def _report(config: AllreduceConfig, reports: dict[int, dict], stats: dict, recorded: dict) -> dict:

@@ -3,8 +3,8 @@ aggregated by the emulated switch.
 
 :func:`run_query` parses and checks the query against the table's schema
 (a :class:`~query.sql.QueryError`, exit 2, before any process starts),
-starts the switch and K workers as ``hosts.allreduce.run_allreduce`` does
-(its forkserver, its launchers, its shared-memory fabric or loopback
+starts the switch and K workers with ``hosts.allreduce.run_job``, the
+allreduce's machinery (its launchers, its shared-memory fabric or loopback
 sockets, its fault configuration; everything released on failure and
 Ctrl-C), lets every worker run :func:`query.worker.run_partition`, merges
 the spilled groups on the host, builds the result table and checks it
@@ -15,10 +15,10 @@ Part of the testbed layer: it composes the switch and the workers.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 
 import numpy as np
 
@@ -26,10 +26,9 @@ from fpisa.aggregate import aggregate
 from fpisa._table_kernels import from_ordered_key, ordered_key
 from fpisa.codec import doubles_to_bits, from_bits
 from fpisa.job import JobSpec
-from fpisa.netem import LinkFaults
 from fpisa.net import transport_for
 from fpisa.protocol import WireMode
-from hosts.allreduce import SWITCHES, AllreduceConfig, AllreduceFailed, _bind_loopback, _launcher
+from hosts.allreduce import AllreduceConfig, AllreduceFailed, run_job
 
 from . import partial as P
 from .sql import QuerySpec, parse
@@ -130,7 +129,6 @@ def _context():
 def run_query(config: QueryConfig, *, progress: bool | None = None, start_timeout: float = 120.0,
               spec: QuerySpec | None = None) -> dict:
     """Run the query; return the report (result rows, timings, checks, counters)."""
-    from emulator.pipeline import SwitchConfig
     from tqdm import tqdm
 
     spec = spec or prepare(config.sql, config.table)
@@ -140,92 +138,23 @@ def run_query(config: QueryConfig, *, progress: bool | None = None, start_timeou
               fmt=run.job.fmt, block_size=run.job.packet_elements)
     job = run.job
     K = job.num_workers
-    ctx = _context()
-    fabric, sockets = None, []
-    if run.transport == "shm":
-        from fpisa.shm import ShmFabric
 
-        fabric = ShmFabric.create(K, job.max_data_packet_bytes, slots_per_ring=max(1024, 4 * job.window),
-                                  result_slot_bytes=job.max_result_bytes)
-        switch_endpoint, worker_endpoints = fabric, [fabric] * K
-        switch_address, worker_addresses = fabric.switch_address, tuple(fabric.worker_addresses)
-    else:
-        sockets = [_bind_loopback() for _ in range(K + 1)]
-        switch_endpoint, worker_endpoints = sockets[0], sockets[1:]
-        switch_address = sockets[0].getsockname()
-        worker_addresses = tuple(s.getsockname() for s in sockets[1:])
-    workers, conns, counters, switch = [], [], [], None
-    t_setup = time.perf_counter()
-    try:
-        switch_config = SwitchConfig(job, worker_addresses, record_orders=config.check)
-        switch_faults = run.sender_faults(seed_offset=0)
-        switch = _launcher(run.switch)(switch_config, switch_endpoint,
-                                       switch_faults if switch_faults.active else None, context=ctx)
-        go = ctx.Event()
-        for rank in range(K):
-            parent, child = ctx.Pipe()
-            value = ctx.Value("q", 0, lock=False)
-            p = ctx.Process(target=_worker_main, name=f"fpisa-query-worker-{rank}",
-                            args=(config, spec, rank, worker_endpoints[rank], switch_address, child, go,
-                                  value), daemon=True)
-            p.start()
-            child.close()
-            workers.append(p)
-            conns.append(parent)
-            counters.append(value)
-        for s in sockets:
-            s.close()
-        switch.wait_ready(start_timeout)
-        for conn in conns:
-            if not conn.poll(start_timeout):
-                raise AllreduceFailed("a worker did not start")
-            kind, rank, detail = conn.recv()
-            if kind != "ready":
-                raise AllreduceFailed(f"worker {rank} failed to start: {detail}")
-        setup_seconds = time.perf_counter() - t_setup
-        bar = tqdm(unit="packet", desc="query", disable=(None if progress is None else not progress),
-                   leave=False, mininterval=0.2)
-        go.set()
-        reports: dict[int, dict] = {}
-        pending = set(range(K))
-        switch_process = getattr(switch, "process", None)
-        while pending:
-            for conn in wait([conns[r] for r in pending], timeout=0.1):
-                rank = conns.index(conn)
-                try:
-                    kind, _, detail = conn.recv()
-                except EOFError:
-                    kind, detail = "error", f"exited (code {workers[rank].exitcode})"
-                if kind == "overflow":
-                    raise TableOverflowError(detail)
-                if kind == "usage":
-                    raise ValueError(f"worker {rank}: {detail}")
-                if kind != "done":
-                    raise AllreduceFailed(f"worker {rank} failed: {detail}")
-                reports[rank] = detail
-                pending.discard(rank)
-            for rank in pending:
-                if not workers[rank].is_alive() and not conns[rank].poll():
-                    raise AllreduceFailed(f"worker {rank} died (exit code {workers[rank].exitcode})")
-            if switch_process is not None and not switch_process.is_alive():
-                raise AllreduceFailed(f"the switch died (exit code {switch_process.exitcode})")
-            bar.update(sum(v.value for v in counters) - bar.n)
-        bar.close()
-        t_host = time.perf_counter()
-        merged = assemble(spec, config, [reports[r] for r in range(K)])
-        host_seconds = time.perf_counter() - t_host
-        stats, recorded = switch.stop()
-    finally:
-        for p in workers:
-            if p.is_alive():
-                p.terminate()
-            p.join(5)
-        if switch is not None:
-            switch.kill()
-        for s in sockets:
-            s.close()
-        if fabric is not None:
-            fabric.close()
+    def bar():
+        return tqdm(unit="packet", desc="query", disable=(None if progress is None else not progress),
+                    leave=False, mininterval=0.2)
+
+    def on_message(kind, rank, detail):
+        if kind == "overflow":
+            raise TableOverflowError(detail)
+        if kind == "usage":
+            raise ValueError(f"worker {rank}: {detail}")
+
+    reports, stats, recorded, setup_seconds = run_job(
+        dataclasses.replace(run, check=config.check), _context(), _worker_main, (config, spec), bar,
+        start_timeout=start_timeout, on_message=on_message, name="fpisa-query-worker")
+    t_host = time.perf_counter()
+    merged = assemble(spec, config, [reports[r] for r in range(K)])
+    host_seconds = time.perf_counter() - t_host
     ordered = [reports[r] for r in range(K)]
     start = min(r["start"] for r in ordered)
     seconds = max(r["end"] for r in ordered) - start + host_seconds
