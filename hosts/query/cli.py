@@ -9,13 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from fpisa.exitcodes import EPILOG, ExitCode
 from fpisa.formats import FORMATS
 from fpisa.job import SWITCH_MODES
 from fpisa.netem import add_fault_arguments, faults_from_args
 from fpisa.protocol import MAX_ELEMENTS
+from hosts.cli import _json_default
 
 __all__ = ["add_parser", "format_result"]
 
@@ -172,12 +172,6 @@ def run_command(args) -> int:
     return ExitCode.OK if checks is None or checks["ok"] else ExitCode.CHECK_FAILED
 
 
-def _json_default(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _fmt(v) -> str:
