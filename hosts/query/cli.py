@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from fpisa.exitcodes import EPILOG, ExitCode
 from fpisa.formats import FORMATS
 from fpisa.job import SWITCH_MODES
