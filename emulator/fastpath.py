@@ -117,6 +117,9 @@ class Registers(NamedTuple):
     bits_bytes: np.ndarray
     out_bytes: np.ndarray
     ints: np.ndarray
+    #: int64 copies of a row's registers for the read-out (the registers may be int32)
+    exponent64: np.ndarray
+    mantissa64: np.ndarray
 
 
 class Outputs(NamedTuple):
@@ -182,6 +185,7 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
     E0, A0, F0, OW0, A1 = regs.exponent, regs.mantissa, regs.flags, regs.overwrites, regs.int_max
     scratch_bits, scratch_out = regs.bits, regs.out
     scratch_in_bytes, scratch_out_bytes, scratch_int = regs.bits_bytes, regs.out_bytes, regs.ints
+    E64, A64 = regs.exponent64, regs.mantissa64
     log_pid, log_mode, log_order, log_count = log.packet_id, log.wire_mode, log.order, log.count
     rows_out, len_out, count_out, seq_rank, seq_index = out.rows, out.length, out.count, out.rank, out.index
     n_out = 0
@@ -301,7 +305,10 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
         # -- the last arrival: read out, keep for retransmissions, multicast
         rflags = np.int64(0)
         if float_job:
-            kernels.normalize_array(E0[row], A0[row], F0[row], eb, fb, nearest, scratch_out)
+            for j in range(E):
+                E64[j] = E0[row, j]
+                A64[j] = A0[row, j]
+            kernels.normalize_array(E64, A64, F0[row], eb, fb, nearest, scratch_out)
             acc = np.int64(0)
             for j in range(E):
                 acc |= F0[row, j]
@@ -318,7 +325,7 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
             if raw_always or (flags_in & FLAG_RAW):
                 rflags |= FLAG_RAW
                 for j in range(E):
-                    m = A0[row, j]
+                    m = np.int64(A0[row, j])
                     for b in range(8):  # int64 big-endian
                         result_payload[row, L + 8 * j + b] = (m >> (56 - 8 * b)) & 0xFF
                     e = E0[row, j] & 0xFFFF
@@ -413,8 +420,9 @@ class BatchProcessor:
                                 p.round_id, p.result_payload, p.result_length, p.result_flags)
         self._registers = Registers(
             data.exponent_register, data.mantissa_register, data.element_flags, data.overwrites,
-            int_max.mantissa_register if int_max is not None else np.zeros((1, 1), np.int64),
-            *self._scratch(E, fmt.bits_dtype), np.zeros(E, np.int64))
+            int_max.mantissa_register if int_max is not None else np.zeros((1, 1), data.mantissa_register.dtype),
+            *self._scratch(E, fmt.bits_dtype), np.zeros(E, np.int64), np.zeros(E, np.int64),
+            np.zeros(E, np.int64))
 
     @staticmethod
     def _scratch(n: int, dtype) -> tuple:
