@@ -13,6 +13,8 @@ Writes (all checked in; ``tests/p4/test_generated.py`` fails when one is stale):
 - ``include/generated/<program>_lanes.p4``: one lane (element) control
   instance per payload element; P4 has no loops, so N_ELEMENTS instances are
   written out.
+- ``benchmarks/p4/minimal_register_add.p4``: the BMv2 baseline of
+  ``benchmarks/bmv2_vs_emulator.py`` (N_ELEMENTS register read-add-writes).
 
 Run ``python -m p4.generate`` (or ``fpisa p4 constants``) after changing the
 protocol or :mod:`p4`; ``--check`` only reports stale files (exit 1).
@@ -28,6 +30,7 @@ from fpisa import registers
 from fpisa.protocol import HEADER_FIELDS, p4_constants
 
 from . import (
+    BASELINE,
     GENERATED_DIR,
     HEADROOM_BITS,
     INCLUDE_DIR,
@@ -245,6 +248,53 @@ def raw_headers() -> str:
     return "\n".join(out) + "\n"
 
 
+def minimal_register_add() -> str:
+    """The benchmark's baseline: the aggregation programs' parser and wire
+    format, N_ELEMENTS ``register<bit<32>>`` arrays (one per element, like the
+    lanes), one read-add-write of each per packet, the packet sent back out of
+    the port it came in on. Nothing else (no validation, tables, slot
+    protocol, decode or read-out): what that much arithmetic costs BMv2 at all."""
+    n = N_ELEMENTS
+    out = [HEADER]
+    out.append("// The BMv2 baseline of benchmarks/bmv2_vs_emulator.py: the aggregation")
+    out.append(f"// programs' parser (Ethernet / IPv4 / UDP / agg header / {n} elements), {n}")
+    out.append("// register<bit<32>> arrays, one read-add-write of each per packet (row = the")
+    out.append("// header's slot and shadow set), the sums written into the packet, which goes")
+    out.append("// back out of its ingress port. No validation, tables, slot protocol, decode or")
+    out.append("// read-out: the least any program doing this arithmetic costs BMv2.")
+    out.append("#include <core.p4>")
+    out.append("#include <v1model.p4>")
+    out.append("")
+    out.append('#include "../../p4/include/headers.p4"')
+    out.append('#include "../../p4/include/parser.p4"')
+    out.append("")
+    out.append("control MinimalIngress(inout headers_t hdr, inout metadata_t meta,")
+    out.append("                       inout standard_metadata_t standard_metadata) {")
+    for i in range(n):
+        out.append(f"    register<bit<32>>(POOL_ROWS) value_{i};")
+    out.append("")
+    out.append("    apply {")
+    out.append("        bit<32> row = ((bit<32>)hdr.agg.slot << 1) | (bit<32>)hdr.agg.shadow_set;")
+    for i in range(n):
+        out.append(f"        bit<32> sum_{i};")
+        out.append(f"        value_{i}.read(sum_{i}, row);")
+        out.append(f"        sum_{i} = sum_{i} + hdr.elements[{i}].value;")
+        out.append(f"        value_{i}.write(row, sum_{i});")
+        out.append(f"        hdr.elements[{i}].value = sum_{i};")
+    out.append("        standard_metadata.egress_spec = standard_metadata.ingress_port;")
+    out.append("    }")
+    out.append("}")
+    out.append("")
+    out.append("control MinimalEgress(inout headers_t hdr, inout metadata_t meta,")
+    out.append("                      inout standard_metadata_t standard_metadata) {")
+    out.append("    apply { }")
+    out.append("}")
+    out.append("")
+    out.append("V1Switch(AggregationParser(), NoChecksumVerification(), MinimalIngress(), MinimalEgress(),")
+    out.append("         Ipv4ChecksumUpdate(), AggregationDeparser()) main;")
+    return "\n".join(out) + "\n"
+
+
 def expected_files() -> dict[Path, str]:
     files = {
         GENERATED_DIR / "raw_headers.p4": raw_headers(),
@@ -254,6 +304,7 @@ def expected_files() -> dict[Path, str]:
     }
     for name, program in PROGRAMS.items():
         files[program.lanes_file] = lanes(name)
+    files[BASELINE.source] = minimal_register_add()
     return files
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from p4 import BUILD_DIR, PROGRAMS, Program, get_program
+from p4 import BASELINE, BUILD_DIR, INCLUDE_DIR, PROGRAMS, Program, get_program
 from p4.generate import stale_files
 
 from .tools import P4C, require_tools, tool_path
@@ -28,7 +28,7 @@ class BuildResult:
 
 def build_program(program: str | Program, out_dir: Path = BUILD_DIR) -> BuildResult:
     """Run p4c-bm2-ss on one program; never raises for a compile error (ok=False)."""
-    program = get_program(program) if isinstance(program, str) else program
+    program = _program(program)
     require_tools(P4C)
     stale = stale_files()
     if stale:
@@ -49,11 +49,18 @@ def build_all(out_dir: Path = BUILD_DIR) -> list[BuildResult]:
     return [build_program(p, out_dir) for p in PROGRAMS.values()]
 
 
+def _program(program: str | Program) -> Program:
+    if isinstance(program, Program):
+        return program
+    return BASELINE if program == BASELINE.name else get_program(program)
+
+
 def ensure_built(program: str | Program, out_dir: Path = BUILD_DIR) -> Path:
-    """The program's JSON, compiled if missing or older than any P4 source."""
-    program = get_program(program) if isinstance(program, str) else program
+    """The program's JSON, compiled if missing or older than any P4 source
+    (the program's file and everything under p4/include)."""
+    program = _program(program)
     json_path = out_dir / f"{program.name}.json"
-    sources = [program.source, *program.source.parent.glob("include/**/*.p4")]
+    sources = [program.source, *INCLUDE_DIR.glob("**/*.p4")]
     newest = max(p.stat().st_mtime for p in sources)
     if json_path.exists() and json_path.stat().st_mtime >= newest:
         return json_path
