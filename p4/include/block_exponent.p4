@@ -10,20 +10,16 @@ control BlockExponentMax(inout headers_t hdr, inout metadata_t meta) {
     register<bit<16>>(POOL_ROWS) block_exponent_register;
 
     apply {
-        bit<16> stored = 0;
-        if (!meta.first) {
-            block_exponent_register.read(stored, meta.row);
-        }
-        if (meta.update) {
-            // signed max on unsigned bits: flipping the sign bits orders them
-            if (meta.first || (hdr.agg.block_exponent ^ 0x8000) > (stored ^ 0x8000)) {
-                stored = hdr.agg.block_exponent;
-            }
-            block_exponent_register.write(meta.row, stored);
-        }
-        if (meta.readout) {
-            hdr.agg.block_exponent = stored;
-        }
+        // straight-line: read and written back on every packet that gets
+        // here, the value read unless the packet updates the row
+        bit<16> stored;
+        block_exponent_register.read(stored, meta.row);
+        // signed max on unsigned bits: flipping the sign bits orders them
+        stored = SEL(16, meta.update && (meta.first
+                         || (hdr.agg.block_exponent ^ 0x8000) > (stored ^ 0x8000)),
+                     hdr.agg.block_exponent, stored);
+        block_exponent_register.write(meta.row, stored);
+        hdr.agg.block_exponent = SEL(16, meta.readout, stored, hdr.agg.block_exponent);
     }
 }
 

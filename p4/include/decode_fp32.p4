@@ -1,6 +1,11 @@
 // Extract (numerics section 1) of one little-endian fp32 wire element:
 // the switch does the byte swap (FPISA's proposal), so hosts send their
 // memory as it is.
+//
+// Written as straight-line assignments with masks (SEL, headers.p4), not
+// if-trees: p4c turns every `if` (and `?:`) in an apply block into a BMv2
+// pipeline node (a conditional, and a table per run of statements), which
+// BMv2 walks per packet and lane; straight-line code is one action.
 #ifndef FPISA_DECODE_FP32_P4
 #define FPISA_DECODE_FP32_P4
 
@@ -18,39 +23,18 @@ control SwapBytes32(in bit<32> value, out bit<32> swapped) {
 // implied_one: the value is normal (fpisa-a flushes the others to zero).
 control DecodeFp32(in bit<32> wire_value, out bit<16> exponent, out bit<32> mantissa,
                    out bit<8> special, out bool implied_one) {
-    SwapBytes32() swap;
-
     apply {
-        bit<32> bits;
-        swap.apply(wire_value, bits);
+        bit<32> bits = wire_value[7:0] ++ wire_value[15:8] ++ wire_value[23:16] ++ wire_value[31:24];
         bit<8> biased = bits[30:23];
-        bit<32> magnitude = (bit<32>)bits[22:0];
-        special = 0;
-        exponent = 0;
-        mantissa = 0;
-        implied_one = false;
-        if (biased == 0xFF) {
-            if (bits[22:0] != 0) {
-                special = ELEMENT_NAN;
-            } else if (bits[31:31] == 1) {
-                special = ELEMENT_NEG_INF;
-            } else {
-                special = ELEMENT_POS_INF;
-            }
-        } else {
-            if (biased == 0) {
-                exponent = 1;
-            } else {
-                exponent = (bit<16>)biased;
-                magnitude = magnitude | 0x00800000;
-                implied_one = true;
-            }
-            if (bits[31:31] == 1) {
-                mantissa = 0 - magnitude;
-            } else {
-                mantissa = magnitude;
-            }
-        }
+        bool is_special = biased == 0xFF;
+        special = MASK(8, is_special)
+                & SEL(8, bits[22:0] != 0, ELEMENT_NAN,
+                      SEL(8, bits[31:31] == 1, ELEMENT_NEG_INF, ELEMENT_POS_INF));
+        implied_one = !is_special && biased != 0;
+        exponent = ~MASK(16, is_special) & ((bit<16>)biased | (bit<16>)(bit<1>)(biased == 0));
+        // the magnitude with the implied one of a normal value
+        bit<32> magnitude = (bits & 0x007FFFFF) | ((bit<32>)(bit<1>)implied_one << 23);
+        mantissa = ~MASK(32, is_special) & SEL(32, bits[31:31] == 1, 0 - magnitude, magnitude);
     }
 }
 

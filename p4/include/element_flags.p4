@@ -5,33 +5,27 @@
 
 #include "headers.p4"
 
+// Straight-line (no pipeline nodes of its own): the register is always read
+// and written; without an update the value written back is the value read
+// (a first arrival always updates).
 control ElementFlags(in bit<32> row, in bool first, in bool update, in bit<8> new_flags,
                      out bit<8> flags) {
     register<bit<8>>(POOL_ROWS) element_flags;
 
     apply {
-        flags = 0;
-        if (!first) {
-            element_flags.read(flags, row);
-        }
-        if (update) {
-            flags = flags | new_flags;
-            element_flags.write(row, flags);
-        }
+        element_flags.read(flags, row);
+        flags = (flags & ~MASK(8, first)) | (new_flags & MASK(8, update));
+        element_flags.write(row, flags);
     }
 }
 
+// flags: the OR of every element's flags of the row
 control SummarizeFlags(in bit<8> flags, inout bit<8> row_flags) {
     apply {
-        if ((flags & ELEMENT_OVERFLOW) != 0) {
-            row_flags = row_flags | FLAG_OVERFLOW;
-        }
-        if ((flags & ELEMENT_OVERWRITE) != 0) {
-            row_flags = row_flags | FLAG_OVERWRITE;
-        }
-        if ((flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0) {
-            row_flags = row_flags | FLAG_SPECIAL;
-        }
+        row_flags = row_flags
+                  | (FLAG_OVERFLOW & MASK(8, (flags & ELEMENT_OVERFLOW) != 0))
+                  | (FLAG_OVERWRITE & MASK(8, (flags & ELEMENT_OVERWRITE) != 0))
+                  | (FLAG_SPECIAL & MASK(8, (flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0));
     }
 }
 
@@ -40,10 +34,8 @@ control SummarizeFlags(in bit<8> flags, inout bit<8> row_flags) {
 control RawRegisters(in bit<16> exponent, in bit<32> mantissa,
                      inout bit<64> raw_mantissa, inout bit<16> raw_exponent) {
     apply {
-        raw_mantissa = (bit<64>)mantissa;
-        if (mantissa[31:31] == 1) {
-            raw_mantissa = raw_mantissa | 0xFFFFFFFF00000000;  // sign extension
-        }
+        // sign extension
+        raw_mantissa = (bit<64>)mantissa | (64w0xFFFFFFFF00000000 & MASK(64, mantissa[31:31] == 1));
         raw_exponent = exponent;
     }
 }

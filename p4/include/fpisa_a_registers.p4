@@ -7,17 +7,15 @@
 //   0 < e - E <= headroom  -> A += S << (e - E), E stays   (into the headroom)
 //   e - E > headroom       -> overwrite: E = e, A = S      (the stored value is lost)
 // Adds saturate; subnormals and zeros are flushed (contribute nothing).
+//
+// Apart from the shift table, straight-line code (no pipeline nodes of its
+// own): each register is read and written on every packet that reaches the
+// lanes; without an update the value written back is the value read.
 #ifndef FPISA_FPISA_A_REGISTERS_P4
 #define FPISA_FPISA_A_REGISTERS_P4
 
 #include "headers.p4"
 #include "generated/shift_tables.p4"
-
-const bit<8> ALIGN_NONE = 0;
-const bit<8> ALIGN_WRITE = 1;
-const bit<8> ALIGN_OVERWRITE = 2;
-const bit<8> ALIGN_RIGHT = 3;
-const bit<8> ALIGN_LEFT = 4;
 
 control FpisaAExponentRegister(in bit<32> row, in bool first, in bool update, in bool contributes,
                                in bit<16> incoming, out bit<8> alignment, out bit<8> distance,
@@ -25,77 +23,45 @@ control FpisaAExponentRegister(in bit<32> row, in bool first, in bool update, in
     register<bit<16>>(POOL_ROWS) exponent_register;
 
     apply {
-        bit<16> stored = 0;  // 0: no value yet
-        if (!first) {
-            exponent_register.read(stored, row);
-        }
-        alignment = ALIGN_NONE;
-        distance = 0;
-        if (update && contributes) {
-            if (stored == 0) {
-                alignment = ALIGN_WRITE;
-                stored = incoming;
-            } else if (incoming > stored && incoming - stored > (bit<16>)HEADROOM_BITS) {
-                alignment = ALIGN_OVERWRITE;
-                stored = incoming;
-            } else if (incoming <= stored) {
-                alignment = ALIGN_RIGHT;
-                bit<16> right = stored - incoming;
-                if (right > 255) {
-                    right = 255;  // the table's default action covers >= 31
-                }
-                distance = (bit<8>)right;
-            } else {
-                alignment = ALIGN_LEFT;
-                distance = (bit<8>)(incoming - stored);
-            }
-        }
-        if (update) {
-            exponent_register.write(row, stored);
-        }
-        stored_after = stored;
+        bit<16> stored;  // 0: no value yet
+        exponent_register.read(stored, row);
+        stored = stored & ~MASK(16, first);
+        alignment = SEL(8, !(update && contributes), ALIGN_NONE,
+                    SEL(8, stored == 0, ALIGN_WRITE,
+                    SEL(8, incoming > stored && incoming - stored > (bit<16>)HEADROOM_BITS, ALIGN_OVERWRITE,
+                    SEL(8, incoming <= stored, ALIGN_RIGHT, ALIGN_LEFT))));
+        // right: the table's default action covers >= 31 (255 stands for more)
+        distance = SEL(8, alignment == ALIGN_RIGHT,
+                       SEL(8, stored - incoming > 255, 255, (bit<8>)(stored - incoming)),
+                       MASK(8, alignment == ALIGN_LEFT) & (bit<8>)(incoming - stored));
+        stored_after = SEL(16, alignment == ALIGN_WRITE || alignment == ALIGN_OVERWRITE, incoming, stored);
+        exponent_register.write(row, stored_after);
     }
 }
 
-control FpisaAMantissaRegister(in bit<32> row, in bool first, in bool update,
-                               in bit<8> alignment, in bit<8> distance,
+control FpisaAMantissaRegister(in bit<32> row, in bool first, in bit<8> alignment, in bit<8> distance,
                                in bit<32> incoming_mantissa, out bit<32> stored_after,
                                out bool overflow) {
     register<bit<32>>(POOL_ROWS) mantissa_register;
-    AlignIncomingRight() align_right;
-    AlignIncomingLeft() align_left;
+    AlignIncoming() align;
 
     apply {
-        bit<32> stored = 0;
-        overflow = false;
-        if (!first) {
-            mantissa_register.read(stored, row);
-        }
-        if (alignment == ALIGN_WRITE || alignment == ALIGN_OVERWRITE) {
-            stored = incoming_mantissa;
-        } else if (alignment == ALIGN_RIGHT || alignment == ALIGN_LEFT) {
-            bit<32> addend = incoming_mantissa;
-            if (alignment == ALIGN_RIGHT) {
-                align_right.apply(addend, distance);
-            } else {
-                align_left.apply(addend, distance);
-            }
-            bit<32> sum = stored + addend;
-            if (stored[31:31] == addend[31:31] && sum[31:31] != stored[31:31]) {
-                // saturate to the largest magnitude of the sign
-                overflow = true;
-                if (stored[31:31] == 1) {
-                    sum = 0x80000000;
-                } else {
-                    sum = 0x7FFFFFFF;
-                }
-            }
-            stored = sum;
-        }
-        if (update) {
-            mantissa_register.write(row, stored);
-        }
-        stored_after = stored;
+        // the incoming value, shifted by the action the table picks for
+        // (alignment, distance); only right and left alignments use it
+        bit<32> addend = incoming_mantissa;
+        align.apply(addend, alignment, distance);
+        bit<32> stored;
+        mantissa_register.read(stored, row);
+        stored = stored & ~MASK(32, first);
+        bool adds = alignment == ALIGN_RIGHT || alignment == ALIGN_LEFT;
+        bit<32> sum = stored + addend;
+        overflow = adds && stored[31:31] == addend[31:31] && sum[31:31] != stored[31:31];
+        // an overflowing add saturates to the largest magnitude of the sign
+        // (0x7FFFFFFF + the sign bit)
+        stored_after = SEL(32, alignment == ALIGN_WRITE || alignment == ALIGN_OVERWRITE, incoming_mantissa,
+                       SEL(32, !adds, stored,
+                       SEL(32, !overflow, sum, 32w0x7FFFFFFF + (stored >> 31))));
+        mantissa_register.write(row, stored_after);
     }
 }
 

@@ -3,22 +3,15 @@
 // right by a variable distance before the add (the paper's RSAW:
 // read-shift-add-write), or the incoming mantissa is shifted instead.
 // BMv2 has variable shifts, which model the proposed two-operand shifter.
+//
+// Straight-line code (no pipeline nodes of their own): each register is read
+// and written on every packet that reaches the lanes; without an update the
+// value written back is the value read (a first arrival always updates, and
+// it starts from E = 1, A = 0 instead of the value read).
 #ifndef FPISA_FPISA_REGISTERS_P4
 #define FPISA_FPISA_REGISTERS_P4
 
 #include "headers.p4"
-
-// Arithmetic right shift of a two's-complement value held in bit<32>,
-// distance 0..31, written with unsigned operations only.
-control ShiftRightArithmetic(inout bit<32> value, in bit<8> distance) {
-    apply {
-        bit<32> sign = value & 0x80000000;
-        value = value >> distance;
-        if (sign != 0) {
-            value = value | ~(32w0xFFFFFFFF >> distance);
-        }
-    }
-}
 
 control FpisaExponentRegister(in bit<32> row, in bool first, in bool update, in bool contributes,
                               in bit<16> incoming, out bit<16> stored_before,
@@ -29,18 +22,10 @@ control FpisaExponentRegister(in bit<32> row, in bool first, in bool update, in 
         // The first arrival resets the row to E = 1, A = 0 (a zero's
         // exponent), which is the same as empty; a special arriving first
         // leaves it there (the oracle's decision 1).
-        bit<16> stored = 1;
-        if (!first) {
-            exponent_register.read(stored, row);
-        }
-        stored_before = stored;
-        if (update) {
-            if (contributes && incoming > stored) {
-                stored = incoming;
-            }
-            exponent_register.write(row, stored);
-        }
-        stored_after = stored;
+        exponent_register.read(stored_before, row);
+        stored_before = SEL(16, first, 1, stored_before);
+        stored_after = SEL(16, update && contributes && incoming > stored_before, incoming, stored_before);
+        exponent_register.write(row, stored_after);
     }
 }
 
@@ -49,42 +34,29 @@ control FpisaMantissaRegister(in bit<32> row, in bool first, in bool update, in 
                               in bit<16> stored_exponent, out bit<32> stored_after,
                               out bool overflow) {
     register<bit<32>>(POOL_ROWS) mantissa_register;
-    ShiftRightArithmetic() align_stored;
-    ShiftRightArithmetic() align_incoming;
 
     apply {
-        bit<32> stored = 0;
-        overflow = false;
-        if (!first) {
-            mantissa_register.read(stored, row);
-        }
-        if (update && contributes) {
-            bit<32> addend = incoming_mantissa;
-            bit<16> distance;
-            if (incoming_exponent > stored_exponent) {
-                // RSAW: align the stored value to the larger incoming exponent
-                distance = incoming_exponent - stored_exponent;
-                if (distance > 31) {
-                    distance = 31;  // 0 or -1, like any larger distance
-                }
-                align_stored.apply(stored, (bit<8>)distance);
-            } else {
-                distance = stored_exponent - incoming_exponent;
-                if (distance > 31) {
-                    distance = 31;
-                }
-                align_incoming.apply(addend, (bit<8>)distance);
-            }
-            bit<32> sum = stored + addend;
-            // two's-complement overflow: equal operand signs, other sum sign;
-            // the add wraps like the hardware and the flag reports it
-            overflow = stored[31:31] == addend[31:31] && sum[31:31] != stored[31:31];
-            stored = sum;
-        }
-        if (update) {
-            mantissa_register.write(row, stored);
-        }
-        stored_after = stored;
+        bit<32> stored;
+        mantissa_register.read(stored, row);
+        stored = stored & ~MASK(32, first);
+        // e > E: RSAW, the stored value moves right to the larger incoming
+        // exponent; else the incoming value moves. Distances are clamped to 31
+        // (0 or -1, like any larger distance).
+        bool grow = incoming_exponent > stored_exponent;
+        bit<16> distance = SEL(16, grow, incoming_exponent - stored_exponent,
+                               stored_exponent - incoming_exponent);
+        bit<8> shift = SEL(8, distance > 31, 31, (bit<8>)distance);
+        bit<32> moving = SEL(32, grow, stored, incoming_mantissa);
+        // arithmetic right shift with unsigned operations: the sign fills
+        bit<32> shifted = (moving >> shift) | (~(32w0xFFFFFFFF >> shift) & MASK(32, moving[31:31] == 1));
+        bit<32> staying = SEL(32, grow, incoming_mantissa, stored);
+        bit<32> sum = staying + shifted;
+        // two's-complement overflow: equal operand signs, other sum sign;
+        // the add wraps like the hardware and the flag reports it
+        bool fold = update && contributes;
+        overflow = fold && staying[31:31] == shifted[31:31] && sum[31:31] != staying[31:31];
+        stored_after = SEL(32, fold, sum, stored);
+        mantissa_register.write(row, stored_after);
     }
 }
 

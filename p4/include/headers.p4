@@ -5,6 +5,16 @@
 #include "constants.p4"
 #include "generated/configuration.p4"
 
+// Selects without `?:`. p4c's front end rewrites every `c ? a : b` into an if
+// statement (SideEffectOrdering), and an `if` in an apply block is a BMv2
+// pipeline node (a conditional, plus a table per branch's statements), which
+// BMv2 walks per packet. A mask from the condition keeps the choice inside one
+// expression of one action: MASK is all ones if c, else 0 (the bool -> bit
+// cast becomes a BMv2 expression only in p4c's back end). SEL evaluates both
+// a and b (W bits each), c twice.
+#define MASK(W, c) ((bit<W>)0 - (bit<W>)(bit<1>)(c))
+#define SEL(W, c, a, b) ((((bit<W>)(a)) & MASK(W, c)) | (((bit<W>)(b)) & ~MASK(W, c)))
+
 header ethernet_t {
     bit<48> dst_addr;
     bit<48> src_addr;

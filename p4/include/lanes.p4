@@ -1,6 +1,15 @@
-// One lane = the whole per-element pipeline of a program, wired from the
+// One lane = one element's fold into its registers, wired from the
 // per-concern controls. generated/<program>_lanes.p4 instantiates a lane per
-// payload element (P4 has no loops), each with its own register arrays.
+// payload element (P4 has no loops), each with its own register arrays, and
+// for the float programs applies the read-out controls (normalize.p4) of all
+// lanes under a single `if (meta.readout)`.
+//
+// BMv2 cost: p4c makes a pipeline node of every `if` in an apply block and of
+// every run of statements between two of them (a table with a synthesized
+// action), and BMv2 walks the nodes one by one. The lanes are therefore
+// straight-line code (SEL, headers.p4): a packet runs all lanes' folds as one action (fpisa,
+// switchml) or one action and one shift table per lane (fpisa_a, whose shifts
+// must be table-selected constant shifts).
 #ifndef FPISA_LANES_P4
 #define FPISA_LANES_P4
 
@@ -11,16 +20,14 @@
 #include "fpisa_a_registers.p4"
 #include "normalize.p4"
 
-control FpisaLane(inout bit<32> value, inout bit<64> raw_mantissa, inout bit<16> raw_exponent,
-                  inout metadata_t meta) {
+// exponent, mantissa, flags: the row's registers after this packet (the
+// read-out's input)
+control FpisaLane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
+                  out bit<32> mantissa, out bit<8> flags) {
     DecodeFp32() decode;
     FpisaExponentRegister() exponent_register;
     FpisaMantissaRegister() mantissa_register;
     ElementFlags() element_flags;
-    NormalizeVariableShift() normalize;
-    SwapBytes32() to_wire;
-    SummarizeFlags() summarize;
-    RawRegisters() raw;
 
     apply {
         bit<16> incoming_exponent;
@@ -31,43 +38,23 @@ control FpisaLane(inout bit<32> value, inout bit<64> raw_mantissa, inout bit<16>
         bool contributes = special == 0;
 
         bit<16> exponent_before;
-        bit<16> exponent;
         exponent_register.apply(meta.row, meta.first, meta.update, contributes,
                                 incoming_exponent, exponent_before, exponent);
-        bit<32> mantissa;
         bool overflow;
         mantissa_register.apply(meta.row, meta.first, meta.update, contributes,
                                 incoming_exponent, incoming_mantissa, exponent_before,
                                 mantissa, overflow);
-        bit<8> new_flags = special;
-        if (overflow) {
-            new_flags = new_flags | ELEMENT_OVERFLOW;
-        }
-        bit<8> flags;
-        element_flags.apply(meta.row, meta.first, meta.update, new_flags, flags);
-
-        if (meta.readout) {
-            bit<32> bits;
-            normalize.apply(exponent, mantissa, flags, bits);
-            to_wire.apply(bits, value);
-            summarize.apply(flags, meta.row_flags);
-            if (meta.want_raw) {
-                raw.apply(exponent, mantissa, raw_mantissa, raw_exponent);
-            }
-        }
+        element_flags.apply(meta.row, meta.first, meta.update,
+                            special | (ELEMENT_OVERFLOW & MASK(8, overflow)), flags);
     }
 }
 
-control FpisaALane(inout bit<32> value, inout bit<64> raw_mantissa, inout bit<16> raw_exponent,
-                   inout metadata_t meta) {
+control FpisaALane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
+                   out bit<32> mantissa, out bit<8> flags) {
     DecodeFp32() decode;
     FpisaAExponentRegister() exponent_register;
     FpisaAMantissaRegister() mantissa_register;
     ElementFlags() element_flags;
-    NormalizeTables() normalize;
-    SwapBytes32() to_wire;
-    SummarizeFlags() summarize;
-    RawRegisters() raw;
 
     apply {
         bit<16> incoming_exponent;
@@ -80,61 +67,37 @@ control FpisaALane(inout bit<32> value, inout bit<64> raw_mantissa, inout bit<16
 
         bit<8> alignment;
         bit<8> distance;
-        bit<16> exponent;
         exponent_register.apply(meta.row, meta.first, meta.update, contributes,
                                 incoming_exponent, alignment, distance, exponent);
-        bit<32> mantissa;
         bool overflow;
-        mantissa_register.apply(meta.row, meta.first, meta.update, alignment, distance,
+        mantissa_register.apply(meta.row, meta.first, alignment, distance,
                                 incoming_mantissa, mantissa, overflow);
-        bit<8> new_flags = special;
-        if (overflow) {
-            new_flags = new_flags | ELEMENT_OVERFLOW;
-        }
-        if (alignment == ALIGN_OVERWRITE) {
-            new_flags = new_flags | ELEMENT_OVERWRITE;
-        }
-        bit<8> flags;
-        element_flags.apply(meta.row, meta.first, meta.update, new_flags, flags);
-
-        if (meta.readout) {
-            bit<32> bits;
-            normalize.apply(exponent, mantissa, flags, bits);
-            to_wire.apply(bits, value);
-            summarize.apply(flags, meta.row_flags);
-            if (meta.want_raw) {
-                raw.apply(exponent, mantissa, raw_mantissa, raw_exponent);
-            }
-        }
+        element_flags.apply(meta.row, meta.first, meta.update,
+                            special | (ELEMENT_OVERFLOW & MASK(8, overflow))
+                                    | (ELEMENT_OVERWRITE & MASK(8, alignment == ALIGN_OVERWRITE)),
+                            flags);
     }
 }
 
 // SwitchML: int32 (big-endian on the wire, the header field order) wrapping
-// sum, or signed max for the exponent exchange (mode int-max).
-control SwitchmlLane(inout bit<32> value, inout metadata_t meta) {
+// sum, or signed max for the exponent exchange (mode int-max). The register
+// is read and written on every packet that reaches the lanes (without an
+// update the value read is written back); a read-out writes the sum.
+control SwitchmlLane(inout bit<32> value, in metadata_t meta) {
     register<bit<32>>(POOL_ROWS) value_register;
 
     apply {
-        bit<32> stored = 0;
-        if (!meta.first) {
-            value_register.read(stored, meta.row);
-        }
-        if (meta.update) {
-            if (meta.first) {
-                stored = value;
-            } else if (meta.int_max_mode) {
-                // signed max on unsigned bits: flipping the sign bits orders them
-                if ((value ^ 0x80000000) > (stored ^ 0x80000000)) {
-                    stored = value;
-                }
-            } else {
-                stored = stored + value;  // wraps like the switch's ALU
-            }
-            value_register.write(meta.row, stored);
-        }
-        if (meta.readout) {
-            value = stored;
-        }
+        bit<32> stored;
+        value_register.read(stored, meta.row);
+        // the first arrival writes (the implicit reset); signed max on
+        // unsigned bits: flipping the sign bits orders them; the add wraps
+        // like the switch's ALU
+        stored = SEL(32, !meta.update, stored,
+                 SEL(32, meta.first, value,
+                 SEL(32, !meta.int_max_mode, stored + value,
+                 SEL(32, (value ^ 0x80000000) > (stored ^ 0x80000000), value, stored))));
+        value_register.write(meta.row, stored);
+        value = SEL(32, meta.readout, stored, value);
     }
 }
 

@@ -45,17 +45,15 @@ control PrepareRawRegisters(inout headers_t hdr, inout metadata_t meta)(bool flo
 
     apply {
         meta.want_raw = false;
-        if (float_modes && meta.readout) {
-            bit<1> has_raw = 0;
-            if (meta.retransmit) {
-                result_has_raw.read(has_raw, meta.row);
-            } else {
-                if (meta.job_raw_registers == 1 || (hdr.agg.flags & FLAG_RAW) != 0) {
-                    has_raw = 1;
-                }
-                result_has_raw.write(meta.row, has_raw);
-            }
-            meta.want_raw = has_raw == 1;
+        if (float_modes) {  // a constructor argument: no BMv2 node
+            // straight-line: read and written back, the value read unless
+            // this packet completes the row
+            bit<1> has_raw;
+            result_has_raw.read(has_raw, meta.row);
+            has_raw = SEL(1, !meta.readout || meta.retransmit, has_raw,
+                          (bit<1>)(meta.job_raw_registers == 1 || (hdr.agg.flags & FLAG_RAW) != 0));
+            result_has_raw.write(meta.row, has_raw);
+            meta.want_raw = meta.readout && has_raw == 1;
         }
         if (meta.want_raw) {
             set_valid.apply(hdr);
@@ -66,18 +64,11 @@ control PrepareRawRegisters(inout headers_t hdr, inout metadata_t meta)(bool flo
 control ResultHeader(inout headers_t hdr, inout metadata_t meta,
                      inout standard_metadata_t standard_metadata) {
     apply {
-        if (meta.retransmit) {
-            hdr.agg.msg_type = MSG_RESULT_RETX;
-        } else {
-            hdr.agg.msg_type = MSG_RESULT;
-        }
-        bit<8> flags = meta.row_flags;
-        bit<16> udp_length = DATA_UDP_LENGTH;
-        if (meta.want_raw) {
-            flags = flags | FLAG_RAW;
-            udp_length = udp_length + RAW_BYTES;
-        }
-        hdr.agg.flags = flags;
+        // straight-line (one BMv2 action): a retransmission goes back to the
+        // asker only, a completed row to the job's multicast group
+        hdr.agg.msg_type = SEL(4, meta.retransmit, MSG_RESULT_RETX, MSG_RESULT);
+        hdr.agg.flags = meta.row_flags | (FLAG_RAW & MASK(8, meta.want_raw));
+        bit<16> udp_length = DATA_UDP_LENGTH + (RAW_BYTES & MASK(16, meta.want_raw));
         hdr.udp.length = udp_length;
         hdr.udp.checksum = 0;
         hdr.ipv4.total_len = udp_length + 20;
@@ -85,16 +76,14 @@ control ResultHeader(inout headers_t hdr, inout metadata_t meta,
         // the switch answers from the address the workers sent to
         bit<48> switch_mac = hdr.ethernet.dst_addr;
         bit<32> switch_ip = hdr.ipv4.dst_addr;
-        if (meta.retransmit) {
-            hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
-            hdr.ipv4.dst_addr = hdr.ipv4.src_addr;
-            hdr.udp.dst_port = hdr.udp.src_port;
-            standard_metadata.egress_spec = standard_metadata.ingress_port;
-            meta.is_multicast = false;
-        } else {
-            standard_metadata.mcast_grp = meta.job_mcast_grp;
-            meta.is_multicast = true;
-        }
+        hdr.ethernet.dst_addr = SEL(48, meta.retransmit, hdr.ethernet.src_addr, hdr.ethernet.dst_addr);
+        hdr.ipv4.dst_addr = SEL(32, meta.retransmit, hdr.ipv4.src_addr, hdr.ipv4.dst_addr);
+        hdr.udp.dst_port = SEL(16, meta.retransmit, hdr.udp.src_port, hdr.udp.dst_port);
+        standard_metadata.egress_spec = SEL(9, meta.retransmit, standard_metadata.ingress_port,
+                                            standard_metadata.egress_spec);
+        standard_metadata.mcast_grp = SEL(16, meta.retransmit, standard_metadata.mcast_grp,
+                                          meta.job_mcast_grp);
+        meta.is_multicast = !meta.retransmit;
         hdr.ethernet.src_addr = switch_mac;
         hdr.ipv4.src_addr = switch_ip;
         hdr.udp.src_port = FPISA_UDP_PORT;

@@ -42,55 +42,33 @@ control SlotProtocol(inout headers_t hdr, inout metadata_t meta) {
         round_id.read(held_round, meta.row);
         round_mode.read(held_mode, meta.row);
 
-        meta.first = false;
-        meta.update = false;
-        meta.readout = false;
-        meta.retransmit = false;
+        // The table above as straight-line code (SEL, headers.p4: no BMv2
+        // pipeline nodes):
+        // every register is written back, with the value read unless the
+        // packet proceeds.
         bool complete = count == meta.job_num_workers;
-        bool proceed = false;
-        if (count == 0) {
-            meta.first = true;
-            proceed = true;
-        } else {
-            bit<32> age = held_round - hdr.agg.packet_id;
-            if (age == 0) {
-                if ((this_set & worker_bit) != 0) {
-                    if (complete) {
-                        meta.readout = true;
-                        meta.retransmit = true;
-                    } else {
-                        meta.drop_counter = C_DROP_DUPLICATE_INCOMPLETE;
-                    }
-                } else if (complete) {
-                    meta.drop_counter = C_DROP_STALE;
-                } else {
-                    proceed = true;
-                }
-            } else if (age < 0x80000000) {
-                meta.drop_counter = C_DROP_STALE;
-            } else {
-                meta.first = true;
-                proceed = true;
-            }
-        }
-        if (proceed && !meta.first && hdr.agg.mode != held_mode) {
-            meta.drop_counter = C_DROP_MODE_MISMATCH;
-            proceed = false;
-        }
-        if (proceed) {
-            worker_bitmap.write(meta.row, this_set | worker_bit);
-            worker_bitmap.write(other_row, other_set & ~worker_bit);
-            if (meta.first) {
-                count = 1;
-                round_id.write(meta.row, hdr.agg.packet_id);
-                round_mode.write(meta.row, hdr.agg.mode);
-            } else {
-                count = count + 1;
-            }
-            worker_count.write(meta.row, count);
-            meta.update = true;
-            meta.readout = count == meta.job_num_workers;
-        }
+        bit<32> age = held_round - hdr.agg.packet_id;
+        bool duplicate = (this_set & worker_bit) != 0;
+        bool same_round = count != 0 && age == 0;
+        meta.first = count == 0 || (age != 0 && age >= 0x80000000);
+        meta.retransmit = same_round && duplicate && complete;
+        meta.drop_counter = ~MASK(32, count == 0)
+            & SEL(32, age == 0,
+                  SEL(32, duplicate, ~MASK(32, complete) & C_DROP_DUPLICATE_INCOMPLETE,
+                  SEL(32, complete, C_DROP_STALE,
+                      MASK(32, hdr.agg.mode != held_mode) & C_DROP_MODE_MISMATCH)),
+                  MASK(32, age < 0x80000000) & C_DROP_STALE);
+        bool proceed = meta.first
+            || (same_round && !duplicate && !complete && hdr.agg.mode == held_mode);
+        bit<32> arriving = worker_bit & MASK(32, proceed);
+        worker_bitmap.write(meta.row, this_set | arriving);
+        worker_bitmap.write(other_row, other_set & ~arriving);
+        round_id.write(meta.row, SEL(32, meta.first, hdr.agg.packet_id, held_round));
+        round_mode.write(meta.row, SEL(8, meta.first, hdr.agg.mode, held_mode));
+        count = SEL(8, !proceed, count, SEL(8, meta.first, 1, count + 1));
+        worker_count.write(meta.row, count);
+        meta.update = proceed;
+        meta.readout = meta.retransmit || (proceed && count == meta.job_num_workers);
     }
 }
 

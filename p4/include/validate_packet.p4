@@ -10,21 +10,16 @@
 control ValidatePacket(inout headers_t hdr, inout metadata_t meta)
                       (bit<8> mode_a, bit<8> mode_b, bool float_modes) {
     apply {
-        meta.drop_counter = 0;
-        if (!hdr.udp.isValid()) {
-            meta.drop_counter = C_DROP_NOT_AGGREGATION;
-        } else if (!hdr.agg.isValid()) {
-            meta.drop_counter = C_DROP_BAD_LENGTH;  // truncated header
-        } else if (hdr.agg.version != FPISA_VERSION || hdr.agg.msg_type != MSG_DATA) {
-            meta.drop_counter = C_DROP_BAD_HEADER;
-        } else if (hdr.agg.mode != mode_a && hdr.agg.mode != mode_b) {
-            meta.drop_counter = C_DROP_WRONG_MODE;
-        } else if (float_modes && hdr.agg.fmt != FMT_FP32) {
+        // one assignment (no BMv2 pipeline nodes): the first reason that applies
+        // (SEL, headers.p4; fields of headers that are not valid may be read)
+        meta.drop_counter = SEL(32, !hdr.udp.isValid(), C_DROP_NOT_AGGREGATION,
+            SEL(32, !hdr.agg.isValid(), C_DROP_BAD_LENGTH,  // truncated header
+            SEL(32, hdr.agg.version != FPISA_VERSION || hdr.agg.msg_type != MSG_DATA, C_DROP_BAD_HEADER,
+            SEL(32, hdr.agg.mode != mode_a && hdr.agg.mode != mode_b, C_DROP_WRONG_MODE,
             // fp16/bf16 payloads: only the emulator aggregates them
-            meta.drop_counter = C_DROP_WRONG_MODE;
-        } else if (!hdr.elements[N_ELEMENTS - 1].isValid() || hdr.udp.length != DATA_UDP_LENGTH) {
-            meta.drop_counter = C_DROP_BAD_LENGTH;
-        }
+            SEL(32, float_modes && hdr.agg.fmt != FMT_FP32, C_DROP_WRONG_MODE,
+            MASK(32, !hdr.elements[N_ELEMENTS - 1].isValid() || hdr.udp.length != DATA_UDP_LENGTH)
+                & C_DROP_BAD_LENGTH)))));
     }
 }
 

@@ -46,25 +46,19 @@ control WorkerCheck(inout headers_t hdr, inout metadata_t meta) {
     }
 
     apply {
+        // Both lookups, then one assignment: the worker table only sets the
+        // rank, which nothing uses when the job check already dropped the
+        // packet (fewer BMv2 pipeline nodes than nested ifs).
         job.apply();
-        if (!job_known) {
-            meta.drop_counter = C_DROP_UNKNOWN_JOB;
-        } else if (hdr.agg.num_workers != meta.job_num_workers) {
-            meta.drop_counter = C_DROP_BAD_HEADER;
-        } else {
-            worker.apply();
-            if (!worker_known) {
-                meta.drop_counter = C_DROP_UNKNOWN_WORKER;
-            } else if (hdr.agg.rank != meta.rank) {
-                meta.drop_counter = C_DROP_RANK_MISMATCH;
-            } else if ((bit<16>)hdr.agg.slot >= meta.job_pool_size) {
-                meta.drop_counter = C_DROP_BAD_SLOT;
-            } else {
-                // two rows per slot, one per shadow set
-                bit<32> slot = (bit<32>)meta.job_pool_base + (bit<32>)hdr.agg.slot;
-                meta.row = (slot << 1) | (bit<32>)hdr.agg.shadow_set;
-            }
-        }
+        worker.apply();
+        // two rows per slot, one per shadow set
+        bit<32> slot = (bit<32>)meta.job_pool_base + (bit<32>)hdr.agg.slot;
+        meta.row = (slot << 1) | (bit<32>)hdr.agg.shadow_set;
+        meta.drop_counter = SEL(32, !job_known, C_DROP_UNKNOWN_JOB,
+            SEL(32, hdr.agg.num_workers != meta.job_num_workers, C_DROP_BAD_HEADER,
+            SEL(32, !worker_known, C_DROP_UNKNOWN_WORKER,
+            SEL(32, hdr.agg.rank != meta.rank, C_DROP_RANK_MISMATCH,
+            MASK(32, (bit<16>)hdr.agg.slot >= meta.job_pool_size) & C_DROP_BAD_SLOT))));
     }
 }
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("p4c-bm2-ss") is None,
 @pytest.mark.parametrize("name", sorted(p4.PROGRAMS))
 def test_program_compiles(name):
     # p4/build/<name>.json, compiled now unless it is newer than every P4 source
-    # (a compile takes minutes: fpisa_a has 48 lanes of constant-shift tables)
+    # (fpisa_a takes minutes: 48 lanes of constant-shift tables)
     json_path = ensure_built(name)
     spec = json.loads(json_path.read_text())
     assert spec["pipelines"], "no pipelines in the compiled JSON"
@@ -29,3 +29,21 @@ def test_program_compiles(name):
     info.counter("egress_counter")
     lanes = [n for n in info.registers if ".lane_" in n]
     assert len({n.split(".lane_")[1].split(".")[0] for n in lanes}) == p4.N_ELEMENTS
+
+
+#: the most nodes (tables + conditionals) a packet may walk through the
+#: compiled ingress (p4.pipeline_nodes; measured: switchml 22, fpisa 26,
+#: fpisa_a 410 with its per-lane shift, leading-one and subnormal tables).
+#: An `if` (or `?:`) per lane adds at least 48: docs/p4.md "Speed on BMv2".
+MAX_INGRESS_PATH_NODES = {"switchml": 30, "fpisa": 32, "fpisa_a": 440}
+#: conditionals in the compiled ingress (measured 9, 11, 59)
+MAX_INGRESS_CONDITIONALS = {"switchml": 12, "fpisa": 14, "fpisa_a": 64}
+
+
+@pytest.mark.parametrize("name", sorted(p4.PROGRAMS))
+def test_ingress_is_straight_line(name):
+    from p4.pipeline_nodes import count_pipeline_nodes
+
+    ingress = count_pipeline_nodes(ensure_built(name))["ingress"]
+    assert ingress.path_nodes <= MAX_INGRESS_PATH_NODES[name], ingress
+    assert ingress.conditionals <= MAX_INGRESS_CONDITIONALS[name], ingress

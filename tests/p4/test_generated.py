@@ -94,3 +94,18 @@ def test_every_include_exists():
                 assert target.exists(), f"{path}: #include {inc} does not exist"
                 todo.append(target)
         assert program.lanes_file in seen
+
+
+def test_align_table_selects_the_constant_shift_of_each_alignment_and_distance():
+    text = generate.shift_tables()
+    codes = {name: int(code) for name, code in re.findall(r"const bit<8> ALIGN_(\w+) = (\d+);", text)}
+    assert codes == generate.ALIGNMENTS
+    entries = re.findall(r"\(ALIGN_(\w+), (\d+)\) : shift_(right|left)_(\d+)\(\);", text)
+    table = {(kind, int(d)): (direction, int(n)) for kind, d, direction, n in entries}
+    assert len(table) == len(entries)
+    assert table == {**{("RIGHT", d): ("right", d) for d in range(p4.REGISTER_BITS - 1)},
+                     **{("LEFT", d): ("left", d) for d in range(1, p4.HEADROOM_BITS + 1)}}
+    # distances >= 31 (and the alignments that use no shift) take the default
+    assert f"default_action = shift_right_{p4.REGISTER_BITS - 1}();" in text
+    for d in range(1, p4.HEADROOM_BITS + 1):
+        assert f"action shift_left_{d}() {{ value = value << {d}; }}" in text

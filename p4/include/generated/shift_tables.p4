@@ -3,9 +3,19 @@
 #ifndef FPISA_SHIFT_TABLES_P4
 #define FPISA_SHIFT_TABLES_P4
 
+// fpisa_a: what the exponent register decided for the incoming value
+const bit<8> ALIGN_NONE = 0;
+const bit<8> ALIGN_WRITE = 1;
+const bit<8> ALIGN_OVERWRITE = 2;
+const bit<8> ALIGN_RIGHT = 3;
+const bit<8> ALIGN_LEFT = 4;
+
 // fpisa_a: align the incoming signed mantissa to the stored exponent.
-// Tofino has constant shifts only: the distance selects an action.
-control AlignIncomingRight(inout bit<32> value, in bit<8> distance) {
+// Tofino has constant shifts only: (alignment, distance) selects an action:
+// ALIGN_RIGHT (e <= E) shifts right by E - e, ALIGN_LEFT (0 < e - E <= headroom)
+// left into the headroom instead of shifting the stored register right.
+// Other alignments do not use the value (the default action).
+control AlignIncoming(inout bit<32> value, in bit<8> alignment, in bit<8> distance) {
     action shift_right_0() { value = value; }
     action shift_right_1() { value = (value >> 1) | ((32w0 - (value >> 31)) << 31); }
     action shift_right_2() { value = (value >> 2) | ((32w0 - (value >> 31)) << 30); }
@@ -38,50 +48,6 @@ control AlignIncomingRight(inout bit<32> value, in bit<8> distance) {
     action shift_right_29() { value = (value >> 29) | ((32w0 - (value >> 31)) << 3); }
     action shift_right_30() { value = (value >> 30) | ((32w0 - (value >> 31)) << 2); }
     action shift_right_31() { value = (value >> 31) | ((32w0 - (value >> 31)) << 1); }
-    table shift_distance {
-        key = { distance : exact; }
-        actions = { shift_right_0; shift_right_1; shift_right_2; shift_right_3; shift_right_4; shift_right_5; shift_right_6; shift_right_7; shift_right_8; shift_right_9; shift_right_10; shift_right_11; shift_right_12; shift_right_13; shift_right_14; shift_right_15; shift_right_16; shift_right_17; shift_right_18; shift_right_19; shift_right_20; shift_right_21; shift_right_22; shift_right_23; shift_right_24; shift_right_25; shift_right_26; shift_right_27; shift_right_28; shift_right_29; shift_right_30; shift_right_31; }
-        default_action = shift_right_31();
-        const entries = {
-            0 : shift_right_0();
-            1 : shift_right_1();
-            2 : shift_right_2();
-            3 : shift_right_3();
-            4 : shift_right_4();
-            5 : shift_right_5();
-            6 : shift_right_6();
-            7 : shift_right_7();
-            8 : shift_right_8();
-            9 : shift_right_9();
-            10 : shift_right_10();
-            11 : shift_right_11();
-            12 : shift_right_12();
-            13 : shift_right_13();
-            14 : shift_right_14();
-            15 : shift_right_15();
-            16 : shift_right_16();
-            17 : shift_right_17();
-            18 : shift_right_18();
-            19 : shift_right_19();
-            20 : shift_right_20();
-            21 : shift_right_21();
-            22 : shift_right_22();
-            23 : shift_right_23();
-            24 : shift_right_24();
-            25 : shift_right_25();
-            26 : shift_right_26();
-            27 : shift_right_27();
-            28 : shift_right_28();
-            29 : shift_right_29();
-            30 : shift_right_30();
-        }
-    }
-    apply { shift_distance.apply(); }
-}
-
-// fpisa_a: 0 < e - E <= headroom: shift the incoming value left into the
-// headroom instead of shifting the stored register right.
-control AlignIncomingLeft(inout bit<32> value, in bit<8> distance) {
     action shift_left_1() { value = value << 1; }
     action shift_left_2() { value = value << 2; }
     action shift_left_3() { value = value << 3; }
@@ -89,19 +55,49 @@ control AlignIncomingLeft(inout bit<32> value, in bit<8> distance) {
     action shift_left_5() { value = value << 5; }
     action shift_left_6() { value = value << 6; }
     action shift_left_7() { value = value << 7; }
-    action no_shift() { }
     table shift_distance {
-        key = { distance : exact; }
-        actions = { shift_left_1; shift_left_2; shift_left_3; shift_left_4; shift_left_5; shift_left_6; shift_left_7; no_shift; }
-        default_action = no_shift();
+        key = { alignment : exact; distance : exact; }
+        actions = { shift_right_0; shift_right_1; shift_right_2; shift_right_3; shift_right_4; shift_right_5; shift_right_6; shift_right_7; shift_right_8; shift_right_9; shift_right_10; shift_right_11; shift_right_12; shift_right_13; shift_right_14; shift_right_15; shift_right_16; shift_right_17; shift_right_18; shift_right_19; shift_right_20; shift_right_21; shift_right_22; shift_right_23; shift_right_24; shift_right_25; shift_right_26; shift_right_27; shift_right_28; shift_right_29; shift_right_30; shift_right_31; shift_left_1; shift_left_2; shift_left_3; shift_left_4; shift_left_5; shift_left_6; shift_left_7; }
+        default_action = shift_right_31();
         const entries = {
-            1 : shift_left_1();
-            2 : shift_left_2();
-            3 : shift_left_3();
-            4 : shift_left_4();
-            5 : shift_left_5();
-            6 : shift_left_6();
-            7 : shift_left_7();
+            (ALIGN_RIGHT, 0) : shift_right_0();
+            (ALIGN_RIGHT, 1) : shift_right_1();
+            (ALIGN_RIGHT, 2) : shift_right_2();
+            (ALIGN_RIGHT, 3) : shift_right_3();
+            (ALIGN_RIGHT, 4) : shift_right_4();
+            (ALIGN_RIGHT, 5) : shift_right_5();
+            (ALIGN_RIGHT, 6) : shift_right_6();
+            (ALIGN_RIGHT, 7) : shift_right_7();
+            (ALIGN_RIGHT, 8) : shift_right_8();
+            (ALIGN_RIGHT, 9) : shift_right_9();
+            (ALIGN_RIGHT, 10) : shift_right_10();
+            (ALIGN_RIGHT, 11) : shift_right_11();
+            (ALIGN_RIGHT, 12) : shift_right_12();
+            (ALIGN_RIGHT, 13) : shift_right_13();
+            (ALIGN_RIGHT, 14) : shift_right_14();
+            (ALIGN_RIGHT, 15) : shift_right_15();
+            (ALIGN_RIGHT, 16) : shift_right_16();
+            (ALIGN_RIGHT, 17) : shift_right_17();
+            (ALIGN_RIGHT, 18) : shift_right_18();
+            (ALIGN_RIGHT, 19) : shift_right_19();
+            (ALIGN_RIGHT, 20) : shift_right_20();
+            (ALIGN_RIGHT, 21) : shift_right_21();
+            (ALIGN_RIGHT, 22) : shift_right_22();
+            (ALIGN_RIGHT, 23) : shift_right_23();
+            (ALIGN_RIGHT, 24) : shift_right_24();
+            (ALIGN_RIGHT, 25) : shift_right_25();
+            (ALIGN_RIGHT, 26) : shift_right_26();
+            (ALIGN_RIGHT, 27) : shift_right_27();
+            (ALIGN_RIGHT, 28) : shift_right_28();
+            (ALIGN_RIGHT, 29) : shift_right_29();
+            (ALIGN_RIGHT, 30) : shift_right_30();
+            (ALIGN_LEFT, 1) : shift_left_1();
+            (ALIGN_LEFT, 2) : shift_left_2();
+            (ALIGN_LEFT, 3) : shift_left_3();
+            (ALIGN_LEFT, 4) : shift_left_4();
+            (ALIGN_LEFT, 5) : shift_left_5();
+            (ALIGN_LEFT, 6) : shift_left_6();
+            (ALIGN_LEFT, 7) : shift_left_7();
         }
     }
     apply { shift_distance.apply(); }
