@@ -398,9 +398,11 @@ class AllreduceClient:
             if recv_arrays is not None:  # shared memory: the results where they lie in the ring
                 # with many results still to come, wait a moment for a batch
                 # of them rather than wake for each few (see recv_arrays)
-                expect = num_packets - done
-                views = (recv_arrays(timeout, 1024, min_packets=_COALESCE_PACKETS, linger_s=_COALESCE_S)
-                         if expect >= 4 * _COALESCE_PACKETS else recv_arrays(timeout, 1024))
+                # (at most an eighth of the window: a small window never has
+                # many results waiting)
+                batch = min(_COALESCE_PACKETS, W // 8)
+                views = (recv_arrays(timeout, 1024, min_packets=batch, linger_s=_COALESCE_S)
+                         if batch > 1 and num_packets - done >= 4 * batch else recv_arrays(timeout, 1024))
                 counters.ignored += sum(v.shape[0] for _, v in views if v.shape[1] != expected_len)
                 views = [v for _, v in views if v.shape[1] == expected_len]
                 if views:
