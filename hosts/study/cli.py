@@ -151,13 +151,8 @@ def _host_cores(args) -> int:
         measure_repeats=args.repeats)
     command = _command_line(args)
     report = run_study(config, command=command, progress=_Progress())
-    paths = write_report(report, args.out)
-    print("\n".join(summary_lines(report)))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    if not report["checks"]["ok"]:
-        print("fpisa study host-cores: a check failed (see checks in host_cores.json)", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    return EXIT_OK
+    return _finish("host-cores", report, write_report(report, args.out), summary_lines(report),
+                   "host_cores.json")
 
 
 _VALIDATE_DESCRIPTION = """\
@@ -247,10 +242,15 @@ def _validate(args) -> int:
     report = run_validation(config, command=command, progress=progress if tty else None)
     if tty:
         sys.stderr.write("\n")
-    paths = write_validation(report, args.out)
-    print("\n".join(validation_lines(report)))
+    return _finish("validate", report, write_validation(report, args.out), validation_lines(report),
+                   "validation.json")
+
+
+def _finish(command: str, report: dict, paths, lines, json_name: str) -> int:
+    """Print a study's summary and the files written; exit code by its checks."""
+    print("\n".join(lines))
     print("wrote " + ", ".join(str(p) for p in paths))
     if not report["checks"]["ok"]:
-        print("fpisa study validate: a check failed (see checks in validation.json)", file=sys.stderr)
+        print(f"fpisa study {command}: a check failed (see checks in {json_name})", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
