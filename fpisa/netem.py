@@ -110,18 +110,31 @@ class FaultInjector:
         if not self.vectorizable:
             raise ValueError("filter_rows: reordering and delay need submit(), packet by packet")
         f, n = self.faults, rows.shape[0]
+        if not (f.loss or f.duplicate):
+            self.counters.offered += n
+            return rows
+        return rows[self.filter_index(n)]
+
+    def filter_index(self, n: int) -> np.ndarray:
+        """:meth:`filter_rows` for ``n`` packets as the indices of what is
+        left to send (``rows[filter_index(len(rows))]`` is ``filter_rows(rows)``,
+        with the same draws), so a sender can gather the survivors itself."""
+        if not self.vectorizable:
+            raise ValueError("filter_index: reordering and delay need submit(), packet by packet")
+        f = self.faults
         self.counters.offered += n
+        index = np.arange(n)
         if f.loss:
             keep = self._np_rng.random(n) >= f.loss
             self.counters.dropped += int(n - np.count_nonzero(keep))
-            rows = rows[keep]
-        if f.duplicate and rows.shape[0]:
-            twice = self._np_rng.random(rows.shape[0]) < f.duplicate
+            index = index[keep]
+        if f.duplicate and index.shape[0]:
+            twice = self._np_rng.random(index.shape[0]) < f.duplicate
             copies = int(np.count_nonzero(twice))
             if copies:
                 self.counters.duplicated += copies
-                rows = np.repeat(rows, 1 + twice.astype(np.int64), axis=0)
-        return rows
+                index = np.repeat(index, 1 + twice.astype(np.int64))
+        return index
 
     def submit(self, packet: Any, now: float) -> list:
         f, rng = self.faults, self._rng

@@ -91,6 +91,20 @@ def test_batch_loss_and_duplication():
     assert np.array_equal(again, out)  # seeded
 
 
+def test_filter_index_is_filter_rows_as_indices():
+    import numpy as np
+
+    rows = np.arange(5000, dtype=np.uint32).view(np.uint8).reshape(-1, 4)
+    for faults in (LinkFaults(loss=0.1, duplicate=0.2, seed=3), LinkFaults(loss=0.3, seed=4),
+                   LinkFaults(duplicate=0.5, seed=5), LinkFaults(seed=6)):
+        a, b = FaultInjector(faults), FaultInjector(faults)
+        for n in (0, 1, 17, 5000):  # the same draws, call after call
+            index = a.filter_index(n)
+            assert index.dtype.kind == "i"
+            assert np.array_equal(rows[:n][index], b.filter_rows(rows[:n]))
+        assert a.counters.as_dict() == b.counters.as_dict()
+
+
 def test_batch_faults_refuse_reordering_and_delay():
     import numpy as np
 
@@ -99,3 +113,33 @@ def test_batch_faults_refuse_reordering_and_delay():
         assert not injector.vectorizable
         with pytest.raises(ValueError, match="packet by packet"):
             injector.filter_rows(np.zeros((3, 4), np.uint8))
+        with pytest.raises(ValueError, match="packet by packet"):
+            injector.filter_index(3)
+
+
+def test_multicast_faults_are_drawn_per_worker_as_for_unicast_copies():
+    """The switch's multicast with loss and duplication: each worker gets
+    what a unicast copy through its own link would have (the same draws, in
+    rank order), a duplicate as a second slot for the ranks that get one."""
+    import numpy as np
+
+    from emulator.server import _send_multicast
+    from fpisa.shm import ShmFabric
+
+    K, m = 3, 300
+    rows = np.arange(m * 8, dtype=np.uint32).view(np.uint8).reshape(m, 32)
+    faults = LinkFaults(loss=0.2, duplicate=0.2, seed=11)
+    twin = FaultInjector(faults)
+    expected = [sorted(row.tobytes() for row in rows[twin.filter_index(m)]) for _ in range(K)]
+    injector = FaultInjector(faults)
+    with ShmFabric.create(K, 64, 2 * m) as fabric:
+        switch = fabric.switch_transport()
+        workers = [fabric.worker_transport(r) for r in range(K)]
+        _send_multicast(switch.send_multicast, rows, injector, K)
+        for r, w in enumerate(workers):
+            got = sorted(d for d, _ in w.recv_batch(0, 4 * m))
+            assert got == expected[r]
+            assert len(got) != m  # some lost, some twice: the check has teeth
+        assert injector.counters.as_dict() == twin.counters.as_dict()
+        _send_multicast(switch.send_multicast, rows[:2], None, K)
+        assert all([d for d, _ in w.recv_batch(0)] == [rows[0].tobytes(), rows[1].tobytes()] for w in workers)
