@@ -66,21 +66,13 @@ def warm_up(config: SwitchConfig) -> None:
 
 def _send_multicast(send, rows: np.ndarray, injector: FaultInjector | None, num_workers: int) -> None:
     """One copy of ``rows`` for every worker; with faults, what each worker's
-    link loses or duplicates is drawn as for a copy of its own (one
-    ``filter_index`` per worker, in rank order, as the unicast path draws),
-    and becomes the slot's rank mask (a duplicate: a second slot for the
-    ranks that get one)."""
+    link loses or duplicates (``FaultInjector.filter_masks``: drawn per
+    worker, with the probabilities of a unicast copy) becomes the slot's
+    rank mask, and a duplicate a second slot for the ranks that get one."""
     if injector is None:
         send(rows)
         return
-    m = rows.shape[0]
-    masks = np.zeros(m, np.uint64)
-    again = np.zeros(m, np.uint64)
-    for r in range(num_workers):
-        copies = np.bincount(injector.filter_index(m), minlength=m)
-        bit = np.uint64(1 << r)
-        masks[copies > 0] |= bit
-        again[copies > 1] |= bit
+    masks, again = injector.filter_masks(rows.shape[0], num_workers)
     keep = np.flatnonzero(masks)
     if keep.size:
         send(rows, keep, masks[keep])
