@@ -243,7 +243,7 @@ class ArrivalLogDrainer:
     """
 
     def __init__(self, reader: ArrivalLogReader, *, min_interval: float = 2.0,
-                 max_interval: float = 30.0, fill_fraction: float = 0.25):
+                 max_interval: float = 10.0, fill_fraction: float = 0.25):
         self.reader = reader
         self.min_interval, self.max_interval = min_interval, max_interval
         self.fill_fraction = fill_fraction
