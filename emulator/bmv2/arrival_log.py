@@ -276,9 +276,16 @@ class ArrivalLogDrainer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        if self._error is not None:
-            raise ArrivalLogError(f"reading the arrival log failed: {self._error}") from self._error
-        self.reader.drain()
+        error = self._error
+        if error is None:
+            try:
+                self.reader.drain()
+            except Exception as e:
+                error = e
+        if isinstance(error, ArrivalLogError):
+            raise error
+        if error is not None:  # the CLI failed (ControlPlaneError, a timeout, ...)
+            raise ArrivalLogError(f"reading the arrival log failed: {error}") from error
         return self.reader.builder.arrays()
 
     def stop(self) -> None:
