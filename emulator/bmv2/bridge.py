@@ -7,16 +7,23 @@ job's program; every frame BMv2 sends back (a multicast replica or a
 retransmission, all on port 0) is unwrapped and sent to its UDP
 destination. So the aggregation itself is BMv2's.
 
+The arrival orders that ``fpisa allreduce`` checks the results with are
+BMv2's own: its program logs every contribution it folds
+(``p4/include/arrival_log.p4``), and an
+:class:`~.arrival_log.ArrivalLogDrainer` reads that log while the job runs
+and at its end. If the log cannot give exact orders the statistics say
+why (``arrival_log_error``) and the check finds no orders (not bit-exact).
+
 Alongside, the emulator's pipeline processes the same packets in the same
 order (BMv2 has one ingress thread and the veth keeps the order; the bridge paces what it feeds BMv2 so BMv2
 does not drop frames at its input, queueing them, and tail-dropping before
-either switch sees them when its queue is full). It gives
-the recorded arrival orders that ``fpisa allreduce`` checks against the
-numerics core, and every BMv2 result is compared with the emulator's: the
-statistics report ``bmv2_vs_emulator`` (matched / missing / unexpected),
-a live conformance check on real traffic, exact when BMv2 lost no input
-frame (``bmv2_input_lost``; BMv2 drops frames when workers burst faster
-than it processes them, a few hundred packets/s).
+either switch sees them when its queue is full). Every BMv2 result is
+compared with the emulator's, and BMv2's logged orders with the
+emulator's recorded ones: the statistics report ``bmv2_vs_emulator``
+(matched / missing / unexpected results, ``arrival_orders``), a live
+conformance check on real traffic, exact when BMv2 lost no input frame
+(``bmv2_input_lost``; BMv2 drops frames when workers burst faster than it
+processes them, a few hundred packets/s).
 
 :func:`launch` has the signature of :func:`emulator.server.launch`.
 """
@@ -39,6 +46,7 @@ from p4 import N_ELEMENTS
 
 from ..pipeline import SwitchConfig, SwitchPipeline
 from ..server import SwitchProcess, start_switch_process
+from .arrival_log import ArrivalLogDrainer, ArrivalLogError, ArrivalLogReader, OrderBuilder, compare_recorded
 from .build import ensure_built
 from .netns import VethPair
 from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
@@ -99,7 +107,7 @@ def launch(config: SwitchConfig, sock, faults: LinkFaults | None = None, context
 
 
 def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -> None:
-    veth = switch = raw = None
+    veth = switch = raw = drainer = None
     try:
         check_config(config)
         job_spec = config.job
@@ -114,6 +122,8 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
                                     for r, (ip, port) in enumerate(config.workers)))
         cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
         configure_job(cli, info, job)
+        reader = ArrivalLogReader.for_job(cli, info, job)
+        drainer = ArrivalLogDrainer(reader).start()
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
         raw.bind((veth.host, 0))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -121,7 +131,7 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
         transport = UdpTransport(sock)
     except Exception as e:  # report, don't hang the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
-        _cleanup(switch, veth, raw)
+        _cleanup(switch, veth, raw, drainer)
         return
     conn.send(("ready", None))
     try:
@@ -134,14 +144,32 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
         stats["bmv2_vs_emulator"]["bmv2_input_lost"] = (
             stats["counters"]["received"] - stats["bmv2_counters"]["received"])
         stats["switch"] = f"bmv2 ({json_path.name})"
+        recorded = _bmv2_orders(drainer, pipeline, stats)
         conn.recv()
-        conn.send(("stats", stats, pipeline.recorded_arrays()))
+        conn.send(("stats", stats, recorded))
     finally:
         transport.close()
-        _cleanup(switch, veth, raw)
+        _cleanup(switch, veth, raw, drainer)
 
 
-def _cleanup(switch, veth, raw) -> None:
+def _bmv2_orders(drainer: ArrivalLogDrainer, pipeline: SwitchPipeline, stats: dict) -> dict:
+    """BMv2's logged arrival orders (none if its log cannot give them exactly:
+    ``stats["arrival_log_error"]`` says why), compared with the emulator's."""
+    try:
+        recorded = drainer.finish()
+    except ArrivalLogError as e:
+        stats["arrival_log_error"] = str(e)
+        return OrderBuilder(pipeline.job.num_workers).arrays()
+    finally:
+        stats["arrival_log"] = drainer.reader.stats()
+    if pipeline.config.record_orders:
+        stats["bmv2_vs_emulator"]["arrival_orders"] = compare_recorded(recorded, pipeline.recorded_arrays())
+    return recorded
+
+
+def _cleanup(switch, veth, raw, drainer=None) -> None:
+    if drainer is not None:
+        drainer.stop()
     if raw is not None:
         raw.close()
     if switch is not None:

@@ -2,7 +2,8 @@
 
 The bridge compares every BMv2 result with the emulator's (same packets,
 same order) and the allreduce checks the result bit for bit against the
-numerics core with the recorded arrival orders.
+numerics core with the arrival orders BMv2's program logged, which must
+equal the emulator's when BMv2 took every frame.
 """
 
 import os
@@ -12,6 +13,7 @@ import pytest
 
 from emulator.pipeline import SwitchConfig
 from fpisa.job import JobSpec
+from fpisa.netem import LinkFaults
 
 from emulator.bmv2 import bridge
 from p4 import N_ELEMENTS
@@ -25,22 +27,32 @@ needs_bmv2_and_root = [
 
 @needs_bmv2_and_root[0]
 @needs_bmv2_and_root[1]
-@pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
-def test_allreduce_through_bmv2_is_bit_exact(mode):
+@pytest.mark.parametrize("mode,faults", [
+    ("fpisa", LinkFaults()), ("fpisa-a", LinkFaults()), ("switchml", LinkFaults()),
+    # lost, duplicated and reordered packets both ways: the log holds the folds only
+    ("fpisa", LinkFaults(loss=0.03, duplicate=0.02, reorder=0.05)),
+])
+def test_allreduce_through_bmv2_is_bit_exact(mode, faults):
     from hosts.allreduce import AllreduceConfig, run_allreduce
 
     # BMv2 does a few hundred packets/s: a small window keeps
     # the workers from bursting retransmissions it would drop at its input
     job = JobSpec(mode=mode, num_workers=3, window=4, packet_elements=N_ELEMENTS)
     config = AllreduceConfig(job=job, elements=N_ELEMENTS * 40 + 5, timeout_ms=200.0, seed=3,
-                             switch="bmv2")
+                             switch="bmv2", faults=faults)
     report = run_allreduce(config, progress=False)
-    assert report["checks"]["bit_exact"], report["checks"]
+    checks = report["checks"]
+    # checked with BMv2's own orders, every packet's
+    assert "arrival_log_error" not in checks and checks["packets_without_recorded_order"] == 0
+    assert checks["bit_exact"], checks
+    log = report["switch"]["arrival_log"]
+    assert log["entries"] == report["switch"]["bmv2_counters"]["aggregated"]
     cross = report["switch"]["bmv2_vs_emulator"]
     assert cross["matched"] > 0, cross
     if cross["bmv2_input_lost"] == 0:
-        # every packet went through both switches: identical outputs
+        # every packet went through both switches: identical outputs and orders
         assert cross["unexpected"] == 0 and cross["missing"] == 0, cross
+        assert cross["arrival_orders"]["identical"], cross
     assert report["switch"]["bmv2_counters"]["results_multicast"] > 0
 
 

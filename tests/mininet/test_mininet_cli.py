@@ -57,7 +57,6 @@ def test_bmv2_without_program_or_p4c_is_exit_3(monkeypatch, tmp_path, capsys):
     (["--packet-elements", "64"], "48 elements per packet"),
     (["--fmt", "fp16"], "fp32 only"),
     (["--duplicate", "0.01"], "duplicate"),
-    (["--workers", "7"], "K! arrival orders"),
     (["--topo", "two-level", "--workers", "4"], "emulator only"),
 ])
 def test_bmv2_configs_it_cannot_run_are_exit_2(args, message, capsys):
