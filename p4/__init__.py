@@ -52,6 +52,7 @@ __all__ = [
     "BASELINE",
     "get_program",
     "program_for",
+    "job_program",
 ]
 
 P4_DIR = Path(__file__).resolve().parent
@@ -246,3 +247,11 @@ def program_for(source: str, fmt: str = DEFAULT_FORMAT) -> Program:
         return next(iter(builds.values()))
     fmt = get_format(fmt).name
     return builds[fmt]
+
+
+def job_program(job) -> Program:
+    """The build that runs ``job`` (a :class:`fpisa.job.JobSpec`): its mode's
+    source (``p4_program``) for its element format."""
+    if job.info.p4_program is None:
+        raise ValueError(f"mode {job.mode.value!r} has no P4 program")
+    return program_for(job.info.p4_program, job.fmt)
