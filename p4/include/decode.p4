@@ -20,16 +20,16 @@ control DecodeElement(in bit<ELEMENT_BITS> wire_value, out bit<16> exponent, out
     apply {
         bit<ELEMENT_BITS> bits = WIRE_ORDER(wire_value);
         bit<EXPONENT_BITS> biased = bits[ELEMENT_BITS - 2:FRACTION_BITS];
-        bool negative = bits[ELEMENT_BITS - 1:ELEMENT_BITS - 1] == 1;
-        bool is_special = (bit<16>)biased == EXPONENT_ALL_ONES;
+        bool is_special = biased == (bit<EXPONENT_BITS>)EXPONENT_ALL_ONES;
         special = MASK(8, is_special)
                 & SEL(8, bits[FRACTION_BITS - 1:0] != 0, ELEMENT_NAN,
-                      SEL(8, negative, ELEMENT_NEG_INF, ELEMENT_POS_INF));
+                      SEL(8, bits[ELEMENT_BITS - 1:ELEMENT_BITS - 1] == 1, ELEMENT_NEG_INF, ELEMENT_POS_INF));
         implied_one = !is_special && biased != 0;
         exponent = ~MASK(16, is_special) & ((bit<16>)biased | (bit<16>)(bit<1>)(biased == 0));
         // the magnitude with the implied one of a normal value
-        bit<32> magnitude = (bit<32>)bits[FRACTION_BITS - 1:0] | ((bit<32>)(bit<1>)implied_one << FRACTION_BITS);
-        mantissa = ~MASK(32, is_special) & SEL(32, negative, 0 - magnitude, magnitude);
+        bit<32> magnitude = ((bit<32>)bits & FRACTION_MASK) | ((bit<32>)(bit<1>)implied_one << FRACTION_BITS);
+        mantissa = ~MASK(32, is_special) & SEL(32, bits[ELEMENT_BITS - 1:ELEMENT_BITS - 1] == 1,
+                                               0 - magnitude, magnitude);
     }
 }
 

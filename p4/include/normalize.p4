@@ -36,7 +36,7 @@
 control FpisaReadout(in bit<16> exponent, in bit<32> mantissa, in bit<8> flags,
                      inout bit<ELEMENT_BITS> value) {
     apply {
-        bit<32> sign = (bit<32>)mantissa[31:31] << (ELEMENT_BITS - 1);
+        bit<32> sign = (mantissa & 0x80000000) >> (32 - ELEMENT_BITS);  // the result's sign bit
         bit<32> magnitude = SEL(32, sign != 0, 0 - mantissa, mantissa);  // |-2^31| = 2^31 still fits unsigned
         // the leading one, p: each step halves the window [p, p + 2w) that
         // holds it by comparing magnitude >> p with 2^w (w = 16, 8, 4, 2, 1)
@@ -47,15 +47,14 @@ control FpisaReadout(in bit<16> exponent, in bit<32> mantissa, in bit<8> flags,
         leading_one = leading_one | (bit<8>)(bit<1>)((magnitude >> leading_one) >= 32w0x2);
         // E + p, to compare with m + biased without signed numbers
         bit<16> exponent_plus_p = exponent + (bit<16>)leading_one;
-        bit<32> bits = FPISA_RESULT_BITS(flags, mantissa, sign, exponent_plus_p,
+        bit<ELEMENT_BITS> bits = (bit<ELEMENT_BITS>)FPISA_RESULT_BITS(flags, mantissa, sign, exponent_plus_p,
             sign | (((bit<32>)(exponent_plus_p - FRACTION_BITS)) << FRACTION_BITS)
                  | (SEL(32, leading_one > FRACTION_BITS, magnitude >> (leading_one - FRACTION_BITS),
                         magnitude << (FRACTION_BITS - leading_one))
                     & FRACTION_MASK),
             // subnormal; here 1 <= E and the net shift E - 1 is a left shift
             sign | (magnitude << (bit<8>)(exponent - 1)));
-        bit<ELEMENT_BITS> result = (bit<ELEMENT_BITS>)bits;
-        value = WIRE_ORDER(result);
+        value = WIRE_ORDER(bits);
     }
 }
 
@@ -68,7 +67,7 @@ control FpisaAReadout(in bit<16> exponent, in bit<32> mantissa, in bit<8> flags,
     SubnormalShift() subnormal_shift;
 
     apply {
-        bit<32> sign = (bit<32>)mantissa[31:31] << (ELEMENT_BITS - 1);
+        bit<32> sign = (mantissa & 0x80000000) >> (32 - ELEMENT_BITS);  // the result's sign bit
         bit<32> magnitude = SEL(32, sign != 0, 0 - mantissa, mantissa);
         bit<32> significand;
         bit<8> leading_one;
@@ -78,11 +77,10 @@ control FpisaAReadout(in bit<16> exponent, in bit<32> mantissa, in bit<8> flags,
         if (exponent_plus_p < 1 + FRACTION_BITS) {
             subnormal_shift.apply(fraction, (bit<8>)(exponent - 1));
         }
-        bit<32> bits = FPISA_RESULT_BITS(flags, mantissa, sign, exponent_plus_p,
+        bit<ELEMENT_BITS> bits = (bit<ELEMENT_BITS>)FPISA_RESULT_BITS(flags, mantissa, sign, exponent_plus_p,
             sign | (((bit<32>)(exponent_plus_p - FRACTION_BITS)) << FRACTION_BITS) | (significand & FRACTION_MASK),
             sign | fraction);
-        bit<ELEMENT_BITS> result = (bit<ELEMENT_BITS>)bits;
-        value = WIRE_ORDER(result);
+        value = WIRE_ORDER(bits);
     }
 }
 
