@@ -257,17 +257,23 @@ def alignment_values(rng, distances) -> tuple[np.ndarray, np.ndarray]:
     return f32(np.ldexp(m0, base)), f32(np.ldexp(m1, base + d))
 
 
+#: the specials' cases that every format represents: Inf, NaN, both
+#: infinities, zeros of both signs, cancellation (3 workers' values per lane)
+SPECIAL_CASES_ANY_FORMAT = (
+    (math.inf, 1.0, 2.0), (1.0, -math.inf, 2.0), (math.nan, 1.0, 1.0), (math.inf, -math.inf, 1.0),
+    (1.0, 2.0, math.inf), (-math.inf, -math.inf, 3.0), (math.inf, math.nan, -math.inf),
+    (1.0, 2.0, -math.inf), (0.0, 0.0, 0.0), (-0.0, -0.0, -0.0), (0.0, -0.0, 0.0), (1.5, -1.5, 0.0),
+    (-2.0, 1.0, 1.0),
+)
+
+
 def specials_values() -> np.ndarray:
     """(3, N) fp32 bits: Inf/NaN/zero/subnormal/overflow/cancellation cases per lane."""
-    inf, nan = np.float32(np.inf), np.float32(np.nan)
     big = np.float32(3.0e38)
     tiny = np.float32(2.0**-126)
     sub = np.float32(2.0**-140)
     cases = [
-        (inf, 1.0, 2.0), (1.0, -inf, 2.0), (nan, 1.0, 1.0), (inf, -inf, 1.0),
-        (1.0, 2.0, inf), (-inf, -inf, 3.0), (inf, nan, -inf), (1.0, 2.0, -inf),
-        (0.0, 0.0, 0.0), (-0.0, -0.0, -0.0), (0.0, -0.0, 0.0), (1.5, -1.5, 0.0),
-        (-2.0, 1.0, 1.0), (big, big, big), (-big, -big, -big), (big, -big, big),
+        *SPECIAL_CASES_ANY_FORMAT, (big, big, big), (-big, -big, -big), (big, -big, big),
         (tiny * 1.5, -tiny, 0.0), (sub, sub, sub), (-sub, sub * 3, 0.0), (tiny, sub, -tiny),
         (np.float32(2.0**-149), np.float32(2.0**-149), 0.0), (tiny * 1.25, -tiny, -sub),
         (1.9999999, 1.9999999 * 2**7, 1.9999999 * 2**7),  # fpisa-a: headroom overflow
@@ -375,7 +381,6 @@ class FieldValues:
         f, h = self.fmt, self.headroom
         m, p = f.fraction_bits, f.precision
         emax, emin = f.bias, 1 - f.bias  # exponents of the largest and smallest normal binade
-        inf, nan = math.inf, math.nan
         largest = math.ldexp(2.0 - math.ldexp(1.0, -m), emax)
         big = math.ldexp(1.75, emax)
         tiny = math.ldexp(1.0, emin)
@@ -385,10 +390,7 @@ class FieldValues:
         a = -(h // 2)  # a binade with room for 2^(a + h + 1) above it
         s = min(20, emax // 2)
         cases = [
-            (inf, 1.0, 2.0), (1.0, -inf, 2.0), (nan, 1.0, 1.0), (inf, -inf, 1.0),
-            (1.0, 2.0, inf), (-inf, -inf, 3.0), (inf, nan, -inf), (1.0, 2.0, -inf),
-            (0.0, 0.0, 0.0), (-0.0, -0.0, -0.0), (0.0, -0.0, 0.0), (1.5, -1.5, 0.0),
-            (-2.0, 1.0, 1.0), (big, big, big), (-big, -big, -big), (big, -big, big),
+            *SPECIAL_CASES_ANY_FORMAT, (big, big, big), (-big, -big, -big), (big, -big, big),
             (tiny * 1.5, -tiny, 0.0), (sub, sub, sub), (-sub, sub * 3, 0.0), (tiny, sub, -tiny),
             (least, least, 0.0), (tiny * 1.25, -tiny, -sub),
             # fpisa-a: the left shift into the headroom saturates
