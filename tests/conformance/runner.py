@@ -132,8 +132,12 @@ def bmv2_available() -> tuple[bool, str]:
 
 
 def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds: int = 4,
-             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3) -> list[str]:
+             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3,
+             counters: dict | None = None) -> list[str]:
     """Problems found (empty: BMv2 running the vector's program conforms).
+
+    ``counters``: filled with the switch's packet counters (by name,
+    ``read_counters``) once the packets are through.
 
     simple_switch starts reading the pcap input ``pcap_wait_seconds`` after
     it starts, so the job must be configured within that time; on a loaded
@@ -142,7 +146,7 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
     """
     from emulator.bmv2.build import ensure_built
     from emulator.bmv2.control_plane import (Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort,
-                                             configure_job)
+                                             configure_job, read_counters)
     from emulator.bmv2.pcap import read_pcap, write_pcap
     from emulator.bmv2.switch import SimpleSwitch
 
@@ -165,7 +169,8 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
                       raw_registers=vector.job["raw_registers"],
                       workers=tuple(WorkerPort(w["rank"], w["mac"], w["ip"], w["udp_port"],
                                                w["switch_port"]) for w in vector.workers))
-        configure_job(SwitchCLI(switch.thrift_port), ProgramInfo(json_path), job)
+        cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
+        configure_job(cli, info, job)
         if switch.seconds_until_processing() <= 0:
             too_slow = [f"{vector.name}: configuring took longer than the pcap wait "
                         f"({pcap_wait_seconds} s); raise pcap_wait_seconds"]
@@ -174,8 +179,11 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
             switch.stop()
             shutil.rmtree(workdir, ignore_errors=True)
             return run_bmv2(vector, json_path, pcap_wait_seconds=2 * pcap_wait_seconds,
-                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1)
-        outputs = _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
+                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1,
+                            counters=counters)
+        _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
+        if counters is not None:
+            counters.update(read_counters(cli, info))
     finally:
         switch.stop()
     outputs = _collect_final(switch, ports, read_pcap)

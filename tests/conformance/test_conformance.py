@@ -159,6 +159,21 @@ def test_bmv2_conforms(vector, bmv2_programs):
     assert not problems, "\n".join(problems)
 
 
+@needs_bmv2
+@pytest.mark.parametrize("name", ["fpisa_fp16_rejections", "fpisa_bf16_rejections"])
+def test_bmv2_counts_packets_of_another_format_as_dropped(name, bmv2_programs):
+    vector = next(v for v in VECTORS if v.name == name)
+    counters = {}
+    problems = runner.run_bmv2(vector, bmv2_programs(vector.program), counters=counters)
+    assert not problems, "\n".join(problems)
+    # the other formats (fp32, and the other 16-bit one: same length, only the
+    # header's fmt differs) and the other mode: counted wrong-mode drops
+    other = [s for s in vector.steps if " format (payload " in s["comment"] or "is not this job's" in s["comment"]]
+    assert len(other) == 3
+    assert counters["drop_wrong_mode"] == len(other), counters
+    assert counters["received"] == len(vector.steps)
+
+
 @pytest.fixture(scope="session")
 def bmv2_programs():
     """program name -> its compiled JSON, each built for its format when a
