@@ -42,7 +42,7 @@ from pathlib import Path
 from fpisa.net import UdpTransport, build_frame, parse_frame
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import UDP_PORT
-from p4 import N_ELEMENTS
+from p4 import N_ELEMENTS, job_program
 
 from ..pipeline import SwitchConfig, SwitchPipeline
 from ..server import SwitchProcess, start_switch_process
@@ -58,7 +58,7 @@ _SWITCH_MAC = "02:00:00:00:ff:00"
 _SWITCH_IP = "10.255.255.1"
 _ETH_P_ALL = 0x0003
 _PACKET_OUTGOING = 4
-#: frames/s the bridge feeds BMv2 with, per program: below what a default
+#: frames/s the bridge feeds BMv2 with, per P4 source (every format's build): below what a default
 #: BMv2 1.15.5 build (logging macros on) sustains here (measured by
 #: benchmarks/bmv2_vs_emulator.py: ~140 fpisa, ~117 fpisa_a, ~570 switchml);
 #: override with FPISA_BMV2_PPS
@@ -70,10 +70,10 @@ _BURST_PACKETS = 16
 _DRAIN_IDLE_S = 3.0
 
 
-def pacing_rate(program: str) -> float:
+def pacing_rate(source: str) -> float:
     text = os.environ.get("FPISA_BMV2_PPS")
     if text is None:
-        return DEFAULT_PACKETS_PER_SECOND[program]
+        return DEFAULT_PACKETS_PER_SECOND[source]
     try:
         rate = float(text)
     except ValueError:
@@ -89,13 +89,11 @@ def check_config(config: SwitchConfig) -> SwitchConfig:
     if job.packet_elements != N_ELEMENTS:
         raise ValueError(f"the P4 programs carry {N_ELEMENTS} elements per packet, "
                          f"the job has {job.packet_elements} (--packet-elements {N_ELEMENTS})")
-    if job.info.is_float and job.fmt != "fp32":
-        raise ValueError(f"the P4 programs aggregate fp32 only, the job is {job.fmt}")
     if job.register_bits != 32:
         raise ValueError("the P4 programs have 32-bit mantissa registers")
     if config.rounding != "rz":
         raise ValueError("the P4 programs normalize with rounding toward zero (rz) only")
-    pacing_rate(job.info.p4_program)  # a bad FPISA_BMV2_PPS fails here
+    pacing_rate(job_program(job).source_stem)  # a bad FPISA_BMV2_PPS fails here
     if os.geteuid() != 0:
         raise ValueError("--switch bmv2 needs root (it creates a veth pair)")
     return config
@@ -111,7 +109,8 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
     try:
         check_config(config)
         job_spec = config.job
-        json_path = ensure_built(job_spec.info.p4_program)
+        program = job_program(job_spec)  # the mode's program built for the job's format
+        json_path = ensure_built(program)
         veth = VethPair()
         workdir = Path(tempfile.mkdtemp(prefix="fpisa-bmv2-"))
         switch = SimpleSwitch(json_path, {0: veth.switch}, workdir).start()
@@ -136,7 +135,7 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
     conn.send(("ready", None))
     try:
         stats = _serve(pipeline, transport, raw, macs, faults, conn.poll,
-                       pacing_rate(job_spec.info.p4_program))
+                       pacing_rate(program.source_stem))
         stats["bmv2_counters"] = read_counters(cli, info)
         # frames BMv2 never took in (its input queue overflows when workers
         # burst faster than it processes); the protocol recovers, but then

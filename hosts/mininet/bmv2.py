@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from p4 import get_program
+from p4 import job_program
 
 from .config import ExperimentConfig
 
@@ -47,7 +47,7 @@ def bmv2_missing(config: ExperimentConfig) -> str | None:
     missing = missing_tools(SIMPLE_SWITCH, SIMPLE_SWITCH_CLI)
     if missing:
         return f"{', '.join(missing)} (BMv2) not on PATH (docs/p4.md)"
-    program = get_program(config.job.info.p4_program)
+    program = job_program(config.job)
     if not program.json_path.exists() and missing_tools(P4C):
         return (f"the compiled P4 program {program.json_path} does not exist and {P4C} is not "
                 "on PATH to compile it (docs/p4.md)")
@@ -55,10 +55,11 @@ def bmv2_missing(config: ExperimentConfig) -> str | None:
 
 
 def program_json(config: ExperimentConfig) -> Path:
-    """The mode's compiled program, compiled now if missing or older than its sources."""
+    """The mode's program built for the job's format (fpisa_fp16, ...), compiled
+    now if missing or older than its sources."""
     from emulator.bmv2.build import ensure_built
 
-    return ensure_built(config.job.info.p4_program)
+    return ensure_built(job_program(config.job))
 
 
 class Bmv2SwitchNode:

@@ -134,8 +134,6 @@ class ExperimentConfig:
             bad(f"--switch bmv2: the P4 programs carry {BMV2_ELEMENTS} elements per packet, "
                 f"got packet_elements={self.packet_elements} (use --packet-elements {BMV2_ELEMENTS} "
                 "or leave it out)")
-        if self.job.info.is_float and self.fmt != "fp32":
-            bad(f"--switch bmv2: the P4 programs aggregate fp32 only, got fmt={self.fmt!r}")
         if self.window > BMV2_SLOTS:
             bad(f"--switch bmv2: window {self.window} exceeds the program's {BMV2_SLOTS} slots")
         if self.duplicate or self.reorder:

@@ -14,7 +14,7 @@
 #define FPISA_LANES_P4
 
 #include "headers.p4"
-#include "decode_fp32.p4"
+#include "decode.p4"
 #include "element_flags.p4"
 #include "fpisa_registers.p4"
 #include "fpisa_a_registers.p4"
@@ -22,9 +22,9 @@
 
 // exponent, mantissa, flags: the row's registers after this packet (the
 // read-out's input)
-control FpisaLane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
+control FpisaLane(in bit<ELEMENT_BITS> value, in metadata_t meta, out bit<16> exponent,
                   out bit<32> mantissa, out bit<8> flags) {
-    DecodeFp32() decode;
+    DecodeElement() decode;
     FpisaExponentRegister() exponent_register;
     FpisaMantissaRegister() mantissa_register;
     ElementFlags() element_flags;
@@ -49,9 +49,9 @@ control FpisaLane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
     }
 }
 
-control FpisaALane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
+control FpisaALane(in bit<ELEMENT_BITS> value, in metadata_t meta, out bit<16> exponent,
                    out bit<32> mantissa, out bit<8> flags) {
-    DecodeFp32() decode;
+    DecodeElement() decode;
     FpisaAExponentRegister() exponent_register;
     FpisaAMantissaRegister() mantissa_register;
     ElementFlags() element_flags;

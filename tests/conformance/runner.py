@@ -148,8 +148,12 @@ def bmv2_available() -> tuple[bool, str]:
 
 
 def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds: int = 4,
-             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3) -> list[str]:
+             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3,
+             counters: dict | None = None) -> list[str]:
     """Problems found (empty: BMv2 running the vector's program conforms).
+
+    ``counters``: filled with the switch's packet counters (by name,
+    ``read_counters``) once the packets are through.
 
     simple_switch starts reading the pcap input ``pcap_wait_seconds`` after
     it starts, so the job must be configured within that time; on a loaded
@@ -158,7 +162,7 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
     """
     from emulator.bmv2.build import ensure_built
     from emulator.bmv2.control_plane import (Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort,
-                                             configure_job)
+                                             configure_job, read_counters)
     from emulator.bmv2.pcap import read_pcap, write_pcap
     from emulator.bmv2.switch import SimpleSwitch
 
@@ -191,9 +195,12 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
             switch.stop()
             shutil.rmtree(workdir, ignore_errors=True)
             return run_bmv2(vector, json_path, pcap_wait_seconds=2 * pcap_wait_seconds,
-                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1)
+                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1,
+                            counters=counters)
         _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
         log_problems = compare_arrival_log(vector, cli, info, job)
+        if counters is not None:
+            counters.update(read_counters(cli, info))
     finally:
         switch.stop()
     outputs = _collect_final(switch, ports, read_pcap)

@@ -147,3 +147,18 @@ def test_bmv2_teardown_after_an_interrupt_leaves_nothing_behind():
     assert leftovers() == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert "02:fa:" not in links
+
+
+@pytest.mark.root
+@pytest.mark.mininet
+@pytest.mark.skipif(_why is not None, reason=str(_why))
+@pytest.mark.parametrize("mode,fmt", [("fpisa", "fp16"), ("fpisa-a", "bf16")])
+def test_bmv2_star_16_bit_formats_run_their_build(mode, fmt):
+    report = run(workers=2, mode=mode, fmt=fmt, elements=48 * 20, loss=0.0)
+    checks = report["runs"][0]["checks"]
+    assert checks["bit_exact"], checks
+    switch = report["switches"][0]
+    assert f"({mode.replace('-', '_')}_{fmt}.json)" in switch["switch"]
+    counters = switch["bmv2_counters"]
+    assert counters["aggregated"] == 2 * 20 and counters["results_multicast"] == 20
+    assert counters["drop_wrong_mode"] == counters["drop_bad_length"] == 0
