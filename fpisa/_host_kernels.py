@@ -44,6 +44,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ._kernels import _add32
+
 __all__ = [
     "KIND_FP32",
     "KIND_FP16",
@@ -319,18 +321,28 @@ def count_non_finite(bits, kind):
 
 
 # ------------------------------------------------------------------ scales
+@_inline
+def _scale(e, num_workers):
+    """f = INT32_MAX / (K * 2^e) (K * 2^e is exact; one rounding)."""
+    # beyond +-2000, K * 2^e is 0 or Inf either way; ldexp takes a C int
+    e = min(max(np.int64(e), -2000), 2000)
+    return np.float64(INT32_MAX) / math.ldexp(np.float64(num_workers), np.int32(e))
+
+
 @_jit
 def scale_factors(max_exponents, num_workers, out):
-    """f = INT32_MAX / (K * 2^e) per block (K * 2^e is exact; one rounding)."""
-    top = np.float64(INT32_MAX)
-    k = np.float64(num_workers)
+    """f = INT32_MAX / (K * 2^e) per block."""
     for b in range(max_exponents.shape[0]):
-        # beyond +-2000, K * 2^e is 0 or Inf either way; ldexp takes a C int
-        e = min(max(np.int64(max_exponents[b]), -2000), 2000)
-        out[b] = top / math.ldexp(k, np.int32(e))
+        out[b] = _scale(max_exponents[b], num_workers)
 
 
 # ------------------------------------------------------------------ quantize
+@_inline
+def _q(h, f, kind):
+    """q = rint(fl64(x * f)) as int32 (x widened exactly; ties to even)."""
+    return np.int32(np.rint(_widen(h, kind) * f))
+
+
 @_inline
 def _quantize_run(bits, lo, count, f, kind, out, swap):
     """out[i] = rint(x_i * f) as int32 (byte-swapped if swap) for the count
@@ -339,7 +351,7 @@ def _quantize_run(bits, lo, count, f, kind, out, swap):
     for j in range(count):
         h = bits[lo + j]
         largest = np.uint32(max(largest, _abs_bits(h, kind)))
-        q = np.int32(np.rint(_widen(h, kind) * f))
+        q = _q(h, f, kind)
         out[lo + j] = _bswap(q) if swap else q
     return largest
 
@@ -375,51 +387,22 @@ def quantize(bits, kind, scales, block_size, out, swap):
     return status
 
 
-@_inline
-def _accumulate_run(bits, lo, count, f, kind, sums):
-    largest = np.uint32(0)
-    for j in range(count):
-        h = bits[lo + j]
-        largest = np.uint32(max(largest, _abs_bits(h, kind)))
-        sums[lo + j] += np.int64(np.int32(np.rint(_widen(h, kind) * f)))
-    return largest
-
-
-@_jit
-def quantize_sum(bits2d, kind, scales, block_size, sums):
-    """sums += every worker's q (int64): the switch's integer sum. Returns
-    the status of :func:`quantize`."""
-    workers, n = bits2d.shape
-    status = 0
-    full = n // block_size
-    for k in range(workers):
-        row = bits2d[k]
-        for b in range(full):
-            f = scales[b]
-            largest = _accumulate_run(row, b * block_size, block_size, f, kind, sums)
-            status = max(status, _block_status(largest, f, kind))
-        if full * block_size < n:
-            f = scales[full]
-            largest = _accumulate_run(row, full * block_size, n - full * block_size, f, kind, sums)
-            status = max(status, _block_status(largest, f, kind))
-    return status
-
-
 # ---------------------------------------------------------------- dequantize
 @_inline
-def _dequantize_run(sums, lo, count, f, kind, out, swap):
+def _dequantize_run(sums, src, count, f, kind, out, dst, swap):
+    """out[dst + j] = the fmt bits of fl64(sums[src + j] / f), j < count."""
     if kind == KIND_FP32:
         for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _as_uint32(np.float32(np.float64(s) / f))
+            s = _bswap(sums[src + j]) if swap else sums[src + j]
+            out[dst + j] = _as_uint32(np.float32(np.float64(s) / f))
     elif kind == KIND_FP16:
         for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _double_to_small(np.float64(s) / f, 5, 10)
+            s = _bswap(sums[src + j]) if swap else sums[src + j]
+            out[dst + j] = _double_to_small(np.float64(s) / f, 5, 10)
     else:
         for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _double_to_small(np.float64(s) / f, 8, 7)
+            s = _bswap(sums[src + j]) if swap else sums[src + j]
+            out[dst + j] = _double_to_small(np.float64(s) / f, 8, 7)
 
 
 @_jit
@@ -428,9 +411,101 @@ def dequantize(sums, kind, scales, block_size, out, swap):
     n = sums.shape[0]
     full = n // block_size
     for b in range(full):
-        _dequantize_run(sums, b * block_size, block_size, scales[b], kind, out, swap)
+        lo = b * block_size
+        _dequantize_run(sums, lo, block_size, scales[b], kind, out, lo, swap)
     if full * block_size < n:
-        _dequantize_run(sums, full * block_size, n - full * block_size, scales[full], kind, out, swap)
+        lo = full * block_size
+        _dequantize_run(sums, lo, n - lo, scales[full], kind, out, lo, swap)
+
+
+# ------------------------------------------- SwitchML end to end, in one pass
+# What K SwitchML hosts and their switch compute, fused tile by tile so the
+# K rows are read from memory once: per tile of whole blocks, (1) each block's
+# max |x| bits over the K rows (the exponent exchange: the frexp exponent is
+# monotonic in them, so the max of the workers' exponents is the exponent of
+# this max), its scale f; (2) every worker's q summed in an int32 tile (the
+# switch's wrapping int32 add; the rows come from L2 this time); (3) the sums
+# dequantized into the output. The tile's K rows (SUM_TILE_BYTES) stay in L2
+# between (1) and (2); the int32 sums stay in L1.
+
+#: bytes of the K rows of one tile (half of a Zen 3 / Skylake-SP core's L2)
+SUM_TILE_BYTES = 1 << 18
+
+
+def sum_tile_blocks(num_workers: int, block_size: int, itemsize: int) -> int:
+    """Blocks per tile of :func:`sum_workers` (at least one)."""
+    return max(1, SUM_TILE_BYTES // (num_workers * block_size * itemsize))
+
+
+@_inline
+def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
+    """One tile, elements lo .. lo + count (whole blocks but for the array's
+    last). Returns its status: 0 fine, 1 an Inf/NaN, 2 a block's max |q|
+    times K exceeds INT32_MAX (the no-overflow premise; K <= 256 rules it out).
+
+    The element loops index views from 0 (``x[j]``, j from a range): an
+    index numba cannot prove non-negative gets its wraparound fix per
+    element, and LLVM then gathers and scatters instead of loading vectors."""
+    workers = bits2d.shape[0]
+    nb = -(-count // block_size)
+    for b in range(nb):
+        largest[b] = 0
+    for k in range(workers):
+        row = bits2d[k, lo:lo + count]
+        for b in range(nb):
+            x = row[b * block_size:(b + 1) * block_size]
+            m = np.uint32(0)
+            for j in range(x.shape[0]):
+                m = np.uint32(max(m, _abs_bits(x[j], kind)))
+            largest[b] = max(largest[b], m)
+    status = 0
+    for b in range(nb):
+        if largest[b] >= _inf_bits(kind):
+            return 1
+        f = _scale(_exponent_of(largest[b], kind), workers)
+        scales[b] = f
+        # rounding is monotonic: the block's largest |q| is that of its max |x|
+        if np.rint(_widen(largest[b], kind) * f) * workers > 2147483647.0:
+            status = 2
+    for k in range(workers):
+        row = bits2d[k, lo:lo + count]
+        for b in range(nb):
+            f = scales[b]
+            x = row[b * block_size:(b + 1) * block_size]
+            a = acc[b * block_size:b * block_size + x.shape[0]]
+            if k == 0:
+                for j in range(x.shape[0]):
+                    a[j] = _q(x[j], f, kind)
+            else:
+                for j in range(x.shape[0]):
+                    a[j] = _add32(a[j], _q(x[j], f, kind))
+    for b in range(nb):
+        a = acc[b * block_size:min((b + 1) * block_size, count)]
+        y = out[lo + b * block_size:lo + b * block_size + a.shape[0]]
+        _dequantize_run(a, 0, a.shape[0], scales[b], kind, y, 0, False)
+    return status
+
+
+@_jit
+def sum_workers(bits2d, kind, block_size, tile_blocks, out):
+    """SwitchML on (K, n) bits -> out, the fmt bits every worker gets.
+
+    Returns 0, 1 if some value is Inf/NaN (out is then unspecified), or 2
+    if a block's largest |q| times K exceeds INT32_MAX, i.e. the int32 sum
+    might have wrapped (K <= 256 makes that impossible, docs/numerics.md
+    section 6; out holds the wrapped sums' values, as a switch would)."""
+    n = bits2d.shape[1]
+    tile = tile_blocks * block_size
+    largest = np.empty(tile_blocks, np.uint32)
+    scales = np.empty(tile_blocks, np.float64)
+    acc = np.empty(tile, np.int32)
+    status = 0
+    for lo in range(0, n, tile):
+        s = _sum_tile(bits2d, lo, min(tile, n - lo), kind, block_size, largest, scales, acc, out)
+        if s == 1:
+            return 1
+        status = max(status, s)
+    return status
 
 
 # ------------------------------------------------- ATP's fixed-scale quantizer
