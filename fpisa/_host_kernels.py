@@ -233,11 +233,15 @@ def doubles_to_bits(x, kind, out):
 
 
 # ------------------------------------------------------------ block exponents
-# Every kernel here walks the values block by block: the full blocks with a
-# trip count of block_size, then the partial last block. Finiteness is
-# checked on the block's max |x| bits (a value is non-finite iff its |x| bits
-# are at least Inf's), so the loops carry one 32-bit max and nothing else;
-# callers count the offending values only when there are some.
+# Every kernel here walks the values block by block, each block a view
+# (``bits[lo:lo + block_size]``, the last one shorter) whose element loop
+# indexes it from 0 with the loop counter: numba fixes up negative indices
+# (``a[i]`` with i < 0 reads a[n + i]) unless it can prove i >= 0, and LLVM
+# vectorizes a loop with that per-element fix only with gathers and
+# scatters (vpinsrd / vpextrd), several times slower. Finiteness is checked
+# on the block's max |x| bits (a value is non-finite iff its |x| bits are at
+# least Inf's), so the loops carry one 32-bit max and nothing else; callers
+# count the offending values only when there are some.
 
 @_jit
 def _exponent_of(abs_bits, kind):
@@ -263,28 +267,22 @@ def _exponent_of(abs_bits, kind):
 
 
 @_inline
-def _max_abs(bits, lo, count, kind):
-    """max |x| bits over bits[lo:lo + count] (uint32)."""
+def _max_abs(x, kind):
+    """max |x| bits over the view x (uint32)."""
     largest = np.uint32(0)
-    for j in range(count):
-        largest = np.uint32(max(largest, _abs_bits(bits[lo + j], kind)))
+    for j in range(x.shape[0]):
+        largest = np.uint32(max(largest, _abs_bits(x[j], kind)))
     return largest
 
 
 @_jit
 def block_exponents(bits, kind, block_size, out):
     """One worker's block exponents in one pass; False if a value is Inf/NaN."""
-    n = bits.shape[0]
     worst = np.uint32(0)
-    full = n // block_size
-    for b in range(full):
-        largest = _max_abs(bits, b * block_size, block_size, kind)
+    for b in range(-(-bits.shape[0] // block_size)):
+        largest = _max_abs(bits[b * block_size:(b + 1) * block_size], kind)
         worst = max(worst, largest)
         out[b] = _exponent_of(largest, kind)
-    if full * block_size < n:
-        largest = _max_abs(bits, full * block_size, n - full * block_size, kind)
-        worst = max(worst, largest)
-        out[full] = _exponent_of(largest, kind)
     return worst < _inf_bits(kind)
 
 
@@ -293,18 +291,14 @@ def max_block_exponents(bits2d, kind, block_size, out):
     """e_max per block over the rows (workers) of bits2d, one pass over the
     data: the frexp exponent of the max |x| bits over all workers (the
     exponent is monotonic in them). False if a value is Inf/NaN."""
-    workers, n = bits2d.shape
-    largest = np.zeros(out.shape[0], np.uint32)
-    full = n // block_size
-    for k in range(workers):
+    nb = -(-bits2d.shape[1] // block_size)
+    largest = np.zeros(nb, np.uint32)
+    for k in range(bits2d.shape[0]):
         row = bits2d[k]
-        for b in range(full):
-            largest[b] = max(largest[b], _max_abs(row, b * block_size, block_size, kind))
-        if full * block_size < n:
-            largest[full] = max(largest[full],
-                                _max_abs(row, full * block_size, n - full * block_size, kind))
+        for b in range(nb):
+            largest[b] = max(largest[b], _max_abs(row[b * block_size:(b + 1) * block_size], kind))
     worst = np.uint32(0)
-    for b in range(out.shape[0]):
+    for b in range(nb):
         worst = max(worst, largest[b])
         out[b] = _exponent_of(largest[b], kind)
     return worst < _inf_bits(kind)
@@ -344,15 +338,15 @@ def _q(h, f, kind):
 
 
 @_inline
-def _quantize_run(bits, lo, count, f, kind, out, swap):
-    """out[i] = rint(x_i * f) as int32 (byte-swapped if swap) for the count
-    values from lo; returns their max |x| bits."""
+def _quantize_run(x, f, kind, out, swap):
+    """out[j] = rint(x_j * f) as int32 (byte-swapped if swap) for the view x;
+    returns its max |x| bits."""
     largest = np.uint32(0)
-    for j in range(count):
-        h = bits[lo + j]
+    for j in range(x.shape[0]):
+        h = x[j]
         largest = np.uint32(max(largest, _abs_bits(h, kind)))
         q = _q(h, f, kind)
-        out[lo + j] = _bswap(q) if swap else q
+        out[j] = _bswap(q) if swap else q
     return largest
 
 
@@ -373,49 +367,39 @@ def quantize(bits, kind, scales, block_size, out, swap):
 
     Returns 0, or 1 if some value is Inf/NaN, or 2 if some q would not fit
     int32 (the scale is too large for the block); out is then unspecified."""
-    n = bits.shape[0]
     status = 0
-    full = n // block_size
-    for b in range(full):
+    for b in range(-(-bits.shape[0] // block_size)):
         f = scales[b]
-        largest = _quantize_run(bits, b * block_size, block_size, f, kind, out, swap)
-        status = max(status, _block_status(largest, f, kind))
-    if full * block_size < n:
-        f = scales[full]
-        largest = _quantize_run(bits, full * block_size, n - full * block_size, f, kind, out, swap)
+        lo = b * block_size
+        largest = _quantize_run(bits[lo:lo + block_size], f, kind, out[lo:lo + block_size], swap)
         status = max(status, _block_status(largest, f, kind))
     return status
 
 
 # ---------------------------------------------------------------- dequantize
 @_inline
-def _dequantize_run(sums, src, count, f, kind, out, dst, swap):
-    """out[dst + j] = the fmt bits of fl64(sums[src + j] / f), j < count."""
+def _dequantize_run(sums, f, kind, out, swap):
+    """out[j] = the fmt bits of fl64(sums[j] / f) for the view sums."""
     if kind == KIND_FP32:
-        for j in range(count):
-            s = _bswap(sums[src + j]) if swap else sums[src + j]
-            out[dst + j] = _as_uint32(np.float32(np.float64(s) / f))
+        for j in range(sums.shape[0]):
+            s = _bswap(sums[j]) if swap else sums[j]
+            out[j] = _as_uint32(np.float32(np.float64(s) / f))
     elif kind == KIND_FP16:
-        for j in range(count):
-            s = _bswap(sums[src + j]) if swap else sums[src + j]
-            out[dst + j] = _double_to_small(np.float64(s) / f, 5, 10)
+        for j in range(sums.shape[0]):
+            s = _bswap(sums[j]) if swap else sums[j]
+            out[j] = _double_to_small(np.float64(s) / f, 5, 10)
     else:
-        for j in range(count):
-            s = _bswap(sums[src + j]) if swap else sums[src + j]
-            out[dst + j] = _double_to_small(np.float64(s) / f, 8, 7)
+        for j in range(sums.shape[0]):
+            s = _bswap(sums[j]) if swap else sums[j]
+            out[j] = _double_to_small(np.float64(s) / f, 8, 7)
 
 
 @_jit
 def dequantize(sums, kind, scales, block_size, out, swap):
     """int32 sums (big-endian if swap) -> fmt bits: fl64(s / f), rounded once."""
-    n = sums.shape[0]
-    full = n // block_size
-    for b in range(full):
+    for b in range(-(-sums.shape[0] // block_size)):
         lo = b * block_size
-        _dequantize_run(sums, lo, block_size, scales[b], kind, out, lo, swap)
-    if full * block_size < n:
-        lo = full * block_size
-        _dequantize_run(sums, lo, n - lo, scales[full], kind, out, lo, swap)
+        _dequantize_run(sums[lo:lo + block_size], scales[b], kind, out[lo:lo + block_size], swap)
 
 
 # ------------------------------------------- SwitchML end to end, in one pass
@@ -453,11 +437,7 @@ def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
     for k in range(workers):
         row = bits2d[k, lo:lo + count]
         for b in range(nb):
-            x = row[b * block_size:(b + 1) * block_size]
-            m = np.uint32(0)
-            for j in range(x.shape[0]):
-                m = np.uint32(max(m, _abs_bits(x[j], kind)))
-            largest[b] = max(largest[b], m)
+            largest[b] = max(largest[b], _max_abs(row[b * block_size:(b + 1) * block_size], kind))
     status = 0
     for b in range(nb):
         if largest[b] >= _inf_bits(kind):
@@ -480,9 +460,9 @@ def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
                 for j in range(x.shape[0]):
                     a[j] = _add32(a[j], _q(x[j], f, kind))
     for b in range(nb):
-        a = acc[b * block_size:min((b + 1) * block_size, count)]
-        y = out[lo + b * block_size:lo + b * block_size + a.shape[0]]
-        _dequantize_run(a, 0, a.shape[0], scales[b], kind, y, 0, False)
+        t = b * block_size
+        _dequantize_run(acc[t:min(t + block_size, count)], scales[b], kind,
+                        out[lo + t:lo + min(t + block_size, count)], False)
     return status
 
 
