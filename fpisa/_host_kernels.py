@@ -318,8 +318,13 @@ def count_non_finite(bits, kind):
 @_inline
 def _scale(e, num_workers):
     """f = INT32_MAX / (K * 2^e) (K * 2^e is exact; one rounding)."""
+    e = np.int64(e)
+    if -1022 <= e <= 1023:
+        # 2^e from its bits, and K * 2^e exact or Inf like ldexp, without a libm call
+        # per block (a block's exponent is always in this range)
+        return np.float64(INT32_MAX) / (np.float64(num_workers) * _as_float64((e + 1023) << 52))
     # beyond +-2000, K * 2^e is 0 or Inf either way; ldexp takes a C int
-    e = min(max(np.int64(e), -2000), 2000)
+    e = min(max(e, -2000), 2000)
     return np.float64(INT32_MAX) / math.ldexp(np.float64(num_workers), np.int32(e))
 
 
