@@ -233,15 +233,17 @@ def doubles_to_bits(x, kind, out):
 
 
 # ------------------------------------------------------------ block exponents
-# Every kernel here walks the values block by block, each block a view
-# (``bits[lo:lo + block_size]``, the last one shorter) whose element loop
-# indexes it from 0 with the loop counter: numba fixes up negative indices
-# (``a[i]`` with i < 0 reads a[n + i]) unless it can prove i >= 0, and LLVM
-# vectorizes a loop with that per-element fix only with gathers and
-# scatters (vpinsrd / vpextrd), several times slower. Finiteness is checked
-# on the block's max |x| bits (a value is non-finite iff its |x| bits are at
-# least Inf's), so the loops carry one 32-bit max and nothing else; callers
-# count the offending values only when there are some.
+# Every kernel here walks the values block by block: the full blocks with a
+# trip count of block_size, then the partial last block. The element loops
+# index with unsigned integers (``_run``: ``bits[lo + j]`` with lo and j
+# uint64): numba fixes up a negative signed index (``a[i]`` with i < 0 reads
+# a[n + i]) unless it can prove i >= 0, and LLVM vectorizes a loop with that
+# per-element fix only with gathers and scatters (vpinsrd / vpextrd),
+# several times slower; views (``bits[lo:lo + block_size]``) avoid it too
+# but cost ~20% in slicing per 64-value block. Finiteness is checked on the
+# block's max |x| bits (a value is non-finite iff its |x| bits are at least
+# Inf's), so the loops carry one 32-bit max and nothing else; callers count
+# the offending values only when there are some.
 
 @_jit
 def _exponent_of(abs_bits, kind):
@@ -267,22 +269,36 @@ def _exponent_of(abs_bits, kind):
 
 
 @_inline
-def _max_abs(x, kind):
-    """max |x| bits over the view x (uint32)."""
+def _run(lo, count):
+    """(uint64 lo, range(count) of uint64): element j of a run is a[lo + j]
+    with an unsigned index, which numba does not wrap around."""
+    return np.uint64(lo), range(np.uint64(count))
+
+
+@_inline
+def _max_abs(bits, lo, count, kind):
+    """max |x| bits over bits[lo:lo + count] (uint32)."""
     largest = np.uint32(0)
-    for j in range(x.shape[0]):
-        largest = np.uint32(max(largest, _abs_bits(x[j], kind)))
+    base, js = _run(lo, count)
+    for j in js:
+        largest = np.uint32(max(largest, _abs_bits(bits[base + j], kind)))
     return largest
 
 
 @_jit
 def block_exponents(bits, kind, block_size, out):
     """One worker's block exponents in one pass; False if a value is Inf/NaN."""
+    n = bits.shape[0]
     worst = np.uint32(0)
-    for b in range(-(-bits.shape[0] // block_size)):
-        largest = _max_abs(bits[b * block_size:(b + 1) * block_size], kind)
+    full = n // block_size
+    for b in range(full):
+        largest = _max_abs(bits, b * block_size, block_size, kind)
         worst = max(worst, largest)
         out[b] = _exponent_of(largest, kind)
+    if full * block_size < n:
+        largest = _max_abs(bits, full * block_size, n - full * block_size, kind)
+        worst = max(worst, largest)
+        out[full] = _exponent_of(largest, kind)
     return worst < _inf_bits(kind)
 
 
@@ -291,14 +307,18 @@ def max_block_exponents(bits2d, kind, block_size, out):
     """e_max per block over the rows (workers) of bits2d, one pass over the
     data: the frexp exponent of the max |x| bits over all workers (the
     exponent is monotonic in them). False if a value is Inf/NaN."""
-    nb = -(-bits2d.shape[1] // block_size)
-    largest = np.zeros(nb, np.uint32)
-    for k in range(bits2d.shape[0]):
+    workers, n = bits2d.shape
+    largest = np.zeros(out.shape[0], np.uint32)
+    full = n // block_size
+    for k in range(workers):
         row = bits2d[k]
-        for b in range(nb):
-            largest[b] = max(largest[b], _max_abs(row[b * block_size:(b + 1) * block_size], kind))
+        for b in range(full):
+            largest[b] = max(largest[b], _max_abs(row, b * block_size, block_size, kind))
+        if full * block_size < n:
+            largest[full] = max(largest[full],
+                                _max_abs(row, full * block_size, n - full * block_size, kind))
     worst = np.uint32(0)
-    for b in range(nb):
+    for b in range(out.shape[0]):
         worst = max(worst, largest[b])
         out[b] = _exponent_of(largest[b], kind)
     return worst < _inf_bits(kind)
@@ -343,15 +363,16 @@ def _q(h, f, kind):
 
 
 @_inline
-def _quantize_run(x, f, kind, out, swap):
-    """out[j] = rint(x_j * f) as int32 (byte-swapped if swap) for the view x;
-    returns its max |x| bits."""
+def _quantize_run(bits, lo, count, f, kind, out, swap):
+    """out[i] = rint(x_i * f) as int32 (byte-swapped if swap) for the count
+    values from lo; returns their max |x| bits."""
     largest = np.uint32(0)
-    for j in range(x.shape[0]):
-        h = x[j]
+    base, js = _run(lo, count)
+    for j in js:
+        h = bits[base + j]
         largest = np.uint32(max(largest, _abs_bits(h, kind)))
         q = _q(h, f, kind)
-        out[j] = _bswap(q) if swap else q
+        out[base + j] = _bswap(q) if swap else q
     return largest
 
 
@@ -372,39 +393,51 @@ def quantize(bits, kind, scales, block_size, out, swap):
 
     Returns 0, or 1 if some value is Inf/NaN, or 2 if some q would not fit
     int32 (the scale is too large for the block); out is then unspecified."""
+    n = bits.shape[0]
     status = 0
-    for b in range(-(-bits.shape[0] // block_size)):
+    full = n // block_size
+    for b in range(full):
         f = scales[b]
-        lo = b * block_size
-        largest = _quantize_run(bits[lo:lo + block_size], f, kind, out[lo:lo + block_size], swap)
+        largest = _quantize_run(bits, b * block_size, block_size, f, kind, out, swap)
+        status = max(status, _block_status(largest, f, kind))
+    if full * block_size < n:
+        f = scales[full]
+        largest = _quantize_run(bits, full * block_size, n - full * block_size, f, kind, out, swap)
         status = max(status, _block_status(largest, f, kind))
     return status
 
 
 # ---------------------------------------------------------------- dequantize
 @_inline
-def _dequantize_run(sums, f, kind, out, swap):
-    """out[j] = the fmt bits of fl64(sums[j] / f) for the view sums."""
+def _dequantize_run(sums, src, count, f, kind, out, dst, swap):
+    """out[dst + j] = the fmt bits of fl64(sums[src + j] / f), j < count."""
+    s0, js = _run(src, count)
+    d0 = np.uint64(dst)
     if kind == KIND_FP32:
-        for j in range(sums.shape[0]):
-            s = _bswap(sums[j]) if swap else sums[j]
-            out[j] = _as_uint32(np.float32(np.float64(s) / f))
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _as_uint32(np.float32(np.float64(s) / f))
     elif kind == KIND_FP16:
-        for j in range(sums.shape[0]):
-            s = _bswap(sums[j]) if swap else sums[j]
-            out[j] = _double_to_small(np.float64(s) / f, 5, 10)
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _double_to_small(np.float64(s) / f, 5, 10)
     else:
-        for j in range(sums.shape[0]):
-            s = _bswap(sums[j]) if swap else sums[j]
-            out[j] = _double_to_small(np.float64(s) / f, 8, 7)
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _double_to_small(np.float64(s) / f, 8, 7)
 
 
 @_jit
 def dequantize(sums, kind, scales, block_size, out, swap):
     """int32 sums (big-endian if swap) -> fmt bits: fl64(s / f), rounded once."""
-    for b in range(-(-sums.shape[0] // block_size)):
+    n = sums.shape[0]
+    full = n // block_size
+    for b in range(full):
         lo = b * block_size
-        _dequantize_run(sums[lo:lo + block_size], scales[b], kind, out[lo:lo + block_size], swap)
+        _dequantize_run(sums, lo, block_size, scales[b], kind, out, lo, swap)
+    if full * block_size < n:
+        lo = full * block_size
+        _dequantize_run(sums, lo, n - lo, scales[full], kind, out, lo, swap)
 
 
 # ------------------------------------------- SwitchML end to end, in one pass
@@ -430,19 +463,19 @@ def sum_tile_blocks(num_workers: int, block_size: int, itemsize: int) -> int:
 def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
     """One tile, elements lo .. lo + count (whole blocks but for the array's
     last). Returns its status: 0 fine, 1 an Inf/NaN, 2 a block's max |q|
-    times K exceeds INT32_MAX (the no-overflow premise; K <= 256 rules it out).
-
-    The element loops index views from 0 (``x[j]``, j from a range): an
-    index numba cannot prove non-negative gets its wraparound fix per
-    element, and LLVM then gathers and scatters instead of loading vectors."""
+    times K exceeds INT32_MAX (the no-overflow premise; K <= 256 rules it out)."""
     workers = bits2d.shape[0]
     nb = -(-count // block_size)
+    full = count // block_size
+    rest = count - full * block_size
     for b in range(nb):
         largest[b] = 0
     for k in range(workers):
-        row = bits2d[k, lo:lo + count]
-        for b in range(nb):
-            largest[b] = max(largest[b], _max_abs(row[b * block_size:(b + 1) * block_size], kind))
+        row = bits2d[k]
+        for b in range(full):
+            largest[b] = max(largest[b], _max_abs(row, lo + b * block_size, block_size, kind))
+        if rest:
+            largest[full] = max(largest[full], _max_abs(row, lo + full * block_size, rest, kind))
     status = 0
     for b in range(nb):
         if largest[b] >= _inf_bits(kind):
@@ -453,21 +486,23 @@ def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
         if np.rint(_widen(largest[b], kind) * f) * workers > 2147483647.0:
             status = 2
     for k in range(workers):
-        row = bits2d[k, lo:lo + count]
+        row = bits2d[k]
         for b in range(nb):
             f = scales[b]
-            x = row[b * block_size:(b + 1) * block_size]
-            a = acc[b * block_size:b * block_size + x.shape[0]]
+            t, js = _run(b * block_size, block_size if b < full else rest)
+            x0 = np.uint64(lo) + t
             if k == 0:
-                for j in range(x.shape[0]):
-                    a[j] = _q(x[j], f, kind)
+                for j in js:
+                    acc[t + j] = _q(row[x0 + j], f, kind)
             else:
-                for j in range(x.shape[0]):
-                    a[j] = _add32(a[j], _q(x[j], f, kind))
-    for b in range(nb):
-        t = b * block_size
-        _dequantize_run(acc[t:min(t + block_size, count)], scales[b], kind,
-                        out[lo + t:lo + min(t + block_size, count)], False)
+                for j in js:
+                    acc[t + j] = _add32(acc[t + j], _q(row[x0 + j], f, kind))
+    for b in range(full):
+        _dequantize_run(acc, b * block_size, block_size, scales[b], kind, out,
+                        lo + b * block_size, False)
+    if rest:
+        _dequantize_run(acc, full * block_size, rest, scales[full], kind, out,
+                        lo + full * block_size, False)
     return status
 
 
