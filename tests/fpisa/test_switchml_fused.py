@@ -12,8 +12,15 @@ Random data and the edges: all-zero and -0.0 blocks, blocks only one worker
 fills, the largest finite value of each format (the worst case for the int32
 bound), subnormals, negative values, K = 1..16 and 256, n not a multiple of
 the block, the vector width or the tile, tiles of one block, Inf/NaN in the
-first, a middle and the last (partial) tile. No timings here
+first, a middle and the last (partial) tile; and the kernels' machine code
+(vector instructions, no element gathers). No timings here
 (benchmarks/numerics.py measures)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -24,6 +31,7 @@ from fpisa import _kernels as K
 from fpisa import switchml as sml
 from fpisa.formats import get_format
 from oracle_helpers import FORMAT_NAMES, assert_bits_equal, clustered_bits, make_bits, oracle_aggregate
+from test_host_kernels import _has_avx2
 
 KIND = {"fp32": HK.KIND_FP32, "fp16": HK.KIND_FP16, "bf16": HK.KIND_BF16}
 
@@ -198,3 +206,48 @@ def test_non_finite_values_anywhere(fmt):
                 sml.sum_workers(values, fmt, block_size)
             with pytest.raises(ValueError, match=r"Inf/NaN"):
                 fpisa.aggregate(values, "switchml", fmt=fmt, block_size=block_size)
+
+
+# ------------------------------------------------------------ vectorization
+_ASM_SCRIPT = textwrap.dedent("""
+    import json, re
+    import numpy as np
+    from fpisa import _host_kernels as HK
+    from fpisa import switchml as sml
+    for fmt, u in (("fp32", np.uint32), ("fp16", np.uint16)):
+        bits = np.ones((3, 300), u)
+        sml.sum_workers(bits, fmt, 64)
+        e = sml.block_exponents(bits[0], fmt, 64)
+        sml.dequantize_from_wire(sml.quantize_to_wire(bits[0], fmt, e, 3, 64), fmt, e, 3, 64)
+        sml.dequantize(sml.quantize(bits[0], fmt, e, 3, 64), fmt, e, 3, 64)
+    found = {}
+    for name in ("sum_workers", "block_exponents", "quantize", "dequantize"):
+        disp = getattr(HK, name)
+        for sig in disp.signatures:
+            asm = disp.inspect_asm(sig)
+            values = {"sum_workers": 4, "dequantize": 4}.get(name, 0)  # the fmt bits argument
+            key = name + str(sig[values].dtype)
+            found[key] = sorted(set(re.findall(r"^\\s+(v[a-z0-9]+)\\s[^\\n]*ymm", asm, re.M)))
+            found[key + " gathers"] = len(re.findall(r"\\b(vpinsr[bwdq]|vpextr[bwdq]|vinsertps|vextractps)\\b", asm))
+    print(json.dumps(found))
+""")
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the instruction check is for AVX2 machines")
+def test_sum_workers_is_vectorized(tmp_path):
+    """256-bit code for every step of the fused kernel (vpmaxud: the block
+    max; vcvtps2pd / vmulpd / vcvtpd2dq: quantize; vpaddd: the int32 sum;
+    vdivpd / vcvtpd2ps: dequantize), and no element-wise gathers or scatters
+    in any of SwitchML's kernels (what a loop whose signed index numba
+    cannot prove non-negative turns into). Compiled afresh in a subprocess:
+    numba does not disassemble code loaded from its cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd()] + sys.path)
+    out = subprocess.run([sys.executable, "-c", _ASM_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True, timeout=900)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"vpmaxud", "vcvtps2pd", "vmulpd", "vcvtpd2dq", "vpaddd", "vdivpd",
+            "vcvtpd2ps"} <= set(found["sum_workersuint32"]), found
+    assert {"vpmaxud", "vmulpd", "vcvtpd2dq", "vpaddd", "vdivpd"} <= set(found["sum_workersuint16"]), found
+    gathers = {k: v for k, v in found.items() if k.endswith(" gathers") and v}
+    assert not gathers, gathers
