@@ -4,7 +4,8 @@ worker does before it sends and after it receives.
 - SwitchML's fixed point (the formulas of :mod:`fpisa.switchml`,
   docs/numerics.md section 6): block exponents, quantize, dequantize, and the
   fused versions a host really runs, which read or write SwitchML's wire
-  format (int32, big-endian) in the same pass;
+  format (int32, big-endian) in the same pass; :func:`sum_workers`, K hosts
+  and their switch in one pass over the K rows (``aggregate(..., "switchml")``);
 - byte-order conversion of 16/32/64-bit values: what an FPISA host must do
   when the switch does not swap bytes;
 - ATP's fixed-scale quantizer, a third integer baseline (fp32 only);
@@ -18,9 +19,12 @@ on the development machine (AVX2) ``inspect_asm`` shows 256-bit (ymm)
 in the default round-to-nearest-even mode) plus ``vpmaxud`` (the block max)
 and ``vpshufb`` (the wire byte order) in quantize; ``vcvtdq2pd``/``vdivpd``/
 ``vcvtpd2ps`` (fp32) or ``vpaddq``/``vpsrlq``/``vblendvpd`` (fp16/bf16
-rounding) in dequantize; ``vpshufb`` in the byte swaps;
-``tests/fpisa/test_host_kernels.py`` checks the main ones are there. The kernels assume validated input; :mod:`fpisa.switchml` and
-:func:`byteswap` validate.
+rounding) in dequantize; ``vpaddd`` for the switch's int32 sum in
+sum_workers; ``vpshufb`` in the byte swaps; no element-wise gathers
+(vpinsrd/vpextrd) anywhere. ``tests/fpisa/test_host_kernels.py`` and
+``tests/fpisa/test_switchml_fused.py`` check the main ones are there. The
+kernels assume validated input; :mod:`fpisa.switchml` and :func:`byteswap`
+validate.
 
 Bit-identity with the numpy formulas. Quantize widens x exactly to a double,
 multiplies by the block's f in double and rounds with ``rint`` (ties to

@@ -21,7 +21,8 @@ check every K at every binade).
 
 The public functions run compiled, vectorized kernels
 (:mod:`fpisa._host_kernels`), bit-identical to the numpy formulas kept here
-as ``_reference_*`` (tests/fpisa/test_host_kernels.py compares them).
+as ``_reference_*`` (tests/fpisa/test_host_kernels.py and
+test_switchml_fused.py compare them).
 :func:`quantize_to_wire` and :func:`dequantize_from_wire` are what a host
 really runs: SwitchML sends its int32 big-endian, so the byte swap is fused
 into the same pass.
