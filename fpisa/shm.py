@@ -237,48 +237,10 @@ def _publish(ctrl, head_word, head, asleep_word):
     return _atomic_exchange(ctrl, asleep_word, 0)
 
 
-#: ``_write_rows``' index when it copies the rows as they are
+#: ``_write_slots``' index when it copies the rows as they are
 _NO_INDEX = np.full(1, -1, np.int64)
-#: ``_write_multicast``'s masks when every datagram is for every worker
+#: ``_write_slots``' masks: none (a ring without them), or every datagram for every worker
 _NO_MASKS = np.zeros(0, np.uint64)
-
-
-@_jit
-def _write_rows(ctrl, head_word, tail_word, asleep_word, slots, lengths, head, rows, index, piece):
-    """Producer: copy the datagrams ``rows`` ((n, size) uint8), or with a
-    non-negative ``index[0]`` the rows ``rows[index]`` (gathered here, no
-    temporary), into the ring from absolute slot ``head`` on, publishing
-    every ``piece`` slots (so the consumer can start on the first while the
-    rest are copied). Returns (datagrams written: the first ones that fit,
-    the new head, whether the consumer was asleep: then the caller rings its
-    doorbell)."""
-    cap = slots.shape[0]
-    size = rows.shape[1]
-    gather = index.shape[0] > 0 and index[0] >= 0
-    n = index.shape[0] if gather else rows.shape[0]
-    head = np.int64(head)
-    free = cap - (head - np.int64(_atomic_load(ctrl, tail_word)))
-    done = 0
-    asleep = False
-    while done < n:
-        if free <= 0:
-            free = cap - (head - np.int64(_atomic_load(ctrl, tail_word)))
-            if free <= 0:
-                break
-        k = min(n - done, piece, free)
-        for j in range(k):
-            at = (head + j) % cap
-            src = index[done + j] if gather else done + j
-            for b in range(size):
-                slots[at, b] = rows[src, b]
-            lengths[at] = size
-        head += k
-        free -= k
-        done += k
-        _atomic_store(ctrl, head_word, head)
-        if _atomic_load(ctrl, asleep_word) != 0 and _atomic_exchange(ctrl, asleep_word, 0) != 0:
-            asleep = True
-    return done, head, asleep
 
 
 @_jit
@@ -328,13 +290,11 @@ def warm_up() -> None:
     masks = np.zeros(2, np.uint64)
     for rows in (np.zeros((1, 8), np.uint8), readonly):
         for block in (rows, rows[:, :4]):
-            _store(ctrl, _RINGS_AT + _R_TAIL, 0)
-            _write_rows(ctrl, _RINGS_AT + _R_HEAD, _RINGS_AT + _R_TAIL, _H_SWITCH_ASLEEP, slots,
-                        lengths, 0, block, _NO_INDEX, PUBLISH_SLOTS)
-            for row_masks in (_NO_MASKS, np.ones(1, np.uint64)):
+            for ring_masks, row_masks in ((_NO_MASKS, _NO_MASKS), (masks, _NO_MASKS),
+                                          (masks, np.ones(1, np.uint64))):
                 _store(ctrl, _RINGS_AT + _R_TAIL, 0)
-                _write_multicast(ctrl, words, asleep, slots, lengths, masks, 0, block, _NO_INDEX,
-                                 row_masks, np.uint64(1), PUBLISH_SLOTS)
+                _write_slots(ctrl, words, asleep, slots, lengths, ring_masks, 0, block, _NO_INDEX,
+                             row_masks, np.uint64(1), PUBLISH_SLOTS)
 
 
 def supported() -> bool:
@@ -750,6 +710,9 @@ class Ring:
         self._ctrl = ctrl
         self._word = word
         self._asleep = asleep_word
+        # what _write_slots takes: this ring's one consumer
+        self._words = np.array([word], np.int64)
+        self._asleep_words = np.array([asleep_word], np.int64)
         self.lengths = lengths
         self.slots = slots
         self.capacity, self.slot_bytes = slots.shape
@@ -834,9 +797,9 @@ class Ring:
             return 0
         # one compiled call (copies, lengths, a publish per PUBLISH_SLOTS):
         # a Python loop over the pieces cost ~30 us per 256 datagrams
-        w = self._word
-        done, head, asleep = _write_rows(self._ctrl, w + _R_HEAD, w + _R_TAIL, self._asleep, self.slots,
-                                         self.lengths, self._head, rows, index, PUBLISH_SLOTS)
+        done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep_words, self.slots,
+                                          self.lengths, _NO_MASKS, self._head, rows, index, _NO_MASKS,
+                                          np.uint64(0), PUBLISH_SLOTS)
         self._head = int(head)
         self._reserved = 0
         if asleep:  # once, after the whole send: a sleeper wakes to all of it
@@ -951,18 +914,25 @@ def _min_tail(ctrl, words):
 
 
 @_jit
-def _write_multicast(ctrl, words, asleep_words, slots, lengths, masks, head, rows, index, row_masks,
-                     all_mask, piece):
-    """:func:`_write_rows` for the multicast ring: the free slots are those
-    every consumer (``words``: their control blocks) has released; each slot
-    gets its rank mask (``row_masks[i]``, or ``all_mask`` if ``row_masks`` is
-    empty); ``head`` is published into every consumer's block. Returns
-    (written, new head, bit r set: consumer r was asleep)."""
+def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, rows, index, row_masks,
+                 all_mask, piece):
+    """Producer: copy the datagrams ``rows`` ((n, size) uint8), or with a
+    non-negative ``index[0]`` the rows ``rows[index]`` (gathered here, no
+    temporary), into the ring from absolute slot ``head`` on, publishing
+    every ``piece`` slots (so a consumer can start on the first while the
+    rest are copied). ``words``: the control blocks of the ring's consumers
+    (one; the multicast ring's: one per worker); the free slots are those
+    every consumer has released, and ``head`` is published into each block.
+    With ``masks`` (the multicast ring's), each slot gets its rank mask
+    (``row_masks[i]``, or ``all_mask`` if ``row_masks`` is empty). Returns
+    (datagrams written: the first ones that fit, the new head, bit r set:
+    consumer r was asleep, then the caller rings its doorbell)."""
     cap = slots.shape[0]
     size = rows.shape[1]
     gather = index.shape[0] > 0 and index[0] >= 0
     n = index.shape[0] if gather else rows.shape[0]
     per_row = row_masks.shape[0] > 0
+    has_masks = masks.shape[0] > 0
     head = np.int64(head)
     free = cap - (head - _min_tail(ctrl, words))
     done = 0
@@ -979,7 +949,8 @@ def _write_multicast(ctrl, words, asleep_words, slots, lengths, masks, head, row
             for b in range(size):
                 slots[at, b] = rows[src, b]
             lengths[at] = size
-            masks[at] = row_masks[done + j] if per_row else all_mask
+            if has_masks:
+                masks[at] = row_masks[done + j] if per_row else all_mask
         head += k
         free -= k
         done += k
@@ -1045,9 +1016,9 @@ class MulticastRing:
                 raise ValueError(f"write_rows: {n} datagrams but masks has shape {masks.shape}")
         if n == 0:
             return 0
-        done, head, asleep = _write_multicast(self._ctrl, self._words, self._asleep, self.slots,
-                                              self.lengths, self.masks, self._head, rows, index, masks,
-                                              self.all_ranks, PUBLISH_SLOTS)
+        done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep, self.slots,
+                                          self.lengths, self.masks, self._head, rows, index, masks,
+                                          self.all_ranks, PUBLISH_SLOTS)
         self._head = int(head)
         if asleep:
             for r in range(self.num_workers):
