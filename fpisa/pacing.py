@@ -270,8 +270,22 @@ def _paced_send_rows(self, address: Hashable, rows: np.ndarray, index: np.ndarra
     self.send_train(address, rows[index], rows.shape[1])
 
 
+def _paced_send_packets(self, address: Hashable, heads: np.ndarray, payloads: np.ndarray, tail: np.ndarray,
+                        index: np.ndarray) -> None:
+    """The datagrams of ``ShmTransport.send_packets``, assembled (a copy) and
+    paced like :meth:`PacedTransport.send_train`."""
+    index = np.asarray(index, np.int64)
+    H = heads.shape[1]
+    rows = np.empty((index.size, H + payloads.shape[1]), np.uint8)
+    rows[:, :H] = heads[index]
+    whole = index < payloads.shape[0]
+    rows[whole, H:] = payloads[index[whole]]
+    rows[~whole, H:] = tail
+    self.send_train(address, rows, rows.shape[1])
+
+
 class _Optional:
-    """``recv_trains`` / ``recv_arrays`` / ``send_rows`` exist on a
+    """``recv_trains`` / ``recv_arrays`` / ``send_rows`` / ``send_packets`` exist on a
     PacedTransport only where the wrapped transport has them (the worker
     picks its receive and send paths by hasattr)."""
 
@@ -289,3 +303,4 @@ class _Optional:
 PacedTransport.recv_trains = _Optional("recv_trains")
 PacedTransport.recv_arrays = _Optional("recv_arrays")
 PacedTransport.send_rows = _Optional("send_rows", _paced_send_rows)
+PacedTransport.send_packets = _Optional("send_packets", _paced_send_packets)

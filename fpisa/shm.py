@@ -241,6 +241,9 @@ def _publish(ctrl, head_word, head, asleep_word):
 _NO_INDEX = np.full(1, -1, np.int64)
 #: ``_write_slots``' masks: none (a ring without them), or every datagram for every worker
 _NO_MASKS = np.zeros(0, np.uint64)
+#: ``_write_slots``' headers and padded last row: none (the rows are whole datagrams)
+_NO_HEADS = np.zeros((0, 0), np.uint8)
+_NO_TAIL = np.zeros(0, np.uint8)
 
 
 @_jit
@@ -293,8 +296,14 @@ def warm_up() -> None:
             for ring_masks, row_masks in ((_NO_MASKS, _NO_MASKS), (masks, _NO_MASKS),
                                           (masks, np.ones(1, np.uint64))):
                 _store(ctrl, _RINGS_AT + _R_TAIL, 0)
-                _write_slots(ctrl, words, asleep, slots, lengths, ring_masks, 0, block, _NO_INDEX,
-                             row_masks, np.uint64(1), PUBLISH_SLOTS)
+                _write_slots(ctrl, words, asleep, slots, lengths, ring_masks, 0, _NO_HEADS, block,
+                             _NO_TAIL, _NO_INDEX, row_masks, np.uint64(1), PUBLISH_SLOTS)
+    # a worker's DATA packets: header rows + a view of its array's rows + the padded last one
+    heads, tail = np.zeros((2, 2), np.uint8), np.zeros(4, np.uint8)
+    for rows in (np.zeros((1, 4), np.uint8), readonly[:, :4]):
+        _store(ctrl, _RINGS_AT + _R_TAIL, 0)
+        _write_slots(ctrl, words, asleep, slots, lengths, _NO_MASKS, 0, heads, rows, tail,
+                     np.arange(2, dtype=np.int64), _NO_MASKS, np.uint64(1), PUBLISH_SLOTS)
 
 
 def supported() -> bool:
@@ -795,11 +804,35 @@ class Ring:
                 raise IndexError(f"write_rows: index out of range for {rows.shape[0]} rows")
         if n == 0:
             return 0
+        return self._write(_NO_HEADS, rows, _NO_TAIL, index)
+
+    def write_packets(self, heads: np.ndarray, payloads: np.ndarray, tail: np.ndarray,
+                      index: np.ndarray) -> int:
+        """Copy the datagrams ``heads[i] + payloads[i]`` for ``i`` in ``index``
+        (in that order), ``heads[i] + tail`` for ``i == len(payloads)``
+        (a padded last payload), assembled straight in the ring: a sender
+        whose payloads are rows of one array (a worker's tensor) builds no
+        packets. Returns how many fitted (the first ones)."""
+        H, P = heads.shape[1], payloads.shape[1]
+        if H + P > self.slot_bytes:
+            raise ValueError(f"{H + P}-byte datagrams do not fit {self.name}'s {self.slot_bytes}-byte slots")
+        if tail.shape != (P,):
+            raise ValueError(f"write_packets: the padded last payload must have {P} bytes, got {tail.shape}")
+        index = np.ascontiguousarray(index, np.int64)
+        n = index.shape[0]
+        if n and (index.min() < 0 or index.max() >= heads.shape[0] or index.max() > payloads.shape[0]):
+            raise IndexError(f"write_packets: index out of range for {heads.shape[0]} headers and "
+                             f"{payloads.shape[0]} + 1 payloads")
+        if n == 0:
+            return 0
+        return self._write(heads, payloads, tail, index)
+
+    def _write(self, heads, rows, tail, index) -> int:
         # one compiled call (copies, lengths, a publish per PUBLISH_SLOTS):
         # a Python loop over the pieces cost ~30 us per 256 datagrams
         done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep_words, self.slots,
-                                          self.lengths, _NO_MASKS, self._head, rows, index, _NO_MASKS,
-                                          np.uint64(0), PUBLISH_SLOTS)
+                                          self.lengths, _NO_MASKS, self._head, heads, rows, tail, index,
+                                          _NO_MASKS, np.uint64(0), PUBLISH_SLOTS)
         self._head = int(head)
         self._reserved = 0
         if asleep:  # once, after the whole send: a sleeper wakes to all of it
@@ -913,24 +946,36 @@ def _min_tail(ctrl, words):
     return np.int64(low)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _copy(src, dst):
+    # indexed by the loop counter alone: LLVM moves whole vectors
+    for b in range(dst.shape[0]):
+        dst[b] = src[b]
+
+
 @_jit
-def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, rows, index, row_masks,
-                 all_mask, piece):
-    """Producer: copy the datagrams ``rows`` ((n, size) uint8), or with a
-    non-negative ``index[0]`` the rows ``rows[index]`` (gathered here, no
-    temporary), into the ring from absolute slot ``head`` on, publishing
-    every ``piece`` slots (so a consumer can start on the first while the
-    rest are copied). ``words``: the control blocks of the ring's consumers
-    (one; the multicast ring's: one per worker); the free slots are those
-    every consumer has released, and ``head`` is published into each block.
-    With ``masks`` (the multicast ring's), each slot gets its rank mask
-    (``row_masks[i]``, or ``all_mask`` if ``row_masks`` is empty). Returns
-    (datagrams written: the first ones that fit, the new head, bit r set:
-    consumer r was asleep, then the caller rings its doorbell)."""
+def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, heads, rows, tail, index,
+                 row_masks, all_mask, piece):
+    """Producer: copy datagrams into the ring from absolute slot ``head`` on,
+    publishing every ``piece`` slots (so a consumer can start on the first
+    while the rest are copied). Datagram ``j`` is source ``i = index[j]``
+    (with a non-negative ``index[0]``; else ``i = j`` for every row of
+    ``rows``): ``heads[i]`` (if ``heads`` has columns) followed by
+    ``rows[i]``, or by ``tail`` for ``i == len(rows)`` (a padded last row).
+    Gathered and assembled here, no temporary. ``words``: the control
+    blocks of the ring's consumers (one; the multicast ring's: one per
+    worker); the free slots are those every consumer has released, and
+    ``head`` is published into each block. With ``masks`` (the multicast
+    ring's), each slot gets its rank mask (``row_masks[j]``, or ``all_mask``
+    if ``row_masks`` is empty). Returns (datagrams written: the first ones
+    that fit, the new head, bit r set: consumer r was asleep, then the
+    caller rings its doorbell)."""
     cap = slots.shape[0]
-    size = rows.shape[1]
+    H, P = heads.shape[1], rows.shape[1]
+    size = H + P
+    num_rows = rows.shape[0]
     gather = index.shape[0] > 0 and index[0] >= 0
-    n = index.shape[0] if gather else rows.shape[0]
+    n = index.shape[0] if gather else num_rows
     per_row = row_masks.shape[0] > 0
     has_masks = masks.shape[0] > 0
     head = np.int64(head)
@@ -946,8 +991,13 @@ def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, rows, i
         for j in range(k):
             at = (head + j) % cap
             src = index[done + j] if gather else done + j
-            for b in range(size):
-                slots[at, b] = rows[src, b]
+            slot = slots[at]
+            if H:
+                _copy(heads[src], slot[:H])
+            if src < num_rows:
+                _copy(rows[src], slot[H:size])
+            else:
+                _copy(tail, slot[H:size])
             lengths[at] = size
             if has_masks:
                 masks[at] = row_masks[done + j] if per_row else all_mask
@@ -1017,8 +1067,8 @@ class MulticastRing:
         if n == 0:
             return 0
         done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep, self.slots,
-                                          self.lengths, self.masks, self._head, rows, index, masks,
-                                          self.all_ranks, PUBLISH_SLOTS)
+                                          self.lengths, self.masks, self._head, _NO_HEADS, rows, _NO_TAIL,
+                                          index, masks, self.all_ranks, PUBLISH_SLOTS)
         self._head = int(head)
         if asleep:
             for r in range(self.num_workers):
@@ -1343,6 +1393,22 @@ class _ShmTransport:
             raise ValueError("send_rows: rows must be a 2-D uint8 array")
         ring = self.tx_ring(address)
         lost = len(index) - ring.write_rows(rows, index)
+        if lost:
+            self._dropped(ring, lost)
+
+    def send_packets(self, address, heads: np.ndarray, payloads: np.ndarray, tail: np.ndarray,
+                     index: np.ndarray) -> None:
+        """Send the datagrams ``heads[i] + payloads[i]`` for ``i`` in
+        ``index`` (``heads[i] + tail`` for ``i == len(payloads)``), assembled
+        straight in the ring (:meth:`Ring.write_packets`): a worker sends
+        rows of its array with a header each, without building packets."""
+        for name, a in (("heads", heads), ("payloads", payloads)):
+            if not (isinstance(a, np.ndarray) and a.ndim == 2 and a.dtype == np.uint8):
+                raise ValueError(f"send_packets: {name} must be a 2-D uint8 array")
+        if not (isinstance(tail, np.ndarray) and tail.ndim == 1 and tail.dtype == np.uint8):
+            raise ValueError("send_packets: tail must be a 1-D uint8 array")
+        ring = self.tx_ring(address)
+        lost = len(index) - ring.write_packets(heads, payloads, tail, index)
         if lost:
             self._dropped(ring, lost)
 

@@ -155,6 +155,26 @@ def test_send_rows_is_paced_like_send_train_where_the_transport_has_it():
         assert t.pacer.stats()["packets"] == 3
 
 
+def test_send_packets_is_paced_like_send_train_where_the_transport_has_it():
+    import numpy as np
+
+    from fpisa.shm import ShmFabric
+
+    heads = np.arange(3 * 4, dtype=np.uint8).reshape(3, 4)
+    payloads = np.arange(2 * 10, dtype=np.uint8).reshape(2, 10) + 50
+    tail = np.full(10, 9, np.uint8)
+    with ShmFabric.create(1, 64, 8) as fabric:
+        switch, worker = fabric.switch_transport(), fabric.worker_transport(0)
+        t = PacedTransport(worker, LinkPacer(1.0))
+        t.send_packets(fabric.switch_address, heads, payloads, tail, np.array([2, 0], np.int64))
+        expected = [heads[2].tobytes() + tail.tobytes(), heads[0].tobytes() + payloads[0].tobytes()]
+        payloads[:] = 0  # a queued send owns a copy
+        t.drain()
+        assert [d for d, _ in switch.recv_batch(0)] == expected
+        assert t.pacer.stats()["packets"] == 2
+    assert not hasattr(PacedTransport(Recorder(Clock()), LinkPacer(1.0)), "send_packets")
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, "fast", None])
 def test_a_bad_rate_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="link rate"):

@@ -234,6 +234,34 @@ def test_send_rows_gathers_the_indexed_rows_into_the_ring():
         assert switch.recv_batch(0) == []
 
 
+def test_send_packets_assembles_header_and_payload_rows_in_the_ring():
+    heads = (np.arange(4 * 8, dtype=np.uint8) + 100).reshape(4, 8)
+    array = np.arange(3 * 20, dtype=np.uint8)  # three whole payloads of 20 bytes ...
+    payloads = array.reshape(3, 20)
+    tail = np.full(20, 7, np.uint8)  # ... and a padded fourth
+    index = np.array([3, 0, 2, 2, 1], np.int64)
+    with ShmFabric.create(1, 32, 4) as fabric:
+        switch, worker = fabric.switch_transport(), fabric.worker_transport(0)
+        worker.send_packets(SWITCH_ADDRESS, heads, payloads, tail, index)
+        body = [tail if k == 3 else payloads[k] for k in index]
+        expected = [heads[k].tobytes() + b.tobytes() for k, b in zip(index, body)]
+        # four fit, assembled byte for byte; the fifth is a counted drop
+        assert [d for d, _ in switch.recv_batch(0)] == expected[:4]
+        assert worker.send_errors == 1
+        worker.send_packets(SWITCH_ADDRESS, heads, payloads, tail, np.array([], np.int64))
+        assert switch.recv_batch(0) == []
+        for bad in ([4], [-1]):
+            with pytest.raises(IndexError, match="out of range"):
+                worker.send_packets(SWITCH_ADDRESS, heads, payloads, tail, np.array(bad, np.int64))
+        with pytest.raises(ValueError, match="padded last payload"):
+            worker.send_packets(SWITCH_ADDRESS, heads, payloads, tail[:5], index)
+        with pytest.raises(ValueError, match="do not fit"):
+            worker.send_packets(SWITCH_ADDRESS, np.zeros((4, 20), np.uint8), payloads, tail, index)
+        with pytest.raises(ValueError, match="2-D uint8"):
+            worker.send_packets(SWITCH_ADDRESS, heads.astype(np.int16), payloads, tail, index)
+        assert switch.recv_batch(0) == []
+
+
 def test_multicast_ring_one_copy_for_every_worker():
     rows = np.arange(6 * 24, dtype=np.uint8).reshape(6, 24)
     with ShmFabric.create(3, 32, 4) as fabric:
