@@ -190,7 +190,8 @@ def _worker_main(config: AllreduceConfig, rank: int, endpoint, switch_address, c
     try:
         cpu = time.process_time()
         start = time.perf_counter()
-        result = client.allreduce(bits)
+        # in place, as torch.distributed.all_reduce (and gloo in benchmarks/allreduce.py)
+        result = client.allreduce(bits, out=bits)
         if config.link_gbps is not None:
             transport.drain()  # done when the link has sent the last byte, not before
         end = time.perf_counter()

@@ -160,6 +160,10 @@ class PipelinedClient(AllreduceClient):
         return self._collect([pool.submit(self._timed, fn, a, b)
                               for a, b in _split(0, n, self.pipeline.conversion_threads, E)], field)
 
+    #: SwitchML's rows are converted while they are sent (_ConvertedRows):
+    #: the packets are built here, not read from the array
+    _direct_packets = False
+
     def _packets(self, mode, wire, bexp, flags, base):
         packets = super()._packets(mode, wire, bexp, flags, base)
         if self._fill is None or mode != WireMode.SWITCHML:
@@ -168,7 +172,7 @@ class PipelinedClient(AllreduceClient):
 
     # -- modes ----------------------------------------------------------------------
 
-    def _allreduce_switchml(self, bits: np.ndarray) -> np.ndarray:
+    def _allreduce_switchml(self, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         c = self.job
         E, K, fmt = c.packet_elements, c.num_workers, self._fmt
         n = bits.size
@@ -227,7 +231,8 @@ class PipelinedClient(AllreduceClient):
                 finally:
                     self._fill = None
                 sums = np.ascontiguousarray(sums[:n])
-                out = np.empty(n, fmt.bits_dtype)
+                if out is None:
+                    out = np.empty(n, fmt.bits_dtype)
 
                 def dequantize(a, b):
                     switchml.dequantize_from_wire(sums[a:b], fmt, max_exponents[a // E: -(-b // E)], K, E,
@@ -240,7 +245,7 @@ class PipelinedClient(AllreduceClient):
         self.conversion.elements += n
         return out
 
-    def _allreduce_fpisa(self, bits: np.ndarray) -> np.ndarray:
+    def _allreduce_fpisa(self, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         c = self.job
         n = bits.size
         # the wire carries the host's little-endian bytes (a view: no conversion)
@@ -249,11 +254,16 @@ class PipelinedClient(AllreduceClient):
         result, raw = self._run_pass(c.data_wire_mode, wire, bexp=0, want_raw=c.raw_registers)
         if raw is None:
             t0 = time.thread_time_ns()
-            out = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
+            values = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
+            if out is None:
+                out = values
+            else:
+                out[...] = values
             self.conversion.decode_ns += time.thread_time_ns() - t0
         else:
             mantissa, exponent = raw
-            out = np.empty(n, self._fmt.bits_dtype)
+            if out is None:
+                out = np.empty(n, self._fmt.bits_dtype)
 
             def run(a, b):
                 out[a:b] = normalize(exponent[a:b], mantissa[a:b], self._fmt, c.rounding)

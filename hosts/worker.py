@@ -31,23 +31,23 @@ from fpisa.counters import Counters
 from fpisa.job import JobSpec
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import (
-    ALL_RANKS,
     DATA_VT,
     FLAG_RAW,
     HEADER_BYTES,
     HEADER_DTYPE,
     RAW_EXPONENT_DTYPE,
     RAW_MANTISSA_DTYPE,
-    RESULT_VT,
-    RETX_VT,
     WireMode,
     raw_bytes,
     sequence_pool_index,
 )
 
+from ._receive import take_results
+
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
 _I16 = (-0x8000, 0x7FFF)
+_NO_BYTES = np.zeros((0, 0), np.uint8)
 #: shared memory: a receive that finds fewer results waiting than this, with
 #: many more to come, naps this long first (fewer, larger batches; the
 #: round trips here are 5-50 ms, so 0.5 ms is noise)
@@ -188,15 +188,25 @@ class AllreduceClient:
 
     # -- public -------------------------------------------------------------------
 
-    def allreduce(self, bits: np.ndarray) -> np.ndarray:
-        """Sum ``bits`` (the format's bit patterns, 1-D) over all workers."""
+    def allreduce(self, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Sum ``bits`` (the format's bit patterns, 1-D) over all workers.
+
+        ``out``: an array of the same shape and dtype (C-contiguous,
+        writable) to write the sum into and return; ``bits`` itself sums in
+        place, as ``torch.distributed.all_reduce`` does (each packet's part
+        is overwritten only once its result is in, when it is never sent
+        again). Default: a new array."""
         bits = np.asarray(bits)
         if bits.ndim != 1 or bits.dtype != np.dtype(self._fmt.bits_dtype):
             raise ValueError(f"expected 1-D {np.dtype(self._fmt.bits_dtype)} bit patterns of "
                              f"{self._fmt.name}, got {bits.dtype} with shape {bits.shape}")
+        if out is not None and not (isinstance(out, np.ndarray) and out.shape == bits.shape
+                                    and out.dtype == bits.dtype and out.flags.c_contiguous
+                                    and out.flags.writeable):
+            raise ValueError(f"out must be a writable C-contiguous {bits.dtype} array of shape {bits.shape}")
         if self.job.info.exponent_pass:
-            return self._allreduce_switchml(bits)
-        return self._allreduce_fpisa(bits)
+            return self._allreduce_switchml(bits, out)
+        return self._allreduce_fpisa(bits, out)
 
     def warm_up(self) -> None:
         """Run the host-side conversions once on a tiny array (no network), so
@@ -210,6 +220,12 @@ class AllreduceClient:
         elif c.raw_registers:
             zeros = np.zeros(c.packet_elements, np.int64)
             normalize(zeros, zeros, self._fmt, c.rounding)
+        # the receive kernel, for ring views (writable, strided) and for
+        # joined socket buffers (read-only)
+        rows = np.zeros((2, HEADER_BYTES + 4), np.uint8)
+        for block in (rows, rows[:, :HEADER_BYTES + 2], np.frombuffer(rows.tobytes(), np.uint8).reshape(2, -1)):
+            take_results(block, 0, 0, 0, 0, np.zeros(1, np.bool_), HEADER_BYTES, np.zeros((1, 2), np.uint8),
+                         np.zeros(2, np.uint8), HEADER_BYTES, _NO_BYTES, _NO_BYTES, np.zeros(1, np.int64), 0)
 
     @property
     def packet_ids(self) -> int:
@@ -217,28 +233,40 @@ class AllreduceClient:
 
     # -- modes ----------------------------------------------------------------------
 
-    def _allreduce_fpisa(self, bits: np.ndarray) -> np.ndarray:
+    def _allreduce_fpisa(self, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         c = self.job
         t0 = time.thread_time_ns()
         # the wire carries the host's little-endian bytes: on a little-endian
         # host this is a view, no per-element work (FPISA's claim)
         wire = bits.astype(bits.dtype.newbyteorder("<"), copy=False)
         t1 = time.thread_time_ns()
-        result, raw = self._run_pass(c.data_wire_mode, wire, bexp=0, want_raw=c.raw_registers)
+        raw_mode = c.raw_registers
+        # the switch's read-out lands in ``out`` (on a little-endian host the
+        # wire's bytes are the bits); with raw registers the host normalizes
+        into = out.view(wire.dtype) if out is not None and not raw_mode and wire.dtype.isnative else None
+        result, raw = self._run_pass(c.data_wire_mode, wire, bexp=0, want_raw=raw_mode, out=into)
         t2 = time.thread_time_ns()
         if raw is not None:
             # host-side normalization with the rounding the switch cannot do
-            out = normalize(raw[1].astype(np.int64), raw[0], self._fmt, c.rounding)
-            out = np.asarray(out, self._fmt.bits_dtype)
-        else:
-            out = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
+            normalized = normalize(raw[1].astype(np.int64), raw[0], self._fmt, c.rounding)
+            normalized = np.asarray(normalized, self._fmt.bits_dtype)
+            if out is None:
+                out = normalized
+            else:
+                out[...] = normalized
+        elif into is None:
+            values = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
+            if out is None:
+                out = values
+            else:
+                out[...] = values
         t3 = time.thread_time_ns()
         self.conversion.encode_ns += t1 - t0
         self.conversion.decode_ns += t3 - t2
         self.conversion.elements += bits.size
         return out
 
-    def _allreduce_switchml(self, bits: np.ndarray) -> np.ndarray:
+    def _allreduce_switchml(self, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         c = self.job
         E, K = c.packet_elements, c.num_workers
         t0 = time.thread_time_ns()
@@ -251,10 +279,10 @@ class AllreduceClient:
         quantized = switchml.quantize_to_wire(bits, self._fmt, max_exponents, K, E,
                                               np.empty(bits.size, ">i4"))
         t3 = time.thread_time_ns()
-        sums, _ = self._run_pass(WireMode.SWITCHML, quantized, bexp=max_exponents)
+        # the sums replace the quantized values (each once its result is in)
+        sums, _ = self._run_pass(WireMode.SWITCHML, quantized, bexp=max_exponents, out=quantized)
         t4 = time.thread_time_ns()
-        out = switchml.dequantize_from_wire(np.ascontiguousarray(sums[: bits.size]), self._fmt,
-                                            max_exponents, K, E)
+        out = switchml.dequantize_from_wire(sums, self._fmt, max_exponents, K, E, out)
         t5 = time.thread_time_ns()
         self.conversion.encode_ns += (t1 - t0) + (t3 - t2)
         self.conversion.decode_ns += t5 - t4
@@ -263,20 +291,41 @@ class AllreduceClient:
 
     # -- one pass through the switch ---------------------------------------------------
 
-    def _packets(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
-        """All of a pass's DATA packets, built at once: (num_packets, bytes)."""
-        c = self.job
-        E = c.packet_elements
-        num_packets = -(-wire.size // E)
+    #: the pass's DATA packets may go out as header rows + rows of the array
+    #: (``send_packets``, shared memory): subclasses that build packets
+    #: their own way (PipelinedClient) say no
+    _direct_packets = True
+
+    def _payloads(self, wire: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The payloads of a pass's packets without copying: the full ones as a
+        ``(full, bytes)`` view of ``wire`` and the zero-padded last one (all
+        zeros if there is none)."""
+        E = self.job.packet_elements
         packet_bytes = E * wire.dtype.itemsize
-        packets = np.zeros((num_packets, HEADER_BYTES + packet_bytes), np.uint8)
-        payload = packets[:, HEADER_BYTES:]
         flat = np.ascontiguousarray(wire).view(np.uint8)
         full = flat.size // packet_bytes
-        payload[:full] = flat[: full * packet_bytes].reshape(full, packet_bytes)
-        if full < num_packets:  # the zero-padded last packet
-            payload[full, : flat.size - full * packet_bytes] = flat[full * packet_bytes:]
-        header = packets[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
+        tail = np.zeros(packet_bytes, np.uint8)
+        tail[: flat.size - full * packet_bytes] = flat[full * packet_bytes:]
+        return flat[: full * packet_bytes].reshape(full, packet_bytes), tail
+
+    def _packets(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
+        """All of a pass's DATA packets, built at once: (num_packets, bytes)."""
+        heads = self._headers(mode, wire, bexp, flags, base)
+        payloads, tail = self._payloads(wire)
+        packets = np.empty((heads.shape[0], HEADER_BYTES + tail.size), np.uint8)
+        packets[:, :HEADER_BYTES] = heads
+        full = payloads.shape[0]
+        packets[:full, HEADER_BYTES:] = payloads
+        if full < heads.shape[0]:
+            packets[full, HEADER_BYTES:] = tail
+        return packets
+
+    def _headers(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
+        """The headers of a pass's DATA packets: (num_packets, HEADER_BYTES)."""
+        c = self.job
+        num_packets = -(-wire.size // c.packet_elements)
+        heads = np.zeros((num_packets, HEADER_BYTES), np.uint8)
+        header = heads.view(HEADER_DTYPE)[:, 0]
         g = base + np.arange(num_packets, dtype=np.int64)
         header["ver_type"] = DATA_VT
         header["mode"] = int(mode)
@@ -285,16 +334,19 @@ class AllreduceClient:
         header["job"] = c.job
         header["rank"] = self.config.rank
         header["num_workers"] = c.num_workers
-        header["num_elements"] = E
+        header["num_elements"] = c.packet_elements
         header["pool_index"] = sequence_pool_index(g, c.window)
         header["block_exponent"] = np.clip(bexp, *_I16)
         header["packet_id"] = g & 0xFFFFFFFF
-        return packets
+        return heads
 
-    def _run_pass(self, mode: WireMode, wire: np.ndarray, bexp, want_raw: bool = False):
+    def _run_pass(self, mode: WireMode, wire: np.ndarray, bexp, want_raw: bool = False,
+                  out: np.ndarray | None = None):
         """Send ``wire`` (elements already in wire byte order) through the
-        switch in ``mode``; return (result array of the same dtype, raw
-        registers (mantissa int64[n], exponent uint16[n]) or None).
+        switch in ``mode``; return (result array of the same dtype: ``out``
+        if given, C-contiguous, writable, of ``wire``'s size and itemsize,
+        which may be ``wire`` itself; raw registers (mantissa int64[n],
+        exponent uint16[n]) or None).
 
         Results are handled a received batch at a time with numpy (parse,
         de-duplicate, reassemble, pick the next packets of the freed slots),
@@ -308,12 +360,40 @@ class AllreduceClient:
         packet_bytes = E * wire.dtype.itemsize
         base = self._sequence
         self._sequence += num_packets
-        packets = self._packets(mode, wire, bexp, FLAG_RAW if want_raw else 0, base)
-        stride = packets.shape[1]
-        result = np.zeros((num_packets, packet_bytes), np.uint8)
+        flags = FLAG_RAW if want_raw else 0
+        injector = self._injector
+        transport = self.transport
+        # shared memory: headers + rows of ``wire`` assembled straight in the
+        # ring; else all packets built at once
+        send_packets = getattr(transport, "send_packets", None) \
+            if self._direct_packets and (injector is None or injector.vectorizable) else None
+        if send_packets is not None:
+            heads = self._headers(mode, wire, bexp, flags, base)
+            payloads, tail = self._payloads(wire)
+            packets = None
+        else:
+            packets = self._packets(mode, wire, bexp, flags, base)
+        stride = HEADER_BYTES + packet_bytes
+        if out is None:
+            out = np.empty(n, wire.dtype)
+        elif not (out.size == n and out.dtype.itemsize == wire.dtype.itemsize and out.flags.c_contiguous
+                  and out.flags.writeable):
+            raise ValueError(f"_run_pass: out must be a writable C-contiguous array of {n} "
+                             f"{wire.dtype.itemsize}-byte elements")
+        # each result's payload goes straight to its place in ``out``; the
+        # padded last one to ``result_tail`` (its head is copied at the end)
+        out_bytes = out.view(np.uint8)
+        full = out_bytes.size // packet_bytes
+        result = out_bytes[: full * packet_bytes].reshape(full, packet_bytes)
+        result_tail = np.zeros(packet_bytes, np.uint8)
         raw_len = raw_bytes(E) if want_raw else 0
         raw_mantissa = np.zeros((num_packets, E), RAW_MANTISSA_DTYPE) if want_raw else None
         raw_exponent = np.zeros((num_packets, E), RAW_EXPONENT_DTYPE) if want_raw else None
+        # byte views the receive kernel copies the raw registers into (empty: none)
+        raw_mantissa_bytes = raw_mantissa.view(np.uint8) if want_raw else _NO_BYTES
+        raw_exponent_bytes = raw_exponent.view(np.uint8) if want_raw else _NO_BYTES
+        fresh = np.empty(num_packets, np.int64)  # the receive kernel's fresh packets
+        rank = self.config.rank
         expected_len = HEADER_BYTES + packet_bytes + raw_len
         payload_end = HEADER_BYTES + packet_bytes
 
@@ -343,14 +423,13 @@ class AllreduceClient:
         timer_seq = 0
         clock = time.monotonic
         switch = self.switch
-        injector = self._injector
-        transport = self.transport
         rto = self._rto
         counters = self.counters
         rows_ok = hasattr(transport, "recv_arrays")
         # shared memory: gather the rows straight into the ring (a plain
         # array only: PipelinedClient's rows wait for conversion when indexed)
-        send_rows = getattr(transport, "send_rows", None) if type(packets) is np.ndarray else None
+        send_rows = getattr(transport, "send_rows", None) \
+            if send_packets is None and type(packets) is np.ndarray else None
 
         def send(ks: np.ndarray, now: float) -> None:
             nonlocal timer_seq, sent_count
@@ -365,7 +444,11 @@ class AllreduceClient:
             wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
             timer_seq += 1
             heapq.heappush(timers, (now + wait, timer_seq, ks, snapshot))
-            if send_rows is not None and (injector is None or injector.vectorizable):
+            if send_packets is not None:
+                sent = ks if injector is None else ks[injector.filter_index(ks.size)]
+                if sent.size:
+                    send_packets(switch, heads, payloads, tail, sent)
+            elif send_rows is not None and (injector is None or injector.vectorizable):
                 sent = ks if injector is None else ks[injector.filter_index(ks.size)]
                 if sent.size:
                     send_rows(switch, packets, sent)
@@ -402,7 +485,7 @@ class AllreduceClient:
                 if deadline is not None:
                     wait = min(wait, deadline - now)
             timeout = wait if wait > 0.0 else 0.0
-            buf = None
+            blocks = []  # received rows of the result length: ring views or one joined buffer
             if recv_arrays is not None:  # shared memory: the results where they lie in the ring
                 # with many results still to come, wait a moment for a batch
                 # of them rather than wake for each few (see recv_arrays)
@@ -411,55 +494,45 @@ class AllreduceClient:
                 batch = min(_COALESCE_PACKETS, W // 8)
                 views = (recv_arrays(timeout, 1024, min_packets=batch, linger_s=_COALESCE_S)
                          if batch > 1 and num_packets - done >= 4 * batch else recv_arrays(timeout, 1024))
-                counters.ignored += sum(v.shape[0] for _, v in views if v.shape[1] != expected_len)
-                views = [v for _, v in views if v.shape[1] == expected_len]
-                if views:
-                    buf = views[0] if len(views) == 1 else np.concatenate(views)
+                for _, v in views:
+                    if v.shape[1] == expected_len:
+                        blocks.append(v)
+                    else:
+                        counters.ignored += v.shape[0]
             elif recv_trains is not None:  # GRO trains: no Python per datagram
                 received = recv_trains(timeout, 1024)
-                blocks = [d for d, size, _ in received if size == expected_len and len(d) % size == 0]
+                joined = [d for d, size, _ in received if size == expected_len and len(d) % size == 0]
                 counters.ignored += sum(len(d) // max(1, size) for d, size, _ in received
                                         if not (size == expected_len and len(d) % size == 0))
-                if blocks:
-                    buf = np.frombuffer(b"".join(blocks), np.uint8).reshape(-1, expected_len)
+                if joined:
+                    blocks.append(np.frombuffer(b"".join(joined), np.uint8).reshape(-1, expected_len))
             else:
-                blocks = [d for d, _ in transport.recv_batch(timeout, 1024) if len(d) == expected_len]
-                if blocks:
-                    buf = np.frombuffer(b"".join(blocks), np.uint8).reshape(-1, expected_len)
+                joined = [d for d, _ in transport.recv_batch(timeout, 1024) if len(d) == expected_len]
+                if joined:
+                    blocks.append(np.frombuffer(b"".join(joined), np.uint8).reshape(-1, expected_len))
             now = clock()
-            if buf is not None:
+            if blocks:
                 counters.receive_batches += 1
                 last_progress = now
-                header = buf[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
-                vt = header["ver_type"]
-                ours = (((vt == RESULT_VT) | (vt == RETX_VT)) & (header["mode"] == int(mode))
-                        & (header["job"] == c.job)
-                        # the shared-memory multicast ring's one copy is everyone's
-                        & ((header["rank"] == self.config.rank) | (header["rank"] == ALL_RANKS)))
-                counters.ignored += int(np.count_nonzero(~ours))
-                k = (header["packet_id"].astype(np.int64) - base) & 0xFFFFFFFF
-                ours &= k < num_packets  # a late result of an earlier pass
-                rows = np.flatnonzero(ours)
-                k = k[rows]
-                duplicates = rows.size
-                # first copy of each packet that is still pending
-                k, first_at = np.unique(k, return_index=True)
-                rows = rows[first_at]
-                fresh = pending[k]
-                spurious = duplicates - int(np.count_nonzero(fresh))
+                # one compiled pass per block (hosts/_receive.py): keep ours,
+                # copy each pending packet's first result into place, clear
+                # its pending flag; k: the fresh packets, in packet order
+                n_fresh, ours = 0, 0
+                for block in blocks:
+                    n_fresh, ignored, in_range = take_results(
+                        block, int(mode), c.job, rank, base, pending, HEADER_BYTES, result, result_tail,
+                        payload_end,
+                        raw_mantissa_bytes, raw_exponent_bytes, fresh, n_fresh)
+                    counters.ignored += ignored
+                    ours += in_range
+                k = np.sort(fresh[:n_fresh])
+                spurious = ours - n_fresh
                 counters.duplicate_results += spurious
                 if spurious:
                     reorder = min(_REORDER_MAX_FRACTION, reorder * 1.5)
                 else:
                     reorder = max(_REORDER_MIN_FRACTION, reorder * 0.99)
-                k, rows = k[fresh], rows[fresh]
                 if k.size:
-                    pending[k] = False
-                    result[k] = buf[rows, HEADER_BYTES:payload_end]
-                    if want_raw:
-                        raw = buf[rows, payload_end:]
-                        raw_mantissa[k] = raw[:, : 8 * E].copy().view(RAW_MANTISSA_DTYPE)
-                        raw_exponent[k] = raw[:, 8 * E:].copy().view(RAW_EXPONENT_DTYPE)
                     clean = attempts[k] == 0  # Karn: no RTT samples from retransmitted packets
                     if clean.any():
                         rto.sample(float(np.median(now - sent_at[k[clean]])))
@@ -528,7 +601,10 @@ class AllreduceClient:
         # during the next pass, late: the switch drops them by their ids
         if self._progress is not None:
             self._progress_base += num_packets
-        values = result.reshape(-1).view(wire.dtype)[:n]
+        rest = out_bytes.size - full * packet_bytes
+        if rest:
+            out_bytes[full * packet_bytes:] = result_tail[:rest]
+        values = out.view(wire.dtype)
         raw = None
         if want_raw:
             raw = (raw_mantissa.reshape(-1)[:n].astype(np.int64), raw_exponent.reshape(-1)[:n].astype(np.uint16))

@@ -50,7 +50,7 @@ class Switch:
         self.transport.close()
 
 
-def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=None, **kw):
+def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=None, in_place=False, **kw):
     transports = [UdpTransport.bind() for _ in range(K)]
     data = [np.random.default_rng(r).standard_normal(n).astype(np.float32).view(np.uint32) for r in range(K)]
     results = [None] * K
@@ -60,7 +60,9 @@ def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=
                                    transports[r], switch.transport.address) for r in range(K)]
 
         def work(r):
-            results[r] = clients[r].allreduce(data[r])
+            bits = data[r].copy() if in_place else data[r]
+            results[r] = clients[r].allreduce(bits, out=bits if in_place else None)
+            assert not in_place or results[r] is bits
 
         threads = [threading.Thread(target=work, args=(r,)) for r in range(K)]
         for t in threads:
@@ -196,6 +198,39 @@ def test_worker_config_is_validated(kw, match):
 def test_worker_config_round_trips_through_a_dict():
     config = WorkerConfig(JobSpec(mode="switchml", num_workers=3, window=8), rank=2, timeout_ms=7.5)
     assert WorkerConfig.from_dict(config.as_dict()) == config
+
+
+@pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
+def test_in_place_sums_are_bit_exact_under_loss(mode):
+    # 21 elements, 5 per packet: the last packet padded; the sums overwrite the inputs
+    seen = [0]
+
+    def drop_every_fifth_result(items):
+        keep = []
+        for item in items:
+            seen[0] += 1
+            if seen[0] % 5:
+                keep.append(item)
+        return keep
+
+    data, results, clients, p = run_workers(21, mode=mode, elements=5, in_place=True,
+                                            tamper=drop_every_fifth_result)
+    assert sum(c.counters.retransmitted for c in clients) > 0
+    if mode == "switchml":
+        expected = fpisa.aggregate(np.stack(data), "switchml", block_size=5)
+    else:
+        orders = p.recorded_orders()
+        per_element = np.repeat(np.array([orders[g] for g in range(5)]), 5, axis=0)[:21]
+        expected = fpisa.aggregate(np.stack(data), mode, order=per_element)
+    assert np.array_equal(results[0], expected) and np.array_equal(results[1], expected)
+
+
+@pytest.mark.parametrize("out", [np.zeros(3, np.uint32), np.zeros(4, np.int32), np.zeros(8, np.uint32)[::2],
+                                 np.zeros((2, 2), np.uint32)])
+def test_a_bad_out_array_is_a_clear_error(out):
+    client = AllreduceClient(WorkerConfig(JobSpec(num_workers=1), rank=0), None, None)
+    with pytest.raises(ValueError, match="out must be"):
+        client.allreduce(np.zeros(4, np.uint32), out=out)
 
 
 def test_wrong_input_dtype_is_a_clear_error():
