@@ -285,13 +285,15 @@ def warm_up() -> None:
     _pending(ctrl, _RINGS_AT, 2, _RING_WORDS, counts)
     _arm(ctrl, _H_SWITCH_ASLEEP, _RINGS_AT, 2, _RING_WORDS, counts)
     slots, lengths = np.zeros((2, 8), np.uint8), np.zeros(2, np.uint32)
-    readonly = np.zeros((1, 8), np.uint8)
+    # two rows each: numpy calls a one-row column slice C-contiguous, so a
+    # single row would never compile the strided ('A') variants senders pass
+    readonly = np.zeros((2, 8), np.uint8)
     readonly.flags.writeable = False
     # the row blocks senders pass: arrays, views of some of their columns, bytes
     words = np.array([_RINGS_AT], np.int64)
     asleep = np.array([_H_SWITCH_ASLEEP], np.int64)
     masks = np.zeros(2, np.uint64)
-    for rows in (np.zeros((1, 8), np.uint8), readonly):
+    for rows in (np.zeros((2, 8), np.uint8), readonly):
         for block in (rows, rows[:, :4]):
             for ring_masks, row_masks in ((_NO_MASKS, _NO_MASKS), (masks, _NO_MASKS),
                                           (masks, np.ones(1, np.uint64))):
@@ -299,10 +301,11 @@ def warm_up() -> None:
                 _write_slots(ctrl, words, asleep, slots, lengths, ring_masks, 0, _NO_HEADS, block,
                              _NO_TAIL, _NO_INDEX, row_masks, np.uint64(1), PUBLISH_SLOTS)
     # a worker's DATA packets: header rows + a view of its array's rows + the padded last one
-    heads, tail = np.zeros((2, 2), np.uint8), np.zeros(4, np.uint8)
-    for rows in (np.zeros((1, 4), np.uint8), readonly[:, :4]):
+    heads, tail = np.zeros((2, 2), np.uint8), np.zeros(8, np.uint8)
+    wide = np.zeros((2, 16), np.uint8)
+    for rows in (np.zeros((2, 8), np.uint8), readonly):
         _store(ctrl, _RINGS_AT + _R_TAIL, 0)
-        _write_slots(ctrl, words, asleep, slots, lengths, _NO_MASKS, 0, heads, rows, tail,
+        _write_slots(ctrl, words, asleep, wide, lengths, _NO_MASKS, 0, heads, rows, tail,
                      np.arange(2, dtype=np.int64), _NO_MASKS, np.uint64(1), PUBLISH_SLOTS)
 
 
