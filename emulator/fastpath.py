@@ -423,6 +423,8 @@ class BatchProcessor:
                               job.register_bits, fmt.storage_bytes, sys.byteorder == "little",
                               pipeline.config.record_orders, False)
         self._job_multicast = self._job._replace(multicast_block=True)
+        self._record = self._job.record
+        self._rest = {False: None, True: None}  # _run's cached arguments, per multicast
         p = pipeline
         self._state = SlotState(p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.orders,
                                 p.round_id, p.result_payload, p.result_length, p.result_flags)
@@ -582,30 +584,36 @@ class BatchProcessor:
         m = pkts.shape[0]
         counters = self._counters
         log = p.log
-        if self._job.record:
+        if self._record:
             log.reserve(m)
-        args = (pkts, ranks, self._defer, self._outputs, counters,
-                self._job_multicast if multicast else self._job, self._state,
-                self._registers, Log(log.packet_id, log.wire_mode, log.order, log.count))
+        # the arguments but the two input arrays, rebuilt only when the log grew
+        # (its arrays are replaced then): a call costs ~15 us of Python and
+        # argument unboxing, as much as the kernel needs for ~40 packets
+        rest = self._rest[multicast]
+        if rest is None or rest[-1].packet_id is not log.packet_id:
+            rest = (self._defer, self._outputs, counters, self._job_multicast if multicast else self._job,
+                    self._state, self._registers, Log(log.packet_id, log.wire_mode, log.order, log.count))
+            self._rest[multicast] = rest
         # Numba's dispatcher types every argument on every call, in Python
-        # for named tuples: ~40 us a call, as much as the kernel needs for 50
-        # packets. Only the two input arrays can change type (writable or
-        # not, contiguous or not), so the compiled entry point is kept per
-        # their flags and called directly (~5 us).
-        key = (pkts.flags.writeable, pkts.flags.c_contiguous, pkts.dtype, pkts.ndim,
-               ranks.flags.writeable, ranks.flags.c_contiguous, ranks.dtype, ranks.ndim)
+        # for named tuples: ~40 us a call. Only the two input arrays can
+        # change type (writable or not, contiguous or not; internal callers
+        # pass 2-D uint8 packets and 1-D int64 ranks), so the compiled entry
+        # point is kept per their flags and called directly.
+        f, g = pkts.flags, ranks.flags
+        key = (f.writeable, f.c_contiguous, g.writeable, g.c_contiguous)
         entry = self._entries.get(key)
         if entry is not None:
-            n = entry(*args)
+            n = entry(pkts, ranks, *rest)
         else:
+            args = (pkts, ranks, *rest)
             n = _kernel(*args)
             self._entries[key] = _kernel.overloads[tuple(typeof(a) for a in args)].entry_point
-        received, aggregated, completed, multicast, retransmitted, *drops, deferred = counters.tolist()
+        received, aggregated, completed, multicast_count, retransmitted, *drops, deferred = counters.tolist()
         c = p.counters
         c.received += received
         c.aggregated += aggregated
         c.completed += completed
-        c.multicast += multicast
+        c.multicast += multicast_count
         c.retransmitted += retransmitted
         if any(drops):
             for name, k in zip(COUNTER_NAMES[5:], drops):
