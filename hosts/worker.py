@@ -42,7 +42,7 @@ from fpisa.protocol import (
     sequence_pool_index,
 )
 
-from ._receive import take_results
+from ._kernels import clean_samples, mark_sent, overdue, take_results
 
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
@@ -226,6 +226,11 @@ class AllreduceClient:
         for block in (rows, rows[:, :HEADER_BYTES + 2], np.frombuffer(rows.tobytes(), np.uint8).reshape(2, -1)):
             take_results(block, 0, 0, 0, 0, np.zeros(1, np.bool_), HEADER_BYTES, np.zeros((1, 2), np.uint8),
                          np.zeros(2, np.uint8), HEADER_BYTES, _NO_BYTES, _NO_BYTES, np.zeros(1, np.int64), 0)
+        # the loop's other steps (loaded from Numba's cache on first call)
+        ks, ints, times = np.zeros(1, np.int64), np.zeros(2, np.int64), np.zeros(2)
+        clean_samples(ks, ints, times, ints, np.zeros(2))
+        mark_sent(ks, np.zeros(2, np.bool_), ints.copy(), times, ints.copy(), ints, 0, 0.0, 0, 1)
+        overdue(ints, np.zeros(2, np.bool_), ints, 0, times, ints, 0.0, 0.0, ints.copy())
 
     @property
     def packet_ids(self) -> int:
@@ -393,6 +398,8 @@ class AllreduceClient:
         raw_mantissa_bytes = raw_mantissa.view(np.uint8) if want_raw else _NO_BYTES
         raw_exponent_bytes = raw_exponent.view(np.uint8) if want_raw else _NO_BYTES
         fresh = np.empty(num_packets, np.int64)  # the receive kernel's fresh packets
+        scratch = np.empty(num_packets)  # clean_samples' send times
+        lost_scratch = np.empty(W, np.int64)  # overdue's lost packets
         rank = self.config.rank
         expected_len = HEADER_BYTES + packet_bytes + raw_len
         payload_end = HEADER_BYTES + packet_bytes
@@ -435,13 +442,11 @@ class AllreduceClient:
             nonlocal timer_seq, sent_count
             if ks.size == 0:
                 return
-            pending[ks] = True
-            in_slot[(base + ks) % W] = ks
-            copy_sent_at[ks] = now
-            send_order[ks] = sent_count + np.arange(ks.size)
+            # pending, in its slot, sent now, numbered (hosts/_kernels.py)
+            snapshot, top = mark_sent(ks, pending, in_slot, copy_sent_at, send_order, attempts, sent_count,
+                                      now, base, W)
             sent_count += ks.size
-            snapshot = attempts[ks]
-            wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
+            wait = min(rto.max_s, rto.timeout * (1 << int(min(top, 16))))
             timer_seq += 1
             heapq.heappush(timers, (now + wait, timer_seq, ks, snapshot))
             if send_packets is not None:
@@ -514,7 +519,7 @@ class AllreduceClient:
             if blocks:
                 counters.receive_batches += 1
                 last_progress = now
-                # one compiled pass per block (hosts/_receive.py): keep ours,
+                # one compiled pass per block (hosts/_kernels.py): keep ours,
                 # copy each pending packet's first result into place, clear
                 # its pending flag; k: the fresh packets, in packet order
                 n_fresh, ours = 0, 0
@@ -533,13 +538,12 @@ class AllreduceClient:
                 else:
                     reorder = max(_REORDER_MIN_FRACTION, reorder * 0.99)
                 if k.size:
-                    clean = attempts[k] == 0  # Karn: no RTT samples from retransmitted packets
-                    if clean.any():
-                        rto.sample(float(np.median(now - sent_at[k[clean]])))
-                        # which copy a result answers is ambiguous for packets
-                        # sent more than once: only the others move RACK on
-                        q = k[clean]
-                        q = q[np.argmax(send_order[q])]
+                    # Karn: no RTT samples from retransmitted packets; which
+                    # copy a result answers is ambiguous for packets sent more
+                    # than once: only the others move RACK on
+                    clean, median_sent_at, q = clean_samples(k, attempts, sent_at, send_order, scratch)
+                    if clean:
+                        rto.sample(now - median_sent_at)
                         if send_order[q] > rack_order:
                             rack_order, rack_rtt = int(send_order[q]), now - copy_sent_at[q]
                     done += k.size
@@ -558,27 +562,24 @@ class AllreduceClient:
             # packets the W slots carry now.
             rack_deadline = None
             if rack_order >= 0:
-                flying = in_slot[in_slot >= 0]
-                overtaken = flying[pending[flying] & (send_order[flying] < rack_order)]
-                if overtaken.size:
-                    margin = rack_rtt + max(_REORDER_MIN_S, (rto.srtt or 0.0) * reorder)
-                    # doubled per re-send of the same packet, as its timer is:
-                    # a packet whose slot waits for another worker's loss would
-                    # otherwise be re-sent every round trip by all K - 1
-                    # others (a storm of duplicates that slows the switch)
-                    due_at = copy_sent_at[overtaken] + np.ldexp(margin, np.minimum(attempts[overtaken], 16))
-                    lost = overtaken[due_at <= now]
-                    if lost.size:
-                        attempts[lost] += 1
-                        counters.retransmitted += lost.size
-                        counters.fast_retransmitted += lost.size
-                        send(lost, now)
-                    if lost.size < overtaken.size:
-                        # wake for the next due one, but not sooner than an
-                        # eighth of a round trip from now: one wake-up then
-                        # re-sends all that fell due meanwhile
-                        rack_deadline = max(float(due_at[due_at > now].min()),
-                                            now + max(_REORDER_MIN_S, (rto.srtt or 0.0) / 8))
+                # the margin is doubled per re-send of the same packet, as its
+                # timer is: a packet whose slot waits for another worker's
+                # loss would otherwise be re-sent every round trip by all
+                # K - 1 others (a storm of duplicates that slows the switch)
+                margin = rack_rtt + max(_REORDER_MIN_S, (rto.srtt or 0.0) * reorder)
+                n_lost, n_overtaken, next_due = overdue(in_slot, pending, send_order, rack_order, copy_sent_at,
+                                                        attempts, margin, now, lost_scratch)
+                if n_lost:
+                    lost = lost_scratch[:n_lost].copy()  # the timer heap keeps it
+                    attempts[lost] += 1
+                    counters.retransmitted += n_lost
+                    counters.fast_retransmitted += n_lost
+                    send(lost, now)
+                if n_lost < n_overtaken:
+                    # wake for the next due one, but not sooner than an
+                    # eighth of a round trip from now: one wake-up then
+                    # re-sends all that fell due meanwhile
+                    rack_deadline = max(next_due, now + max(_REORDER_MIN_S, (rto.srtt or 0.0) / 8))
             while timers and timers[0][0] <= now:
                 _, _, ks, snapshot = heapq.heappop(timers)
                 late = ks[pending[ks] & (attempts[ks] == snapshot)]

@@ -1,4 +1,4 @@
-"""The worker's compiled receive step (hosts/_receive.py) against the numpy
+"""The worker's compiled receive step (hosts/_kernels.py) against the numpy
 formulas it replaced, on random batches of results: other jobs, modes,
 ranks and message types, late results of an earlier pass, duplicates
 within a batch and across batches, raw registers, the padded last packet."""
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fpisa.protocol import ALL_RANKS, DATA_VT, HEADER_BYTES, HEADER_DTYPE, RESULT_VT, RETX_VT
-from hosts._receive import take_results
+from hosts._kernels import clean_samples, mark_sent, overdue, take_results
 
 
 def reference(buf, mode, job, rank, base, pending, P, R):
@@ -97,3 +97,72 @@ def test_take_results_appends_after_n_fresh_and_skips_nothing_twice():
     assert fresh.tolist() == [-1, -1, 2, 0, -1]
     assert np.array_equal(tail, np.full(8, 1)) and np.array_equal(result[0], np.full(8, 3))
     assert not pending[[0, 2]].any() and pending[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clean_samples_matches_the_numpy_formulas(seed):
+    rng = np.random.default_rng(seed)
+    n = 50
+    attempts = rng.choice([0, 0, 0, 1, 2], n)
+    sent_at = rng.random(n)
+    send_order = rng.permutation(n)
+    send_order[3] = send_order[7]  # a tie: the first in k's order wins
+    k = np.sort(rng.choice(n, rng.integers(1, n), replace=False))
+    count, median, q = clean_samples(k, attempts, sent_at, send_order, np.empty(n))
+    clean = attempts[k] == 0
+    assert count == clean.sum()
+    if count:
+        now = 2.0
+        assert np.isclose(now - median, np.median(now - sent_at[k[clean]]), rtol=0, atol=1e-12)
+        ref = k[clean]
+        assert q == ref[np.argmax(send_order[ref])]
+    else:
+        assert q == -1
+
+
+def test_clean_samples_without_clean_packets():
+    assert clean_samples(np.array([1], np.int64), np.array([0, 3]), np.zeros(2), np.zeros(2, np.int64),
+                         np.empty(2)) == (0, 0.0, -1)
+
+
+def test_mark_sent_matches_the_numpy_formulas():
+    rng = np.random.default_rng(1)
+    n, W, base, count, now = 40, 8, 13, 100, 5.5
+    arrays = dict(pending=np.zeros(n, np.bool_), in_slot=np.full(W, -1, np.int64), copy_sent_at=np.zeros(n),
+                  send_order=np.zeros(n, np.int64))
+    ref = {name: a.copy() for name, a in arrays.items()}
+    attempts = rng.integers(0, 4, n)
+    ks = np.array([9, 2, 17, 30], np.int64)  # 9 and 17 share a slot: the later one stays
+    snapshot, top = mark_sent(ks, arrays["pending"], arrays["in_slot"], arrays["copy_sent_at"],
+                              arrays["send_order"], attempts, count, now, base, W)
+    ref["pending"][ks] = True
+    ref["in_slot"][(base + ks) % W] = ks
+    ref["copy_sent_at"][ks] = now
+    ref["send_order"][ks] = count + np.arange(ks.size)
+    for name in arrays:
+        assert np.array_equal(arrays[name], ref[name]), name
+    assert np.array_equal(snapshot, attempts[ks]) and top == attempts[ks].max()
+    snapshot[:] = -1  # a new array, not a view of attempts
+    assert attempts.min() >= 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_overdue_matches_the_numpy_formulas(seed):
+    rng = np.random.default_rng(seed)
+    n, W = 60, 16
+    in_slot = np.where(rng.random(W) < 0.8, rng.choice(n, W, replace=False), -1)
+    pending = rng.random(n) < 0.7
+    send_order = rng.permutation(n)
+    copy_sent_at = rng.random(n)
+    attempts = rng.choice([0, 0, 1, 2, 20], n)
+    rack_order, margin, now = 40, 0.01, 0.6
+    lost = np.empty(W, np.int64)
+    n_lost, n_over, next_due = overdue(in_slot, pending, send_order, rack_order, copy_sent_at, attempts,
+                                       margin, now, lost)
+    flying = in_slot[in_slot >= 0]
+    overtaken = flying[pending[flying] & (send_order[flying] < rack_order)]
+    due_at = copy_sent_at[overtaken] + np.ldexp(margin, np.minimum(attempts[overtaken], 16))
+    assert n_over == overtaken.size
+    assert np.array_equal(lost[:n_lost], overtaken[due_at <= now])
+    later = due_at[due_at > now]
+    assert next_due == (later.min() if later.size else np.inf)
