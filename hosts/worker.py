@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpisa import switchml
+from fpisa._client_kernels import clean_samples, mark_sent, overdue, take_results
 from fpisa.codec import normalize
 from fpisa.counters import Counters
 from fpisa.job import JobSpec
@@ -42,7 +43,6 @@ from fpisa.protocol import (
     sequence_pool_index,
 )
 
-from ._kernels import clean_samples, mark_sent, overdue, take_results
 
 __all__ = ["WorkerConfig", "AllreduceClient", "ConversionCost", "AllreduceTimeout"]
 
@@ -442,7 +442,7 @@ class AllreduceClient:
             nonlocal timer_seq, sent_count
             if ks.size == 0:
                 return
-            # pending, in its slot, sent now, numbered (hosts/_kernels.py)
+            # pending, in its slot, sent now, numbered (fpisa/_client_kernels.py)
             snapshot, top = mark_sent(ks, pending, in_slot, copy_sent_at, send_order, attempts, sent_count,
                                       now, base, W)
             sent_count += ks.size
@@ -519,7 +519,7 @@ class AllreduceClient:
             if blocks:
                 counters.receive_batches += 1
                 last_progress = now
-                # one compiled pass per block (hosts/_kernels.py): keep ours,
+                # one compiled pass per block (fpisa/_client_kernels.py): keep ours,
                 # copy each pending packet's first result into place, clear
                 # its pending flag; k: the fresh packets, in packet order
                 n_fresh, ours = 0, 0

@@ -1,4 +1,4 @@
-"""The worker's compiled receive step (hosts/_kernels.py) against the numpy
+"""The worker's compiled receive step (fpisa/_client_kernels.py) against the numpy
 formulas it replaced, on random batches of results: other jobs, modes,
 ranks and message types, late results of an earlier pass, duplicates
 within a batch and across batches, raw registers, the padded last packet."""
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fpisa.protocol import ALL_RANKS, DATA_VT, HEADER_BYTES, HEADER_DTYPE, RESULT_VT, RETX_VT
-from hosts._kernels import clean_samples, mark_sent, overdue, take_results
+from fpisa._client_kernels import clean_samples, mark_sent, overdue, take_results
 
 
 def reference(buf, mode, job, rank, base, pending, P, R):

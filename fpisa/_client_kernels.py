@@ -6,7 +6,7 @@ numpy calls (1-30 us each: header fields, masks, fancy indexing, np.unique,
 np.median, ...), so at 255 elements per packet a worker spent more CPU on
 them than on moving its bytes, and under loss, with 3x the passes, 2-3x
 more. Each function here does one step in one call, with the numpy
-version's decisions element by element; tests/hosts/test_worker_kernels.py
+version's decisions element by element; tests/fpisa/test_client_kernels.py
 checks them against the numpy formulas they replace.
 
 - :func:`take_results`: keep this pass's results, copy each pending
