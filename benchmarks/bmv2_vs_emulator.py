@@ -129,8 +129,16 @@ def run_bmv2(json_path: Path, k: int, pool: int, stream, wait: int = 4,
     sw = SimpleSwitch(json_path, ports, workdir, pcap_wait_seconds=wait)
     try:
         sw.start()
+        cli = SwitchCLI(sw.thrift_port)
+        # pcap mode hands BMv2 the whole stream at once; its egress queues hold
+        # 64 packets per port and drop the rest when the egress or transmit
+        # thread falls behind (seen with the baseline, which answers every
+        # packet, on a loaded machine: a run then never completes). Queues
+        # deep enough for the whole stream drop nothing; the work per packet
+        # is the same.
+        cli.run([f"set_queue_depth {expected + 64}"])
         if configure:
-            configure_job(SwitchCLI(sw.thrift_port), ProgramInfo(json_path),
+            configure_job(cli, ProgramInfo(json_path),
                           Bmv2Job(job=1, pool_size=pool, workers=tuple(
                               WorkerPort(r, w["mac"], w["ip"], w["udp_port"], w["switch_port"])
                               for r, w in enumerate(ws))))
