@@ -196,13 +196,14 @@ def shift_tables() -> str:
 
 #: program -> (lane control, read-out control or None: the lane reads out itself)
 _LANES = {
-    "fpisa": ("FpisaLane", "FpisaReadout"),
     "fpisa_a": ("FpisaALane", "FpisaAReadout"),
     "switchml": ("SwitchmlLane", None),
 }
 
 
 def lanes(program: str) -> str:
+    if program == "fpisa":
+        return fpisa_lanes()
     lane, readout = _LANES[program]
     camel = "".join(part.capitalize() for part in program.split("_"))
     n = N_ELEMENTS
@@ -246,6 +247,87 @@ def lanes(program: str) -> str:
                        f"hdr.raw_mantissa[{i}].value, hdr.raw_exponent[{i}].value);")
         out.append("            }")
         out.append("        }")
+    out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _lane_applications(indent: str, call: str) -> list[str]:
+    """One line per lane: ``call`` with ``{i}`` the lane index."""
+    return [indent + call.format(i=i) for i in range(N_ELEMENTS)]
+
+
+def fpisa_lanes() -> str:
+    """fpisa's lanes: each element's registers, the fold variants and read-outs
+    that use them (constructor arguments), and one choice per packet between
+    the variants (one BMv2 node each, for all lanes)."""
+    n = N_ELEMENTS
+    regs = "lane_{i}_exponent, lane_{i}_mantissa"
+    regs_flags = regs + ", lane_{i}_flags"
+    out = [HEADER]
+    out.append(f"// fpisa's {n} lanes, one per payload element. Each element has its own")
+    out.append("// registers (as on a Tofino-class target, where every element needs its")
+    out.append("// own register array and ALU): exponent, mantissa and flags per row. The")
+    out.append("// fold variants (fpisa_registers.p4) and read-outs (normalize.p4) of a lane")
+    out.append("// get them as constructor arguments. Per packet one choice, for all")
+    out.append("// lanes at once (a BMv2 node, not one per lane):")
+    out.append("//   no update (a retransmission)    no fold")
+    out.append("//   an Inf/NaN among the elements   FpisaGeneral (every case, element flags)")
+    out.append("//   else first arrival              FpisaFirst")
+    out.append("//   else                            FpisaNext")
+    out.append("// and on a read-out FpisaReadout, or FpisaReadoutSpecial if the row's flag")
+    out.append("// summary (element_flags.p4) has an Inf/NaN, then the raw registers if asked.")
+    out.append("// The working fields t are shared by all lanes (lane_fields.p4); each lane")
+    out.append("// writes them before reading them, which p4c cannot see: hence @noWarn.")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {")
+    for i in range(n):
+        out.append(f"    register<bit<8>>(POOL_ROWS) lane_{i}_exponent;")
+        out.append(f"    register<bit<32>>(POOL_ROWS) lane_{i}_mantissa;")
+        out.append(f"    register<bit<8>>(POOL_ROWS) lane_{i}_flags;")
+    out.append("    // the OR of the row's element flags")
+    out.append("    register<bit<8>>(POOL_ROWS) row_flags;")
+    for control, name, r in (("FpisaFirst", "first", regs), ("FpisaNext", "next", regs),
+                             ("FpisaGeneral", "general", regs_flags), ("FpisaReadout", "readout", regs),
+                             ("FpisaReadoutSpecial", "readout_special", regs_flags),
+                             ("FpisaRaw", "raw", regs)):
+        out += [f"    {control}({r.format(i=i)}) {name}_{i};" for i in range(n)]
+    out.append("    SummarizeFlags() summarize;")
+    out.append("")
+    out.append("    apply {")
+    out.append("        fpisa_lane_t t;")
+    out.append("        if (meta.update) {")
+    specials = "\n                         || ".join(
+        f"FP32_WIRE_IS_SPECIAL(hdr.elements[{i}].value)" for i in range(n))
+    out.append(f"            t.any_special = {specials};")
+    out.append("            if (t.any_special) {")
+    out.append("                row_flags.read(t.row_flags, meta.row);")
+    out.append("                t.flags_valid = !meta.first && t.row_flags != 0;")
+    out.append("                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;")
+    out += _lane_applications("                ",
+                              "general_{i}.apply(hdr.elements[{i}].value, meta.row, meta.first, t);")
+    out.append("                row_flags.write(meta.row, t.row_flags);")
+    out.append("            } else if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("                row_flags.write(meta.row, 0);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            }")
+    out.append("        }")
+    out.append("        if (meta.readout) {")
+    out.append("            row_flags.read(t.row_flags, meta.row);")
+    out.append("            summarize.apply(t.row_flags, meta.row_flags);")
+    out.append("            if ((t.row_flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0) {")
+    out += _lane_applications("                ",
+                              "readout_special_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "readout_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            }")
+    out.append("            if (meta.want_raw) {")
+    out += _lane_applications("                ", "raw_{i}.apply(meta.row, hdr.raw_mantissa[{i}].value, "
+                                                    "hdr.raw_exponent[{i}].value, t);")
+    out.append("            }")
+    out.append("        }")
     out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"

@@ -14,6 +14,10 @@
 // a and b (W bits each), c twice.
 #define MASK(W, c) ((bit<W>)0 - (bit<W>)(bit<1>)(c))
 #define SEL(W, c, a, b) ((((bit<W>)(a)) & MASK(W, c)) | (((bit<W>)(b)) & ~MASK(W, c)))
+// The same select by a multiplication: b + (a - b) * c (c 0 or 1, W-bit
+// wrapping arithmetic). Fewer BMv2 operations than SEL (each operand and c
+// once, no masks), which the lanes use.
+#define SELECT(W, c, a, b) ((b) + ((a) - (b)) * (bit<W>)(bit<1>)(c))
 
 header ethernet_t {
     bit<48> dst_addr;

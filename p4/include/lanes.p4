@@ -20,38 +20,9 @@
 #include "fpisa_a_registers.p4"
 #include "normalize.p4"
 
-// exponent, mantissa, flags: the row's registers after this packet (the
-// read-out's input)
-control FpisaLane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
-                  out bit<32> mantissa, out bit<8> flags) {
-    DecodeFp32() decode;
-    FpisaExponentRegister() exponent_register;
-    FpisaMantissaRegister() mantissa_register;
-    ElementFlags() element_flags;
-
-    apply {
-        bit<16> incoming_exponent;
-        bit<32> incoming_mantissa;
-        bit<8> special;
-        bool implied_one;
-        decode.apply(value, incoming_exponent, incoming_mantissa, special, implied_one);
-        bool contributes = special == 0;
-
-        bit<16> exponent_before;
-        exponent_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, exponent_before, exponent);
-        bool overflow;
-        mantissa_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, incoming_mantissa, exponent_before,
-                                mantissa, overflow);
-        element_flags.apply(meta.row, meta.first, meta.update,
-                            special | (ELEMENT_OVERFLOW & MASK(8, overflow)), flags);
-    }
-}
-
 control FpisaALane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
                    out bit<32> mantissa, out bit<8> flags) {
-    DecodeFp32() decode;
+    DecodeFp32Old() decode;
     FpisaAExponentRegister() exponent_register;
     FpisaAMantissaRegister() mantissa_register;
     ElementFlags() element_flags;

@@ -76,8 +76,15 @@ def test_align_right_actions_are_arithmetic_shifts(distance):
 def test_lanes_instantiate_one_lane_per_element():
     for name, program in p4.PROGRAMS.items():
         text = generate.lanes(name)
-        assert len(re.findall(r"\) lane_\d+;", text)) == p4.N_ELEMENTS
-        assert len(re.findall(r"lane_\d+\.apply\(", text)) == p4.N_ELEMENTS
+        instances = re.findall(r"\) (\w+?)_(\d+);", text)
+        kinds = {kind for kind, _ in instances}
+        assert kinds, name
+        for kind in kinds:
+            # every lane control (and register) exists once per element
+            assert sorted(int(i) for k, i in instances if k == kind) == list(range(p4.N_ELEMENTS)), (name, kind)
+            applied = re.findall(rf"\b{kind}_(\d+)\.apply\(", text)
+            if applied:
+                assert sorted(set(int(i) for i in applied)) == list(range(p4.N_ELEMENTS)), (name, kind)
         assert f"hdr.elements[{p4.N_ELEMENTS - 1}]" in text
 
 
