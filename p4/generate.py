@@ -197,13 +197,14 @@ def shift_tables() -> str:
 #: program -> (lane control, read-out control or None: the lane reads out itself)
 _LANES = {
     "fpisa_a": ("FpisaALane", "FpisaAReadout"),
-    "switchml": ("SwitchmlLane", None),
 }
 
 
 def lanes(program: str) -> str:
     if program == "fpisa":
         return fpisa_lanes()
+    if program == "switchml":
+        return switchml_lanes()
     lane, readout = _LANES[program]
     camel = "".join(part.capitalize() for part in program.split("_"))
     n = N_ELEMENTS
@@ -327,6 +328,40 @@ def fpisa_lanes() -> str:
     out += _lane_applications("                ", "raw_{i}.apply(meta.row, hdr.raw_mantissa[{i}].value, "
                                                     "hdr.raw_exponent[{i}].value, t);")
     out.append("            }")
+    out.append("        }")
+    out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def switchml_lanes() -> str:
+    """switchml's lanes: a register per element and one variant per packet
+    (first arrival, sum, max, retransmission) for all lanes."""
+    n = N_ELEMENTS
+    out = [HEADER]
+    out.append(f"// switchml's {n} lanes, one per payload element, each with its own register")
+    out.append("// (as on a Tofino-class target). Per packet one choice, for all lanes at")
+    out.append("// once (a BMv2 node, not one per lane): first arrival, sum (mode switchml)")
+    out.append("// or signed max (int-max), or on a retransmission the result (lanes.p4).")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control SwitchmlLanes(inout headers_t hdr, inout metadata_t meta) {")
+    out += [f"    register<bit<32>>(POOL_ROWS) lane_{i}_value;" for i in range(n)]
+    for control, name in (("SwitchmlFirst", "first"), ("SwitchmlSum", "sum"), ("SwitchmlMax", "max"),
+                          ("SwitchmlResult", "result")):
+        out += [f"    {control}(lane_{i}_value) {name}_{i};" for i in range(n)]
+    out.append("")
+    out.append("    apply {")
+    out.append("        bit<32> stored;  // shared by all lanes")
+    out.append("        if (meta.update) {")
+    out.append("            if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row);")
+    out.append("            } else if (meta.int_max_mode) {")
+    out += _lane_applications("                ", "max_{i}.apply(hdr.elements[{i}].value, meta.row, stored);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "sum_{i}.apply(hdr.elements[{i}].value, meta.row, stored);")
+    out.append("            }")
+    out.append("        } else if (meta.readout) {")
+    out += _lane_applications("            ", "result_{i}.apply(hdr.elements[{i}].value, meta.row);")
     out.append("        }")
     out.append("    }")
     out.append("}")
