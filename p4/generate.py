@@ -98,12 +98,32 @@ def _const_entries(entries: list[str]) -> str:
     return "\n".join(f"            {e}" for e in entries)
 
 
-def arithmetic_shift_right(d: int) -> str:
+def arithmetic_shift_right(d: int, bits: int = 32) -> str:
     """P4 statement: value = value >> d, arithmetic, with unsigned operations only
     (a constant shift; the sign bit, 0 or 1, negated gives the fill mask)."""
     if d == 0:
         return "value = value;"
-    return f"value = (value >> {d}) | ((32w0 - (value >> 31)) << {32 - d});"
+    return f"value = (value >> {d}) | (({bits}w0 - (value >> {bits - 1})) << {bits - d});"
+
+
+#: fpisa_a's alignment shifts in two levels (fewer actions per lane: p4c's
+#: time grows with the actions of all 48 lanes): a coarse shift by a multiple
+#: of 8, then a fine one by 0..7, both constant shifts chosen by a table.
+COARSE = 8
+#: right shifts beyond this give 0 or -1 for every incoming |S| < 2^(m+1)
+MAX_RIGHT_SHIFT = FRACTION_BITS + 1
+
+
+def _ternary_at_least(bits: int, low: int) -> list[tuple[int, int]]:
+    """(value, mask) pairs whose union is the bits-wide values >= low."""
+    out, v, top = [], low, 1 << bits
+    while v < top:
+        size = 1
+        while v % (size * 2) == 0 and v + size * 2 <= top:
+            size *= 2
+        out.append((v, (top - 1) & ~(size - 1)))
+        v += size
+    return out
 
 
 def shift_tables() -> str:
@@ -117,140 +137,131 @@ def shift_tables() -> str:
         out.append(f"const bit<8> ALIGN_{name} = {code};")
     out.append("")
 
-    # one table per lane: the alignment and its distance select a constant
-    # shift of the incoming value. e <= E: arithmetic right shift by E - e
-    # (0..W-1; the default, distance >= W-1, gives 0 or -1 like any larger
-    # distance); 0 < e - E <= h: left shift into the headroom.
-    right = [f"shift_right_{d}" for d in range(w)]
-    left = [f"shift_left_{d}" for d in range(1, HEADROOM_BITS + 1)]
-    out.append("// fpisa_a: align the incoming signed mantissa to the stored exponent.")
-    out.append("// Tofino has constant shifts only: (alignment, distance) selects an action:")
-    out.append("// ALIGN_RIGHT (e <= E) shifts right by E - e, ALIGN_LEFT (0 < e - E <= headroom)")
-    out.append("// left into the headroom instead of shifting the stored register right.")
-    out.append("// Other alignments do not use the value (the default action).")
-    out.append("control AlignIncoming(inout bit<32> value, in bit<8> alignment, in bit<8> distance) {")
-    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d)} }}" for d in range(w)]
-    out += [f"    action shift_left_{d}() {{ value = value << {d}; }}" for d in range(1, HEADROOM_BITS + 1)]
-    out.append("    table shift_distance {")
-    out.append("        key = { alignment : exact; distance : exact; }")
-    out.append("        actions = { " + "; ".join(right + left) + "; }")
-    out.append(f"        default_action = shift_right_{w - 1}();")
+    # Two tables per lane align the incoming signed mantissa (64 bits, two's
+    # complement) to the stored exponent, with constant shifts only. The key
+    # is the alignment and distance = (E - e) mod 256:
+    #   ALIGN_RIGHT (e <= E): right by E - e: coarse right by 8 * floor(d / 8)
+    #     (any d >= 24 takes the coarse 24: with the fine part the value is
+    #     already 0 or -1), then fine right by d mod 8;
+    #   ALIGN_LEFT (0 < k = e - E <= h): d = 256 - k, whose low 3 bits are
+    #     8 - k: coarse left by 8, then fine right by 8 - k (= left by k);
+    #   other alignments: no shift (the default actions).
+    out.append("// fpisa_a: align the incoming signed mantissa to the stored exponent with")
+    out.append("// constant shifts chosen by two tables (coarse: a multiple of 8; fine: 0..7).")
+    out.append(f"// ALIGN_RIGHT shifts right by d = E - e (d >= {MAX_RIGHT_SHIFT} gives 0 or -1 like any")
+    out.append("// longer shift); ALIGN_LEFT by k = e - E (d = (E - e) mod 256 = 256 - k):")
+    out.append("// coarse left by 8, then fine right by 8 - k = d mod 8. Other alignments: no")
+    out.append("// shift. value: 64 bits, two's complement.")
+    out.append("control AlignCoarse(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {")
+    coarse_right = [COARSE * c for c in range(1, MAX_RIGHT_SHIFT // COARSE + 1)]
+    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d, 64)} }}" for d in coarse_right]
+    out.append(f"    action shift_left_{COARSE}() {{ value = value << {COARSE}; }}")
+    out.append("    action no_shift() { }")
+    out.append("    table coarse {")
+    out.append("        key = { alignment : exact; distance : ternary; }")
+    out.append("        actions = { " + "; ".join(f"shift_right_{d}" for d in coarse_right)
+               + f"; shift_left_{COARSE}; no_shift; }}")
+    out.append("        default_action = no_shift();")
     out.append("        const entries = {")
-    entries = [f"(ALIGN_RIGHT, {d}) : shift_right_{d}();" for d in range(w - 1)]
-    entries += [f"(ALIGN_LEFT, {d}) : shift_left_{d}();" for d in range(1, HEADROOM_BITS + 1)]
+    entries = [f"(ALIGN_RIGHT, {d} &&& 0x{0x100 - COARSE:02X}) : shift_right_{d}();" for d in coarse_right[:-1]]
+    entries += [f"(ALIGN_RIGHT, {v} &&& 0x{mk:02X}) : shift_right_{coarse_right[-1]}();"
+                for v, mk in _ternary_at_least(8, coarse_right[-1])]
+    entries.append(f"(ALIGN_LEFT, {0x100 - COARSE} &&& 0x{0x100 - COARSE:02X}) : shift_left_{COARSE}();")
     out.append(_const_entries(entries))
     out.append("        }")
     out.append("    }")
-    out.append("    apply { shift_distance.apply(); }")
+    out.append("    apply { coarse.apply(); }")
+    out.append("}")
+    out.append("")
+    out.append("control AlignFine(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {")
+    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d, 64)} }}" for d in range(1, COARSE)]
+    out.append("    action no_shift() { }")
+    out.append("    table fine {")
+    out.append(f"        key = {{ alignment : exact; distance & {COARSE - 1} : exact; }}")
+    out.append("        actions = { " + "; ".join(f"shift_right_{d}" for d in range(1, COARSE)) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
+    out.append("        const entries = {")
+    entries = [f"(ALIGN_{kind}, {d}) : shift_right_{d}();" for kind in ("RIGHT", "LEFT") for d in range(1, COARSE)]
+    out.append(_const_entries(entries))
+    out.append("        }")
+    out.append("    }")
+    out.append("    apply { fine.apply(); }")
     out.append("}")
     out.append("")
 
-    # read-out: ternary leading-one table (the paper's TCAM), constant shifts
-    out.append("// fpisa_a read-out: a ternary (TCAM) table finds the leading one of the")
-    out.append(f"// magnitude; each action moves it to bit {m} with a constant shift.")
-    out.append("control LeadingOne(in bit<32> magnitude, out bit<32> significand, out bit<8> leading_one) {")
-    for p in range(w):
-        shift = (
-            f"magnitude >> {p - m}" if p > m else f"magnitude << {m - p}" if p < m else "magnitude"
-        )
-        out.append(f"    action leading_one_{p}() {{ significand = {shift}; leading_one = {p}; }}")
-    out.append("    action magnitude_zero() { significand = 0; leading_one = 0; }")
+    # read-out: ternary leading-one table (the paper's TCAM), then the
+    # normalization shift (constant shifts from two tables)
+    out.append("// fpisa_a read-out: a ternary (TCAM) table finds the leading one p of the")
+    out.append("// magnitude (action data: p; 0 for a zero magnitude).")
+    out.append("control LeadingOne(in bit<32> magnitude, out bit<8> leading_one) {")
+    out.append("    action set_leading_one(bit<8> p) { leading_one = p; }")
     out.append("    table leading_one_position {")
     out.append("        key = { magnitude : ternary; }")
-    out.append(
-        "        actions = { " + "; ".join(f"leading_one_{p}" for p in range(w)) + "; magnitude_zero; }"
-    )
-    out.append("        default_action = magnitude_zero();")
+    out.append("        actions = { set_leading_one; }")
+    out.append("        default_action = set_leading_one(0);")
     out.append("        const entries = {")
     ternary = []
     for p in reversed(range(w)):
         value = 1 << p
         mask = (0xFFFFFFFF << p) & 0xFFFFFFFF
-        ternary.append(f"0x{value:08X} &&& 0x{mask:08X} : leading_one_{p}();")
+        ternary.append(f"0x{value:08X} &&& 0x{mask:08X} : set_leading_one({p});")
     out.append(_const_entries(ternary))
     out.append("        }")
     out.append("    }")
     out.append("    apply { leading_one_position.apply(); }")
     out.append("}")
     out.append("")
-
-    # subnormal result: the fraction field is |A| << (E - 1), 0 <= E - 1 < m
-    out.append("// fpisa_a read-out of a subnormal result: fraction = |A| << (E - 1).")
-    out.append("control SubnormalShift(inout bit<32> magnitude, in bit<8> distance) {")
-    out += [f"    action shift_left_{d}() {{ magnitude = magnitude << {d}; }}" for d in range(m)]
-    out.append("    action out_of_range() { magnitude = 0; }")
-    out.append("    table shift_distance {")
-    out.append("        key = { distance : exact; }")
-    out.append("        actions = { " + "; ".join(f"shift_left_{d}" for d in range(m)) + "; out_of_range; }")
-    out.append("        default_action = out_of_range();")
+    # the significand: |A| * 2^s, s = min(m - p, E - 1) in [-(w - 1 - m), m - 1],
+    # keyed as s + NORMALIZE_OFFSET >= 0: fine left by (key mod 8), then coarse
+    # by 8 * floor(key / 8) - NORMALIZE_OFFSET (a right shift for the first).
+    offset = COARSE * -(-(w - 1 - m) // COARSE)
+    keys = range(0, offset + m + 1)
+    out.append(f"// fpisa_a read-out: the significand |A| * 2^s with s = min({m} - p, E - 1) (the")
+    out.append(f"// leading one to bit {m}, or a subnormal's |A| << (E - 1)), by constant shifts: key")
+    out.append(f"// = s + {offset}; fine left by key mod 8, then coarse by 8 * floor(key / 8) - {offset}.")
+    out.append(f"const bit<8> NORMALIZE_OFFSET = {offset};")
+    out.append("control NormalizeFine(inout bit<64> significand, in bit<8> shift_key) {")
+    out += [f"    action shift_left_{d}() {{ significand = significand << {d}; }}" for d in range(1, COARSE)]
+    out.append("    action no_shift() { }")
+    out.append("    table fine {")
+    out.append(f"        key = {{ shift_key & {COARSE - 1} : exact; }}")
+    out.append("        actions = { " + "; ".join(f"shift_left_{d}" for d in range(1, COARSE)) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
     out.append("        const entries = {")
-    out.append(_const_entries([f"{d} : shift_left_{d}();" for d in range(m)]))
+    out.append(_const_entries([f"{d} : shift_left_{d}();" for d in range(1, COARSE)]))
     out.append("        }")
     out.append("    }")
-    out.append("    apply { shift_distance.apply(); }")
+    out.append("    apply { fine.apply(); }")
+    out.append("}")
+    out.append("")
+    coarse_shifts = sorted({COARSE * (k // COARSE) - offset for k in keys})
+    def coarse_name(s: int) -> str:
+        return "no_shift" if s == 0 else (f"shift_left_{s}" if s > 0 else f"shift_right_{-s}")
+    out.append("control NormalizeCoarse(inout bit<64> significand, in bit<8> shift_key) {")
+    for s in coarse_shifts:
+        if s > 0:
+            out.append(f"    action shift_left_{s}() {{ significand = significand << {s}; }}")
+        elif s < 0:
+            out.append(f"    action shift_right_{-s}() {{ significand = significand >> {-s}; }}")
+    out.append("    action no_shift() { }")
+    out.append("    table coarse {")
+    out.append(f"        key = {{ shift_key & 0x{0x100 - COARSE:02X} : exact; }}")
+    out.append("        actions = { " + "; ".join(coarse_name(s) for s in coarse_shifts if s != 0) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
+    out.append("        const entries = {")
+    out.append(_const_entries([f"{s + offset} : {coarse_name(s)}();" for s in coarse_shifts if s != 0]))
+    out.append("        }")
+    out.append("    }")
+    out.append("    apply { coarse.apply(); }")
     out.append("}")
     out.append("")
     out.append("#endif")
     return "\n".join(out) + "\n"
 
 
-#: program -> (lane control, read-out control or None: the lane reads out itself)
-_LANES = {
-    "fpisa_a": ("FpisaALane", "FpisaAReadout"),
-}
-
-
 def lanes(program: str) -> str:
-    if program == "fpisa":
-        return fpisa_lanes()
-    if program == "switchml":
-        return switchml_lanes()
-    lane, readout = _LANES[program]
-    camel = "".join(part.capitalize() for part in program.split("_"))
-    n = N_ELEMENTS
-    out = [HEADER]
-    out.append(f"// {n} instances of {lane}, one per payload element: each")
-    out.append("// instance owns its element's registers (as on a Tofino-class target,")
-    out.append("// where every element needs its own register array and ALU).")
-    if readout:
-        out.append(f"// The packet that reads the row out then runs {readout} for every")
-        out.append("// element, the flag summary and (FLAG_RAW) the raw registers, under one")
-        out.append("// condition each: every other packet skips them with one BMv2 node.")
-    out.append(f"control {camel}Lanes(inout headers_t hdr, inout metadata_t meta) {{")
-    for i in range(n):
-        out.append(f"    {lane}() lane_{i};")
-    if readout:
-        for i in range(n):
-            out.append(f"    {readout}() readout_{i};")
-        for i in range(n):
-            out.append(f"    RawRegisters() raw_{i};")
-        out.append("    SummarizeFlags() summarize;")
-    out.append("    apply {")
-    if not readout:
-        for i in range(n):
-            out.append(f"        lane_{i}.apply(hdr.elements[{i}].value, meta);")
-    else:
-        out.append("        // each lane's registers after this packet")
-        for i in range(n):
-            out.append(f"        bit<16> exponent_{i};")
-            out.append(f"        bit<32> mantissa_{i};")
-            out.append(f"        bit<8> flags_{i};")
-        for i in range(n):
-            out.append(f"        lane_{i}.apply(hdr.elements[{i}].value, meta, exponent_{i}, mantissa_{i}, flags_{i});")
-        out.append("        if (meta.readout) {")
-        for i in range(n):
-            out.append(f"            readout_{i}.apply(exponent_{i}, mantissa_{i}, flags_{i}, hdr.elements[{i}].value);")
-        all_flags = " | ".join(f"flags_{i}" for i in range(n))
-        out.append(f"            summarize.apply({all_flags}, meta.row_flags);")
-        out.append("            if (meta.want_raw) {")
-        for i in range(n):
-            out.append(f"                raw_{i}.apply(exponent_{i}, mantissa_{i}, "
-                       f"hdr.raw_mantissa[{i}].value, hdr.raw_exponent[{i}].value);")
-        out.append("            }")
-        out.append("        }")
-    out.append("    }")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    """generated/<program>_lanes.p4"""
+    return {"fpisa": fpisa_lanes, "fpisa_a": fpisa_a_lanes, "switchml": switchml_lanes}[program]()
 
 
 def _lane_applications(indent: str, call: str) -> list[str]:
@@ -258,49 +269,64 @@ def _lane_applications(indent: str, call: str) -> list[str]:
     return [indent + call.format(i=i) for i in range(N_ELEMENTS)]
 
 
+def _lane_declarations(registers: list[tuple[str, str]], controls: list[tuple[str, str, str]]) -> list[str]:
+    """Per lane its registers (type, name suffix), then per lane control
+    (type, instance prefix, constructor arguments with {i})."""
+    out = []
+    for i in range(N_ELEMENTS):
+        out += [f"    register<{typ}>(POOL_ROWS) lane_{i}_{what};" for typ, what in registers]
+    for control, name, args in controls:
+        out += [f"    {control}({args.format(i=i)}) {name}_{i};" for i in range(N_ELEMENTS)]
+    return out
+
+
+#: the per-packet choice of the float programs' lanes, for the comments
+_FLOAT_CHOICE = [
+    "// Per packet one choice, for all lanes at once (a BMv2 node, not one per",
+    "// lane): no update (a retransmission): no fold; an Inf/NaN among the",
+    "// elements: the general fold (every case, element flags); else the first",
+    "// arrival's fold or the next arrival's. The working fields t are shared by",
+    "// all lanes (lane_fields.p4); each lane writes them before reading them,",
+    "// which p4c cannot see: hence @noWarn.",
+]
+
+
+def _any_special(indent: str) -> str:
+    specials = f"\n{indent}                 || ".join(
+        f"FP32_WIRE_IS_SPECIAL(hdr.elements[{i}].value)" for i in range(N_ELEMENTS))
+    return f"{indent}t.any_special = {specials};"
+
+
 def fpisa_lanes() -> str:
     """fpisa's lanes: each element's registers, the fold variants and read-outs
     that use them (constructor arguments), and one choice per packet between
     the variants (one BMv2 node each, for all lanes)."""
-    n = N_ELEMENTS
     regs = "lane_{i}_exponent, lane_{i}_mantissa"
     regs_flags = regs + ", lane_{i}_flags"
     out = [HEADER]
-    out.append(f"// fpisa's {n} lanes, one per payload element. Each element has its own")
+    out.append(f"// fpisa's {N_ELEMENTS} lanes, one per payload element. Each element has its own")
     out.append("// registers (as on a Tofino-class target, where every element needs its")
     out.append("// own register array and ALU): exponent, mantissa and flags per row. The")
     out.append("// fold variants (fpisa_registers.p4) and read-outs (normalize.p4) of a lane")
-    out.append("// get them as constructor arguments. Per packet one choice, for all")
-    out.append("// lanes at once (a BMv2 node, not one per lane):")
-    out.append("//   no update (a retransmission)    no fold")
-    out.append("//   an Inf/NaN among the elements   FpisaGeneral (every case, element flags)")
-    out.append("//   else first arrival              FpisaFirst")
-    out.append("//   else                            FpisaNext")
-    out.append("// and on a read-out FpisaReadout, or FpisaReadoutSpecial if the row's flag")
+    out.append("// get them as constructor arguments.")
+    out += _FLOAT_CHOICE
+    out.append("// A read-out takes FpisaReadout, or FpisaReadoutSpecial if the row's flag")
     out.append("// summary (element_flags.p4) has an Inf/NaN, then the raw registers if asked.")
-    out.append("// The working fields t are shared by all lanes (lane_fields.p4); each lane")
-    out.append("// writes them before reading them, which p4c cannot see: hence @noWarn.")
     out.append('@noWarn("uninitialized_use")')
     out.append("control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {")
-    for i in range(n):
-        out.append(f"    register<bit<8>>(POOL_ROWS) lane_{i}_exponent;")
-        out.append(f"    register<bit<32>>(POOL_ROWS) lane_{i}_mantissa;")
-        out.append(f"    register<bit<8>>(POOL_ROWS) lane_{i}_flags;")
+    out += _lane_declarations(
+        [("bit<8>", "exponent"), ("bit<32>", "mantissa"), ("bit<8>", "flags")],
+        [("FpisaFirst", "first", regs), ("FpisaNext", "next", regs),
+         ("FpisaGeneral", "general", regs_flags), ("FpisaReadout", "readout", regs),
+         ("FpisaReadoutSpecial", "readout_special", regs_flags), ("FpisaRaw", "raw", regs)])
     out.append("    // the OR of the row's element flags")
     out.append("    register<bit<8>>(POOL_ROWS) row_flags;")
-    for control, name, r in (("FpisaFirst", "first", regs), ("FpisaNext", "next", regs),
-                             ("FpisaGeneral", "general", regs_flags), ("FpisaReadout", "readout", regs),
-                             ("FpisaReadoutSpecial", "readout_special", regs_flags),
-                             ("FpisaRaw", "raw", regs)):
-        out += [f"    {control}({r.format(i=i)}) {name}_{i};" for i in range(n)]
     out.append("    SummarizeFlags() summarize;")
     out.append("")
     out.append("    apply {")
     out.append("        fpisa_lane_t t;")
     out.append("        if (meta.update) {")
-    specials = "\n                         || ".join(
-        f"FP32_WIRE_IS_SPECIAL(hdr.elements[{i}].value)" for i in range(n))
-    out.append(f"            t.any_special = {specials};")
+    out.append(_any_special("            "))
     out.append("            if (t.any_special) {")
     out.append("                row_flags.read(t.row_flags, meta.row);")
     out.append("                t.flags_valid = !meta.first && t.row_flags != 0;")
@@ -324,10 +350,61 @@ def fpisa_lanes() -> str:
     out.append("            } else {")
     out += _lane_applications("                ", "readout_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
     out.append("            }")
-    out.append("            if (meta.want_raw) {")
+    out += _raw_applications()
+    out.append("        }")
+    out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _raw_applications() -> list[str]:
+    out = ["            if (meta.want_raw) {"]
     out += _lane_applications("                ", "raw_{i}.apply(meta.row, hdr.raw_mantissa[{i}].value, "
                                                     "hdr.raw_exponent[{i}].value, t);")
     out.append("            }")
+    return out
+
+
+def fpisa_a_lanes() -> str:
+    """fpisa_a's lanes, as fpisa's: registers, fold variants and read-outs
+    per element, one choice per packet."""
+    regs = "lane_{i}_exponent, lane_{i}_mantissa"
+    out = [HEADER]
+    out.append(f"// fpisa_a's {N_ELEMENTS} lanes, one per payload element. Each element has its")
+    out.append("// own registers (as on a Tofino-class target): the exponent register (E and")
+    out.append("// the element flags) and the mantissa register per row, constructor")
+    out.append("// arguments of the lane's fold variants (fpisa_a_registers.p4) and read-out")
+    out.append("// (normalize.p4); each of those has its own constant-shift tables.")
+    out += _FLOAT_CHOICE
+    out.append("// A read-out collects the row's flags for the result header, then the raw")
+    out.append("// registers if asked.")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control FpisaALanes(inout headers_t hdr, inout metadata_t meta) {")
+    out += _lane_declarations(
+        [("bit<16>", "exponent"), ("bit<32>", "mantissa")],
+        [("FpisaAFirst", "first", regs), ("FpisaANext", "next", regs),
+         ("FpisaAGeneral", "general", regs), ("FpisaAReadout", "readout", regs),
+         ("FpisaARaw", "raw", regs)])
+    out.append("    SummarizeFlags() summarize;")
+    out.append("")
+    out.append("    apply {")
+    out.append("        fpisa_a_lane_t t;")
+    out.append("        if (meta.update) {")
+    out.append(_any_special("            "))
+    out.append("            if (t.any_special) {")
+    out += _lane_applications("                ",
+                              "general_{i}.apply(hdr.elements[{i}].value, meta.row, meta.first, t);")
+    out.append("            } else if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            }")
+    out.append("        }")
+    out.append("        if (meta.readout) {")
+    out.append("            t.row_flags = 0;")
+    out += _lane_applications("            ", "readout_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out.append("            summarize.apply(t.row_flags, meta.row_flags);")
+    out += _raw_applications()
     out.append("        }")
     out.append("    }")
     out.append("}")
@@ -345,10 +422,10 @@ def switchml_lanes() -> str:
     out.append("// or signed max (int-max), or on a retransmission the result (lanes.p4).")
     out.append('@noWarn("uninitialized_use")')
     out.append("control SwitchmlLanes(inout headers_t hdr, inout metadata_t meta) {")
-    out += [f"    register<bit<32>>(POOL_ROWS) lane_{i}_value;" for i in range(n)]
-    for control, name in (("SwitchmlFirst", "first"), ("SwitchmlSum", "sum"), ("SwitchmlMax", "max"),
-                          ("SwitchmlResult", "result")):
-        out += [f"    {control}(lane_{i}_value) {name}_{i};" for i in range(n)]
+    out += _lane_declarations([("bit<32>", "value")],
+                              [(control, name, "lane_{i}_value") for control, name in (
+                                  ("SwitchmlFirst", "first"), ("SwitchmlSum", "sum"), ("SwitchmlMax", "max"),
+                                  ("SwitchmlResult", "result"))])
     out.append("")
     out.append("    apply {")
     out.append("        bit<32> stored;  // shared by all lanes")

@@ -56,21 +56,15 @@ control SpecialFp32(in bit<32> w, out bit<8> special) {
     }
 }
 
-// TEMPORARY (fpisa_a until reworked)
-control DecodeFp32Old(in bit<32> wire_value, out bit<16> exponent, out bit<32> mantissa,
-                   out bit<8> special, out bool implied_one) {
+// fpisa-a (numerics section 3) keeps normal values only: exponent = the biased
+// exponent, 0 for zeros and subnormals (flushed); mantissa = S as 64-bit two's
+// complement (the alignment tables shift it), 0 if flushed. Not for Inf/NaN.
+control DecodeFp32Normal(in bit<32> w, out bit<16> exponent, out bit<64> mantissa) {
     apply {
-        bit<32> bits = wire_value[7:0] ++ wire_value[15:8] ++ wire_value[23:16] ++ wire_value[31:24];
-        bit<8> biased = bits[30:23];
-        bool is_special = biased == 0xFF;
-        special = MASK(8, is_special)
-                & SEL(8, bits[22:0] != 0, ELEMENT_NAN,
-                      SEL(8, bits[31:31] == 1, ELEMENT_NEG_INF, ELEMENT_POS_INF));
-        implied_one = !is_special && biased != 0;
-        exponent = ~MASK(16, is_special) & ((bit<16>)biased | (bit<16>)(bit<1>)(biased == 0));
-        // the magnitude with the implied one of a normal value
-        bit<32> magnitude = (bits & 0x007FFFFF) | ((bit<32>)(bit<1>)implied_one << 23);
-        mantissa = ~MASK(32, is_special) & SEL(32, bits[31:31] == 1, 0 - magnitude, magnitude);
+        exponent = (bit<16>)(bit<8>)((w << 1) | ((w >> 15) & 1));
+        mantissa = (bit<64>)(((w & 0x7F00) << 8) | ((w >> 8) & 0xFF00) | (w >> 24) | (32w1 << FP32_FRACTION_BITS))
+                 * (1 - (bit<64>)((w >> 6) & 2))
+                 * (bit<64>)(bit<1>)((w & FP32_WIRE_EXPONENT) != 0);
     }
 }
 

@@ -65,4 +65,16 @@ control FpisaRaw(in bit<32> row, inout bit<64> raw_mantissa, inout bit<16> raw_e
     }
 }
 
+// fpisa_a: the same (the exponent register's bits 7..0 are E).
+control FpisaARaw(in bit<32> row, inout bit<64> raw_mantissa, inout bit<16> raw_exponent,
+                  inout fpisa_a_lane_t t)
+                 (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    apply {
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        raw_mantissa = (bit<64>)(int<64>)(int<32>)t.stored_mantissa;  // sign extension
+        raw_exponent = t.stored_exponent & 0xFF;
+    }
+}
+
 #endif

@@ -35,4 +35,26 @@ struct fpisa_lane_t {
     bit<32> bits;
 }
 
+// fpisa_a's (fpisa_a_registers.p4, normalize.p4)
+struct fpisa_a_lane_t {
+    bool    any_special;      // an Inf/NaN among the packet's elements
+    bit<8>  row_flags;        // the read-out: OR of the row's element flags
+    bit<16> exponent;         // incoming e (0: flushed)
+    bit<64> addend;           // incoming S, aligned by the shift tables
+    bit<8>  special;
+    bit<16> stored_exponent;  // the exponent register: flags << 8 | E
+    bit<32> stored_mantissa;
+    bit<8>  alignment;
+    bit<8>  distance;
+    bit<32> new_mantissa;
+    bit<8>  flags;
+    // read-out
+    bit<32> magnitude;
+    bit<8>  leading_one;
+    bit<16> exponent_plus_p;
+    bit<8>  shift_key;
+    bit<64> significand;
+    bit<32> bits;
+}
+
 #endif

@@ -20,36 +20,6 @@
 #include "fpisa_a_registers.p4"
 #include "normalize.p4"
 
-control FpisaALane(in bit<32> value, in metadata_t meta, out bit<16> exponent,
-                   out bit<32> mantissa, out bit<8> flags) {
-    DecodeFp32Old() decode;
-    FpisaAExponentRegister() exponent_register;
-    FpisaAMantissaRegister() mantissa_register;
-    ElementFlags() element_flags;
-
-    apply {
-        bit<16> incoming_exponent;
-        bit<32> incoming_mantissa;
-        bit<8> special;
-        bool implied_one;
-        decode.apply(value, incoming_exponent, incoming_mantissa, special, implied_one);
-        // zeros and subnormals are flushed: only normal values contribute
-        bool contributes = special == 0 && implied_one;
-
-        bit<8> alignment;
-        bit<8> distance;
-        exponent_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, alignment, distance, exponent);
-        bool overflow;
-        mantissa_register.apply(meta.row, meta.first, alignment, distance,
-                                incoming_mantissa, mantissa, overflow);
-        element_flags.apply(meta.row, meta.first, meta.update,
-                            special | (ELEMENT_OVERFLOW & MASK(8, overflow))
-                                    | (ELEMENT_OVERWRITE & MASK(8, alignment == ALIGN_OVERWRITE)),
-                            flags);
-    }
-}
-
 // SwitchML: int32 (big-endian on the wire, the header field order) wrapping
 // sum, or signed max for the exponent exchange (mode int-max). One register
 // per element (a constructor argument); generated/switchml_lanes.p4 picks

@@ -112,29 +112,43 @@ control FpisaReadoutSpecial(inout bit<32> value, in bit<32> row, inout fpisa_lan
     }
 }
 
-// fpisa_a: the leading one from a ternary (TCAM) table and constant shifts,
-// as the paper's Tofino read-out does; a subnormal result's fraction from a
-// constant-shift table too.
-control FpisaAReadout(in bit<16> exponent, in bit<32> mantissa, in bit<8> flags,
-                      inout bit<32> value) {
-    LeadingOne() leading_one_table;
-    SubnormalShift() subnormal_shift;
+// fpisa_a: the leading one p from a ternary (TCAM) table, as the paper's
+// Tofino read-out does, and the significand |A| * 2^s, s = min(23 - p, E - 1),
+// by constant shifts from two tables (shift_tables.p4): the leading one moved
+// to bit 23 for a normal result (E + p - 23 >= 1), |A| << (E - 1) for a
+// subnormal one. Then as in fpisa: exponent field (E + p - 24 plus the
+// leading one's carry), Inf, sign, zero; the element's Inf/NaN flags (bits
+// 15..8 of the exponent register) decide first. t.row_flags collects the
+// row's flags for the result header.
+control FpisaAReadout(inout bit<32> value, in bit<32> row, inout fpisa_a_lane_t t)
+                     (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    LeadingOne() leading_one;
+    NormalizeFine() normalize_fine;
+    NormalizeCoarse() normalize_coarse;
+    SpecialResult() special;
+    SwapBytes32() swap;
 
     apply {
-        bit<32> sign = mantissa & 0x80000000;
-        bit<32> magnitude = SEL(32, sign != 0, 0 - mantissa, mantissa);
-        bit<32> significand;
-        bit<8> leading_one;
-        leading_one_table.apply(magnitude, significand, leading_one);
-        bit<16> exponent_plus_p = exponent + (bit<16>)leading_one;
-        bit<32> fraction = magnitude;
-        if (exponent_plus_p < 1 + 23) {
-            subnormal_shift.apply(fraction, (bit<8>)(exponent - 1));
-        }
-        bit<32> bits = FPISA_RESULT_BITS(flags, mantissa, sign, exponent_plus_p,
-            sign | (((bit<32>)(exponent_plus_p - 23)) << 23) | (significand & 0x007FFFFF),
-            sign | fraction);
-        value = bits[7:0] ++ bits[15:8] ++ bits[23:16] ++ bits[31:24];
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        t.magnitude = (bit<32>)(((int<32>)t.stored_mantissa ^ ((int<32>)t.stored_mantissa >> 31))
+                                - ((int<32>)t.stored_mantissa >> 31));
+        leading_one.apply(t.magnitude, t.leading_one);
+        t.exponent_plus_p = (t.stored_exponent & 0xFF) + (bit<16>)t.leading_one;
+        // s + NORMALIZE_OFFSET = min(23 - p, E - 1) + 8: the normal branch iff E + p >= 24
+        t.shift_key = SELECT(8, t.exponent_plus_p >= 24, 31 - t.leading_one,
+                             (bit<8>)t.stored_exponent + 7);
+        t.significand = (bit<64>)t.magnitude;
+        normalize_fine.apply(t.significand, t.shift_key);
+        normalize_coarse.apply(t.significand, t.shift_key);
+        t.bits = ((bit<32>)(t.exponent_plus_p - 24) << FP32_FRACTION_BITS) * (bit<32>)(bit<1>)(t.exponent_plus_p > 24)
+               + (bit<32>)t.significand;
+        t.bits = (SELECT(32, t.exponent_plus_p >= 255 + 23, FP32_POS_INF, t.bits)
+                  | (t.stored_mantissa & 0x80000000))
+               * (bit<32>)(bit<1>)(t.stored_mantissa != 0);
+        special.apply((bit<8>)(t.stored_exponent >> 8), t.bits);
+        swap.apply(t.bits, value);
+        t.row_flags = t.row_flags | (bit<8>)(t.stored_exponent >> 8);
     }
 }
 

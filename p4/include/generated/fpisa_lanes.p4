@@ -4,16 +4,15 @@
 // registers (as on a Tofino-class target, where every element needs its
 // own register array and ALU): exponent, mantissa and flags per row. The
 // fold variants (fpisa_registers.p4) and read-outs (normalize.p4) of a lane
-// get them as constructor arguments. Per packet one choice, for all
-// lanes at once (a BMv2 node, not one per lane):
-//   no update (a retransmission)    no fold
-//   an Inf/NaN among the elements   FpisaGeneral (every case, element flags)
-//   else first arrival              FpisaFirst
-//   else                            FpisaNext
-// and on a read-out FpisaReadout, or FpisaReadoutSpecial if the row's flag
+// get them as constructor arguments.
+// Per packet one choice, for all lanes at once (a BMv2 node, not one per
+// lane): no update (a retransmission): no fold; an Inf/NaN among the
+// elements: the general fold (every case, element flags); else the first
+// arrival's fold or the next arrival's. The working fields t are shared by
+// all lanes (lane_fields.p4); each lane writes them before reading them,
+// which p4c cannot see: hence @noWarn.
+// A read-out takes FpisaReadout, or FpisaReadoutSpecial if the row's flag
 // summary (element_flags.p4) has an Inf/NaN, then the raw registers if asked.
-// The working fields t are shared by all lanes (lane_fields.p4); each lane
-// writes them before reading them, which p4c cannot see: hence @noWarn.
 @noWarn("uninitialized_use")
 control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {
     register<bit<8>>(POOL_ROWS) lane_0_exponent;
@@ -160,8 +159,6 @@ control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {
     register<bit<8>>(POOL_ROWS) lane_47_exponent;
     register<bit<32>>(POOL_ROWS) lane_47_mantissa;
     register<bit<8>>(POOL_ROWS) lane_47_flags;
-    // the OR of the row's element flags
-    register<bit<8>>(POOL_ROWS) row_flags;
     FpisaFirst(lane_0_exponent, lane_0_mantissa) first_0;
     FpisaFirst(lane_1_exponent, lane_1_mantissa) first_1;
     FpisaFirst(lane_2_exponent, lane_2_mantissa) first_2;
@@ -450,59 +447,61 @@ control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {
     FpisaRaw(lane_45_exponent, lane_45_mantissa) raw_45;
     FpisaRaw(lane_46_exponent, lane_46_mantissa) raw_46;
     FpisaRaw(lane_47_exponent, lane_47_mantissa) raw_47;
+    // the OR of the row's element flags
+    register<bit<8>>(POOL_ROWS) row_flags;
     SummarizeFlags() summarize;
 
     apply {
         fpisa_lane_t t;
         if (meta.update) {
             t.any_special = FP32_WIRE_IS_SPECIAL(hdr.elements[0].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[1].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[2].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[3].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[4].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[5].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[6].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[7].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[8].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[9].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[10].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[11].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[12].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[13].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[14].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[15].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[16].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[17].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[18].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[19].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[20].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[21].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[22].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[23].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[24].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[25].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[26].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[27].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[28].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[29].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[30].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[31].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[32].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[33].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[34].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[35].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[36].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[37].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[38].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[39].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[40].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[41].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[42].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[43].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[44].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[45].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[46].value)
-                         || FP32_WIRE_IS_SPECIAL(hdr.elements[47].value);
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[1].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[2].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[3].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[4].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[5].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[6].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[7].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[8].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[9].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[10].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[11].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[12].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[13].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[14].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[15].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[16].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[17].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[18].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[19].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[20].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[21].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[22].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[23].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[24].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[25].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[26].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[27].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[28].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[29].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[30].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[31].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[32].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[33].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[34].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[35].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[36].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[37].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[38].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[39].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[40].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[41].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[42].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[43].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[44].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[45].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[46].value)
+                             || FP32_WIRE_IS_SPECIAL(hdr.elements[47].value);
             if (t.any_special) {
                 row_flags.read(t.row_flags, meta.row);
                 t.flags_valid = !meta.first && t.row_flags != 0;
