@@ -25,6 +25,10 @@ packet can take), packets/s of both switches, BMv2/emulator and BMv2/baseline.
 BMv2 timings are the best of ``--repeats`` runs (the machine may be shared).
 ``--json`` writes the numbers.
 
+``--program all`` (the default) times the fp32 builds and switchml; any build
+name (``fpisa_fp16``, ``fpisa_a_bf16``, ...: ``p4.PROGRAMS``) times that build
+on packets of its format.
+
 Run: python benchmarks/bmv2_vs_emulator.py [--program fpisa] [--rounds 500] [--workers 4] [--repeats 3]
 """
 
@@ -48,11 +52,13 @@ if str(ROOT) not in sys.path:
 from emulator.pipeline import SwitchConfig, SwitchPipeline  # noqa: E402
 from fpisa.job import MODE_TABLE, JobSpec, mode_info  # noqa: E402
 from fpisa.net import build_frame, parse_frame  # noqa: E402
-from fpisa.protocol import Header, MsgType, UDP_PORT, pack, pool_index  # noqa: E402
-from p4 import BASELINE, N_ELEMENTS, PROGRAMS  # noqa: E402
+from fpisa.protocol import Header, MsgType, UDP_PORT, format_code, pack, pool_index  # noqa: E402
+from p4 import BASELINE, DEFAULT_FORMAT, N_ELEMENTS, PROGRAMS  # noqa: E402
 from p4.pipeline_nodes import count_pipeline_nodes  # noqa: E402
 
-MODE_OF = {info.p4_program: mode.value for mode, info in MODE_TABLE.items() if info.p4_program}
+_MODE_OF_SOURCE = {info.p4_program: mode.value for mode, info in MODE_TABLE.items() if info.p4_program}
+#: build name -> the mode it aggregates
+MODE_OF = {name: _MODE_OF_SOURCE[p.source_stem] for name, p in PROGRAMS.items()}
 SWITCH = ("10.0.0.100", "02:00:00:00:01:00")
 
 
@@ -61,7 +67,8 @@ def workers(k: int) -> list[dict]:
              "switch_port": r + 1} for r in range(k)]
 
 
-def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0) -> list[tuple[int, bytes]]:
+def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0,
+                fmt: str = DEFAULT_FORMAT) -> list[tuple[int, bytes]]:
     rng = np.random.default_rng(seed)
     wire = mode_info(mode).data_wire_mode
     stream = []
@@ -71,18 +78,22 @@ def make_stream(mode: str, k: int, rounds: int, pool: int, seed: int = 0) -> lis
             r = (i + j) % k
             if wire.is_float:
                 values = np.ldexp(rng.uniform(1, 2, N_ELEMENTS) * rng.choice([-1, 1], N_ELEMENTS),
-                                  rng.integers(-6, 7, N_ELEMENTS)).astype(np.float32).view(np.uint32)
+                                  rng.integers(-6, 7, N_ELEMENTS)).astype(np.float32)
+                values = (values.view(np.uint32) if fmt == "fp32"
+                          else values.astype(np.float16).view(np.uint16) if fmt == "fp16"
+                          else (values.view(np.uint32) >> 16).astype(np.uint16))  # bf16, truncated
             else:
                 values = rng.integers(-2**24, 2**24, N_ELEMENTS).astype(np.int32)
-            header = Header(MsgType.DATA, wire, 0, 0, 1, r, k, N_ELEMENTS,
-                            pool_index(slot, shadow), 0, i)
+            header = Header(MsgType.DATA, wire, format_code(fmt) if wire.is_float else 0, 0, 1, r, k,
+                            N_ELEMENTS, pool_index(slot, shadow), 0, i)
             stream.append((r, pack(header, values)))
     return stream
 
 
-def run_emulator(mode: str, k: int, pool: int, stream) -> tuple[float, Counter]:
+def run_emulator(mode: str, k: int, pool: int, stream, fmt: str = DEFAULT_FORMAT) -> tuple[float, Counter]:
     ws = workers(k)
-    config = SwitchConfig(JobSpec(mode=mode, num_workers=k, job=1, packet_elements=N_ELEMENTS, window=pool),
+    config = SwitchConfig(JobSpec(mode=mode, fmt=fmt, num_workers=k, job=1, packet_elements=N_ELEMENTS,
+                                  window=pool),
                           tuple((w["ip"], w["udp_port"]) for w in ws))
     warm = SwitchPipeline(config)
     for r, data in stream[: 4 * k]:
@@ -218,7 +229,8 @@ def main(argv=None) -> int:
     if missing:
         print(f"needs {', '.join(missing)} on PATH (docs/p4.md)", file=sys.stderr)
         return 3
-    programs = list(PROGRAMS) if args.program == "all" else [args.program]
+    programs = ([n for n, p in PROGRAMS.items() if p.fmt == DEFAULT_FORMAT] if args.program == "all"
+                else [args.program])
     results = []
     print(f"{'program':21s} {'compile s (cpu)':>15s} {'tables':>6s} {'conds':>5s} {'prims':>6s} "
           f"{'path n':>6s} {'path pr':>7s} {'packets':>7s} {'emulator pkt/s':>14s} "
@@ -247,11 +259,11 @@ def main(argv=None) -> int:
                     "pipeline_nodes": base_nodes, "bmv2_pps": base_pps, "ratio_bmv2_over_baseline": 1.0})
     row(BASELINE.name, base_seconds, base_text, len(base_stream), None, base_pps, base_pps, "-")
     for program in programs:
-        mode = MODE_OF[program]
-        stream = make_stream(mode, args.workers, args.rounds, args.pool)
+        mode, fmt = MODE_OF[program], PROGRAMS[program].fmt
+        stream = make_stream(mode, args.workers, args.rounds, args.pool, fmt=fmt)
         json_path, seconds = compile_program(program, not args.no_compile)
         nodes, nodes_text = _nodes_column(json_path)
-        emu_pps, emu_out = run_emulator(mode, args.workers, args.pool, stream)
+        emu_pps, emu_out = run_emulator(mode, args.workers, args.pool, stream, fmt)
         bmv2_pps, bmv2_outs = best_bmv2(json_path, args.workers, args.pool, stream, args.wait,
                                         args.repeats)
         same = all(out == emu_out for out in bmv2_outs)

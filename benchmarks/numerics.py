@@ -10,14 +10,26 @@ are baseline time / mode time (higher is faster). One core unless
 ``fpisa.aggregate`` returns only the result; ``aggregate_detailed`` also
 stores the registers and flags (rows marked "detailed").
 
+What each row does per element: numpy reads K values and adds them; fpisa,
+fpisa-a and float32 run the switch's K accumulates and one read-out.
+switchml runs what its K hosts and the switch do, once each: per block the
+max |x| over the K rows (each host's block exponent and the switch's int
+max of them), each host's quantize of its values, the switch's int32 add
+of the K quantized values, and one dequantize of the sums (every host
+dequantizes the same sums to the same bits, in parallel, as every FPISA
+worker gets the one read-out); no wire byte order, as for the other modes.
+Every row allocates its n-element result, as numpy's sum does.
+
 --rows also times the switch's row kernels (``accumulate_row_*``,
 ``normalize_array``) called from a compiled loop, as ``emulator.fastpath``
 calls them: K arrivals of E-element packets into one slot, then its read.
 
---vectorization prints, for every vector loop of ``fpisa._kernels``,
-whether LLVM vectorized it (a ``vector.body`` in the IR), the vector types
-and the AVX2 instructions in its machine code (compiled afresh: numba does
-not inspect cached code).
+--vectorization prints, for every vector loop of ``fpisa._kernels`` and
+SwitchML's kernels in ``fpisa._host_kernels``, whether LLVM vectorized it
+(a ``vector.body`` in the IR), the vector types and the AVX2 instructions
+in its machine code (compiled afresh: numba does not inspect cached code);
+vpinsrd / vpextrd / vinsertps / vextractps there mean element-wise gathers
+or scatters (a loop vectorized badly).
 
     python benchmarks/numerics.py [--workers 8] [--log2-elements 22] [--repeat 7]
            [--modes fpisa,fpisa-a,switchml,float32,exact] [--rows] [--threads 1,2]
@@ -158,7 +170,11 @@ def row_kernels(args) -> list[dict]:
 _INSTRUCTIONS = ("vpsravd", "vpsrlvd", "vpsllvd", "vpsrad", "vpsrld", "vpaddd", "vpsubd",
                  "vpmaxsd", "vpminsd", "vpminud", "vpcmpgtd", "vpcmpeqd", "vblendvps", "vpshufb",
                  "vcvtdq2ps", "vaddps", "vpsrlvq", "vpsllvq", "vpaddq", "vpcmpgtq", "vpmaskmovd",
-                 "vpmaskmovq")
+                 "vpmaskmovq", "vpmaxud", "vcvtps2pd", "vmulpd", "vcvtpd2dq", "vcvtdq2pd",
+                 "vdivpd", "vcvtpd2ps", "vpinsrd", "vpextrd", "vinsertps", "vextractps")
+
+#: SwitchML's kernels (fpisa._host_kernels) in the report
+_HOST_KERNELS = ("block_exponents", "max_block_exponents", "quantize", "dequantize", "sum_workers")
 
 
 def vectorization_report() -> list[dict]:
@@ -166,7 +182,9 @@ def vectorization_report() -> list[dict]:
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fpisa-inspect-")
     import fpisa
     import fpisa.codec
+    from fpisa import _host_kernels as HK
     from fpisa import _kernels as K
+    from fpisa import switchml as sml
     from fpisa.registers import SlotRegisters
 
     rng = np.random.default_rng(0)
@@ -191,18 +209,29 @@ def vectorization_report() -> list[dict]:
         r = SlotRegisters(mode, 1, 255)
         r.accumulate(0, bits[0, :255].astype(np.int32), True)
         r.accumulate(0, bits[1, :255].astype(np.int32), False)
-    functions = sorted(n for n in dir(K) if n.startswith(("_loop_", "accumulate_row_"))
-                       or n in ("normalize_array", "extract_array", "doubles_to_format"))
+    for fmt in ("fp32", "fp16"):
+        # finite values (the exponent field's lowest bit cleared) of both signs
+        b = bits & np.uint32(0xFF7FFFFF) if fmt == "fp32" else \
+            (bits >> 16).astype(np.uint16) & np.uint16(0xFBFF)
+        fpisa.aggregate(b, "switchml", fmt=fmt)
+        e = sml.block_exponents(b[0], fmt)
+        q = sml.quantize(b[0], fmt, e, 8)
+        sml.dequantize(q, fmt, e, 8)
+        HK.max_block_exponents(b, HK.KIND_FP32 if fmt == "fp32" else HK.KIND_FP16, 64,
+                               np.empty(-(-b.shape[1] // 64), np.int32))
+    functions = [(K, n) for n in sorted(dir(K)) if n.startswith(("_loop_", "accumulate_row_"))
+                 or n in ("normalize_array", "extract_array", "doubles_to_format")]
+    functions += [(HK, n) for n in _HOST_KERNELS]
     report = []
     print(f"\nvectorization ({platform.machine()}, numba compiles for the host CPU): per "
           "compiled signature, 'vector.body' in the LLVM IR, vector types, AVX2 instructions")
-    for name in functions:
-        f = getattr(K, name)
+    for module, name in functions:
+        f = getattr(module, name)
         for sig in f.signatures:
             ir = f.inspect_llvm(sig)
             asm = f.inspect_asm(sig)
             bodies = len(re.findall(r"^vector\.body[\w.]*:", ir, re.M))
-            kinds = sorted(set(re.findall(r"<(\d+) x (i\d+|float)>", ir)),
+            kinds = sorted(set(re.findall(r"<(\d+) x (i\d+|float|double)>", ir)),
                            key=lambda t: (t[1], int(t[0])))
             kinds = [f"{a}x{b}" for a, b in kinds if b != "i1"]
             ins = {k: len(re.findall(rf"\b{k}\b", asm)) for k in _INSTRUCTIONS}

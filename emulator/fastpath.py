@@ -35,6 +35,7 @@ from fpisa.protocol import (
     FLAG_RAW,
     HEADER_BYTES,
     MAX_SLOTS,
+    ALL_RANKS,
     RESULT_VT,
     RETX_VT,
     WireMode,
@@ -86,6 +87,9 @@ class KernelJob(NamedTuple):
     element_bytes: int
     native_little_endian: bool
     record: bool
+    #: a completed row's result goes once into output block ``num_workers``
+    #: with rank ALL_RANKS (the shared-memory multicast ring), not K times
+    multicast_block: bool
 
 
 class SlotState(NamedTuple):
@@ -170,17 +174,18 @@ def _write_header(out, o, vt, mode, fmt, flags, job, rank, nw, ne, pidx, bexp, p
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _emit(out, n_out, rank, vt, mode, fmt, flags, job, K, E, pidx, bexp, pid, payload, L):
-    """Append one datagram for ``rank`` (header + the first ``L`` payload
-    bytes) to its rows of ``out``; returns the call's output count + 1."""
-    o = out.count[rank]
-    dst = out.rows[rank]
+def _emit(out, n_out, block, rank, vt, mode, fmt, flags, job, K, E, pidx, bexp, pid, payload, L):
+    """Append one datagram with header rank ``rank`` (header + the first
+    ``L`` payload bytes) to output block ``block`` (the destination rank, or
+    K: every worker); returns the call's output count + 1."""
+    o = out.count[block]
+    dst = out.rows[block]
     _write_header(dst, o, vt, mode, fmt, flags, job, rank, K, E, pidx, bexp, pid)
     for b in range(L):
         dst[o, HEADER_BYTES + b] = payload[b]
-    out.length[rank, o] = HEADER_BYTES + L
-    out.count[rank] = o + 1
-    out.rank[n_out] = rank
+    out.length[block, o] = HEADER_BYTES + L
+    out.count[block] = o + 1
+    out.rank[n_out] = block
     out.index[n_out] = o
     return n_out + 1
 
@@ -250,7 +255,7 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
                 if bitmap[row] & bit:
                     if completed[row]:
                         counters[_RETX] += 1
-                        n_out = _emit(out, n_out, r, RETX_VT, row_mode[row], fmt, result_flags[row], job, K,
+                        n_out = _emit(out, n_out, r, r, RETX_VT, row_mode[row], fmt, result_flags[row], job, K,
                                       E, pidx, block_exponent[row], pid, result_payload[row],
                                       result_length[row])
                     else:
@@ -356,9 +361,13 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
             for k in range(K):
                 log_order[t, k] = orders[row, k]
             log_count[0] = t + 1
-        for k in range(K):
-            n_out = _emit(out, n_out, k, RESULT_VT, mode, fmt, rflags, job, K, E, pidx,
+        if cfg.multicast_block:
+            n_out = _emit(out, n_out, K, ALL_RANKS, RESULT_VT, mode, fmt, rflags, job, K, E, pidx,
                           block_exponent[row], pid, result_payload[row], L)
+        else:
+            for k in range(K):
+                n_out = _emit(out, n_out, k, k, RESULT_VT, mode, fmt, rflags, job, K, E, pidx,
+                              block_exponent[row], pid, result_payload[row], L)
         counters[_MULTICAST] += K
     return n_out
 
@@ -397,9 +406,10 @@ class BatchProcessor:
         int_max = pipeline.registers.get(WireMode.INT_MAX)
         self._stride = HEADER_BYTES + pipeline.max_result_payload
         # a packet sends at most one datagram to each rank: per rank, room for
-        # the outputs of max_batch packets
-        self._outputs = Outputs(np.zeros((K, max_batch, self._stride), np.uint8),
-                                np.zeros((K, max_batch), np.int64), np.zeros(K, np.int64),
+        # the outputs of max_batch packets; block K holds the one copy for
+        # every worker of process_arrays(..., multicast=True)
+        self._outputs = Outputs(np.zeros((K + 1, max_batch, self._stride), np.uint8),
+                                np.zeros((K + 1, max_batch), np.int64), np.zeros(K + 1, np.int64),
                                 np.zeros(K * max_batch, np.int64), np.zeros(K * max_batch, np.int64))
         self._runs = np.zeros((K * max_batch, 4), np.int64)
         self._defer = np.zeros(max_batch, np.uint8)
@@ -411,7 +421,8 @@ class BatchProcessor:
                               int_max is not None, job.info.is_float, job.raw_registers,
                               pipeline.readout_nearest_even, fmt.exponent_bits, fmt.fraction_bits,
                               job.register_bits, fmt.storage_bytes, sys.byteorder == "little",
-                              pipeline.config.record_orders)
+                              pipeline.config.record_orders, False)
+        self._job_multicast = self._job._replace(multicast_block=True)
         p = pipeline
         self._state = SlotState(p.bitmap, p.count, p.completed, p.block_exponent, p.row_mode, p.orders,
                                 p.round_id, p.result_payload, p.result_length, p.result_flags)
@@ -502,7 +513,8 @@ class BatchProcessor:
                     out.append((self.workers[rank], rows.tobytes(), rows.shape[1]))
         return out
 
-    def process_arrays(self, received: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+    def process_arrays(self, received: list[tuple[int, np.ndarray]], *,
+                       multicast: bool = False) -> list[tuple[int, np.ndarray]]:
         """The shared-memory path (``ShmSwitchTransport.recv_arrays``): runs
         of packets as ``(sender rank, (m, L) uint8 view into its ring)`` go
         to the kernel as they lie in the ring, without building bytes.
@@ -511,7 +523,14 @@ class BatchProcessor:
         the packets in order. The rows are views of this processor's output
         buffer, valid until its next call: send (copy) them before that.
         Rows of another length than the job's DATA packets (not ours, or
-        malformed) go through the reference path one by one."""
+        malformed) go through the reference path one by one.
+
+        ``multicast``: a completed row's result comes once, as destination
+        ``num_workers`` (every worker), with rank :data:`~fpisa.protocol.ALL_RANKS`
+        in its header, for ``ShmSwitchTransport.send_multicast``; each
+        worker's copy is that datagram with its own rank. Per destination,
+        the RESULTs and the RESULT_RETXs are each in the reference order
+        (they are two streams then, as they travel in two rings)."""
         p = self.p
         L = self.data_length
         out: list[tuple[int, np.ndarray]] = []
@@ -536,7 +555,7 @@ class BatchProcessor:
                     count[:] = 0
                     held = 0
                 chunk_ranks = ranks[:m] if ranks is not None else np.full(m, rank, np.int64)
-                _, deferred = self._run(chunk, chunk_ranks)
+                _, deferred = self._run(chunk, chunk_ranks, multicast)
                 held += m
                 if deferred:
                     out += [(r, rows.copy()) for r, rows in self._output_groups()]
@@ -556,7 +575,7 @@ class BatchProcessor:
         rows = o.rows
         return [(r, rows[r, a:b, :size]) for r, a, b, size in self._runs[:n].tolist()]
 
-    def _run(self, pkts: np.ndarray, ranks: np.ndarray) -> tuple[int, list[int]]:
+    def _run(self, pkts: np.ndarray, ranks: np.ndarray, multicast: bool = False) -> tuple[int, list[int]]:
         """The kernel on one batch, appending to the output buffer; returns
         (outputs written, deferred indices)."""
         p = self.p
@@ -565,7 +584,8 @@ class BatchProcessor:
         log = p.log
         if self._job.record:
             log.reserve(m)
-        args = (pkts, ranks, self._defer, self._outputs, counters, self._job, self._state,
+        args = (pkts, ranks, self._defer, self._outputs, counters,
+                self._job_multicast if multicast else self._job, self._state,
                 self._registers, Log(log.packet_id, log.wire_mode, log.order, log.count))
         # Numba's dispatcher types every argument on every call, in Python
         # for named tuples: ~40 us a call, as much as the kernel needs for 50

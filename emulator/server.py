@@ -64,6 +64,23 @@ def warm_up(config: SwitchConfig) -> None:
                 batch.process_arrays([(r, np.frombuffer(d, np.uint8).reshape(1, -1))])
 
 
+def _send_multicast(send, rows: np.ndarray, injector: FaultInjector | None, num_workers: int) -> None:
+    """One copy of ``rows`` for every worker; with faults, what each worker's
+    link loses or duplicates (``FaultInjector.filter_masks``: drawn per
+    worker, with the probabilities of a unicast copy) becomes the slot's
+    rank mask, and a duplicate a second slot for the ranks that get one."""
+    if injector is None:
+        send(rows)
+        return
+    masks, again = injector.filter_masks(rows.shape[0], num_workers)
+    keep = np.flatnonzero(masks)
+    if keep.size:
+        send(rows, keep, masks[keep])
+    twice = np.flatnonzero(again)
+    if twice.size:
+        send(rows, twice, again[twice])
+
+
 def relay(transport, process_batch: Callable, *, injector: FaultInjector | None = None,
           process_trains: Callable | None = None, process_arrays: Callable | None = None,
           addresses: list | None = None, should_stop: Callable[[], bool] = lambda: False,
@@ -73,13 +90,18 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
     ``process_batch`` maps received (bytes, source) packets to (destination,
     bytes) sends: a SwitchPipeline's batch processor, or a Mininet leaf.
     ``process_trains`` (no fault injection) moves whole GSO/GRO trains;
-    ``process_arrays`` (shared memory, no fault injection) runs the packets
-    where they lie in the rings (``recv_arrays``) and sends rows to
-    ``addresses[rank]``.
+    ``process_arrays`` (shared memory; loss and duplication only) runs the
+    packets where they lie in the rings (``recv_arrays``) and sends rows to
+    ``addresses[rank]``, and results for every worker once into the
+    transport's multicast ring if it has one (``send_multicast``).
     Every _CHECK_INTERVAL_S: ``on_check(now)``, then stop if ``should_stop()``.
     """
     clock = time.monotonic
     next_check = clock() + _CHECK_INTERVAL_S
+    # shared memory: a result for every worker is written once, into the
+    # multicast ring (what the kernel returns as destination K)
+    send_multicast = getattr(transport, "send_multicast", None) if process_arrays is not None else None
+    everyone = len(addresses) if addresses is not None else -1
     while True:
         timeout = _CHECK_INTERVAL_S
         if injector is not None:
@@ -89,10 +111,17 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
         if process_arrays is not None:
             received = transport.recv_arrays(timeout, batch)
             if received:
-                for rank, rows in process_arrays(received):
-                    if injector is not None:  # loss/duplication only (injector.vectorizable)
-                        rows = injector.filter_rows(rows)
-                    if rows.shape[0]:
+                outputs = (process_arrays(received, multicast=True) if send_multicast is not None
+                           else process_arrays(received))
+                for rank, rows in outputs:
+                    if rank == everyone:
+                        _send_multicast(send_multicast, rows, injector, everyone)
+                    elif injector is not None:  # loss/duplication only (injector.vectorizable)
+                        # the survivors gathered straight into the ring
+                        index = injector.filter_index(rows.shape[0])
+                        if index.size:
+                            transport.send_rows(addresses[rank], rows, index)
+                    elif rows.shape[0]:
                         transport.send_train(addresses[rank], rows, rows.shape[1])
                 transport.release_arrays()
             out = []

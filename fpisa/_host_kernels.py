@@ -4,7 +4,8 @@ worker does before it sends and after it receives.
 - SwitchML's fixed point (the formulas of :mod:`fpisa.switchml`,
   docs/numerics.md section 6): block exponents, quantize, dequantize, and the
   fused versions a host really runs, which read or write SwitchML's wire
-  format (int32, big-endian) in the same pass;
+  format (int32, big-endian) in the same pass; :func:`sum_workers`, K hosts
+  and their switch in one pass over the K rows (``aggregate(..., "switchml")``);
 - byte-order conversion of 16/32/64-bit values: what an FPISA host must do
   when the switch does not swap bytes;
 - ATP's fixed-scale quantizer, a third integer baseline (fp32 only);
@@ -18,9 +19,12 @@ on the development machine (AVX2) ``inspect_asm`` shows 256-bit (ymm)
 in the default round-to-nearest-even mode) plus ``vpmaxud`` (the block max)
 and ``vpshufb`` (the wire byte order) in quantize; ``vcvtdq2pd``/``vdivpd``/
 ``vcvtpd2ps`` (fp32) or ``vpaddq``/``vpsrlq``/``vblendvpd`` (fp16/bf16
-rounding) in dequantize; ``vpshufb`` in the byte swaps;
-``tests/fpisa/test_host_kernels.py`` checks the main ones are there. The kernels assume validated input; :mod:`fpisa.switchml` and
-:func:`byteswap` validate.
+rounding) in dequantize; ``vpaddd`` for the switch's int32 sum in
+sum_workers; ``vpshufb`` in the byte swaps; no element-wise gathers
+(vpinsrd/vpextrd) anywhere. ``tests/fpisa/test_host_kernels.py`` and
+``tests/fpisa/test_switchml_fused.py`` check the main ones are there. The
+kernels assume validated input; :mod:`fpisa.switchml` and :func:`byteswap`
+validate.
 
 Bit-identity with the numpy formulas. Quantize widens x exactly to a double,
 multiplies by the block's f in double and rounds with ``rint`` (ties to
@@ -43,6 +47,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+from ._kernels import _add32
 
 __all__ = [
     "KIND_FP32",
@@ -232,10 +238,16 @@ def doubles_to_bits(x, kind, out):
 
 # ------------------------------------------------------------ block exponents
 # Every kernel here walks the values block by block: the full blocks with a
-# trip count of block_size, then the partial last block. Finiteness is
-# checked on the block's max |x| bits (a value is non-finite iff its |x| bits
-# are at least Inf's), so the loops carry one 32-bit max and nothing else;
-# callers count the offending values only when there are some.
+# trip count of block_size, then the partial last block. The element loops
+# index with unsigned integers (``_run``: ``bits[lo + j]`` with lo and j
+# uint64): numba fixes up a negative signed index (``a[i]`` with i < 0 reads
+# a[n + i]) unless it can prove i >= 0, and LLVM vectorizes a loop with that
+# per-element fix only with gathers and scatters (vpinsrd / vpextrd),
+# several times slower; views (``bits[lo:lo + block_size]``) avoid it too
+# but cost ~20% in slicing per 64-value block. Finiteness is checked on the
+# block's max |x| bits (a value is non-finite iff its |x| bits are at least
+# Inf's), so the loops carry one 32-bit max and nothing else; callers count
+# the offending values only when there are some.
 
 @_jit
 def _exponent_of(abs_bits, kind):
@@ -261,11 +273,19 @@ def _exponent_of(abs_bits, kind):
 
 
 @_inline
+def _run(lo, count):
+    """(uint64 lo, range(count) of uint64): element j of a run is a[lo + j]
+    with an unsigned index, which numba does not wrap around."""
+    return np.uint64(lo), range(np.uint64(count))
+
+
+@_inline
 def _max_abs(bits, lo, count, kind):
     """max |x| bits over bits[lo:lo + count] (uint32)."""
     largest = np.uint32(0)
-    for j in range(count):
-        largest = np.uint32(max(largest, _abs_bits(bits[lo + j], kind)))
+    base, js = _run(lo, count)
+    for j in js:
+        largest = np.uint32(max(largest, _abs_bits(bits[base + j], kind)))
     return largest
 
 
@@ -319,28 +339,44 @@ def count_non_finite(bits, kind):
 
 
 # ------------------------------------------------------------------ scales
+@_inline
+def _scale(e, num_workers):
+    """f = INT32_MAX / (K * 2^e) (K * 2^e is exact; one rounding)."""
+    e = np.int64(e)
+    if -1022 <= e <= 1023:
+        # 2^e from its bits, and K * 2^e exact or Inf like ldexp, without a libm call
+        # per block (a block's exponent is always in this range)
+        return np.float64(INT32_MAX) / (np.float64(num_workers) * _as_float64((e + 1023) << 52))
+    # beyond +-2000, K * 2^e is 0 or Inf either way; ldexp takes a C int
+    e = min(max(e, -2000), 2000)
+    return np.float64(INT32_MAX) / math.ldexp(np.float64(num_workers), np.int32(e))
+
+
 @_jit
 def scale_factors(max_exponents, num_workers, out):
-    """f = INT32_MAX / (K * 2^e) per block (K * 2^e is exact; one rounding)."""
-    top = np.float64(INT32_MAX)
-    k = np.float64(num_workers)
+    """f = INT32_MAX / (K * 2^e) per block."""
     for b in range(max_exponents.shape[0]):
-        # beyond +-2000, K * 2^e is 0 or Inf either way; ldexp takes a C int
-        e = min(max(np.int64(max_exponents[b]), -2000), 2000)
-        out[b] = top / math.ldexp(k, np.int32(e))
+        out[b] = _scale(max_exponents[b], num_workers)
 
 
 # ------------------------------------------------------------------ quantize
+@_inline
+def _q(h, f, kind):
+    """q = rint(fl64(x * f)) as int32 (x widened exactly; ties to even)."""
+    return np.int32(np.rint(_widen(h, kind) * f))
+
+
 @_inline
 def _quantize_run(bits, lo, count, f, kind, out, swap):
     """out[i] = rint(x_i * f) as int32 (byte-swapped if swap) for the count
     values from lo; returns their max |x| bits."""
     largest = np.uint32(0)
-    for j in range(count):
-        h = bits[lo + j]
+    base, js = _run(lo, count)
+    for j in js:
+        h = bits[base + j]
         largest = np.uint32(max(largest, _abs_bits(h, kind)))
-        q = np.int32(np.rint(_widen(h, kind) * f))
-        out[lo + j] = _bswap(q) if swap else q
+        q = _q(h, f, kind)
+        out[base + j] = _bswap(q) if swap else q
     return largest
 
 
@@ -375,51 +411,24 @@ def quantize(bits, kind, scales, block_size, out, swap):
     return status
 
 
-@_inline
-def _accumulate_run(bits, lo, count, f, kind, sums):
-    largest = np.uint32(0)
-    for j in range(count):
-        h = bits[lo + j]
-        largest = np.uint32(max(largest, _abs_bits(h, kind)))
-        sums[lo + j] += np.int64(np.int32(np.rint(_widen(h, kind) * f)))
-    return largest
-
-
-@_jit
-def quantize_sum(bits2d, kind, scales, block_size, sums):
-    """sums += every worker's q (int64): the switch's integer sum. Returns
-    the status of :func:`quantize`."""
-    workers, n = bits2d.shape
-    status = 0
-    full = n // block_size
-    for k in range(workers):
-        row = bits2d[k]
-        for b in range(full):
-            f = scales[b]
-            largest = _accumulate_run(row, b * block_size, block_size, f, kind, sums)
-            status = max(status, _block_status(largest, f, kind))
-        if full * block_size < n:
-            f = scales[full]
-            largest = _accumulate_run(row, full * block_size, n - full * block_size, f, kind, sums)
-            status = max(status, _block_status(largest, f, kind))
-    return status
-
-
 # ---------------------------------------------------------------- dequantize
 @_inline
-def _dequantize_run(sums, lo, count, f, kind, out, swap):
+def _dequantize_run(sums, src, count, f, kind, out, dst, swap):
+    """out[dst + j] = the fmt bits of fl64(sums[src + j] / f), j < count."""
+    s0, js = _run(src, count)
+    d0 = np.uint64(dst)
     if kind == KIND_FP32:
-        for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _as_uint32(np.float32(np.float64(s) / f))
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _as_uint32(np.float32(np.float64(s) / f))
     elif kind == KIND_FP16:
-        for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _double_to_small(np.float64(s) / f, 5, 10)
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _double_to_small(np.float64(s) / f, 5, 10)
     else:
-        for j in range(count):
-            s = _bswap(sums[lo + j]) if swap else sums[lo + j]
-            out[lo + j] = _double_to_small(np.float64(s) / f, 8, 7)
+        for j in js:
+            s = _bswap(sums[s0 + j]) if swap else sums[s0 + j]
+            out[d0 + j] = _double_to_small(np.float64(s) / f, 8, 7)
 
 
 @_jit
@@ -428,9 +437,99 @@ def dequantize(sums, kind, scales, block_size, out, swap):
     n = sums.shape[0]
     full = n // block_size
     for b in range(full):
-        _dequantize_run(sums, b * block_size, block_size, scales[b], kind, out, swap)
+        lo = b * block_size
+        _dequantize_run(sums, lo, block_size, scales[b], kind, out, lo, swap)
     if full * block_size < n:
-        _dequantize_run(sums, full * block_size, n - full * block_size, scales[full], kind, out, swap)
+        lo = full * block_size
+        _dequantize_run(sums, lo, n - lo, scales[full], kind, out, lo, swap)
+
+
+# ------------------------------------------- SwitchML end to end, in one pass
+# What K SwitchML hosts and their switch compute, fused tile by tile so the
+# K rows are read from memory once: per tile of whole blocks, (1) each block's
+# max |x| bits over the K rows (the exponent exchange: the frexp exponent is
+# monotonic in them, so the max of the workers' exponents is the exponent of
+# this max), its scale f; (2) every worker's q summed in an int32 tile (the
+# switch's wrapping int32 add; the rows come from L2 this time); (3) the sums
+# dequantized into the output. The tile's K rows (SUM_TILE_BYTES) stay in L2
+# between (1) and (2); the int32 sums stay in L1.
+
+#: bytes of the K rows of one tile (half of a Zen 3 / Skylake-SP core's L2)
+SUM_TILE_BYTES = 1 << 18
+
+
+def sum_tile_blocks(num_workers: int, block_size: int, itemsize: int) -> int:
+    """Blocks per tile of :func:`sum_workers` (at least one)."""
+    return max(1, SUM_TILE_BYTES // (num_workers * block_size * itemsize))
+
+
+@_inline
+def _sum_tile(bits2d, lo, count, kind, block_size, largest, scales, acc, out):
+    """One tile, elements lo .. lo + count (whole blocks but for the array's
+    last). Returns its status: 0 fine, 1 an Inf/NaN, 2 a block's max |q|
+    times K exceeds INT32_MAX (the no-overflow premise; K <= 256 rules it out)."""
+    workers = bits2d.shape[0]
+    nb = -(-count // block_size)
+    full = count // block_size
+    rest = count - full * block_size
+    for b in range(nb):
+        largest[b] = 0
+    for k in range(workers):
+        row = bits2d[k]
+        for b in range(full):
+            largest[b] = max(largest[b], _max_abs(row, lo + b * block_size, block_size, kind))
+        if rest:
+            largest[full] = max(largest[full], _max_abs(row, lo + full * block_size, rest, kind))
+    status = 0
+    for b in range(nb):
+        if largest[b] >= _inf_bits(kind):
+            return 1
+        f = _scale(_exponent_of(largest[b], kind), workers)
+        scales[b] = f
+        # rounding is monotonic: the block's largest |q| is that of its max |x|
+        if np.rint(_widen(largest[b], kind) * f) * workers > 2147483647.0:
+            status = 2
+    for k in range(workers):
+        row = bits2d[k]
+        for b in range(nb):
+            f = scales[b]
+            t, js = _run(b * block_size, block_size if b < full else rest)
+            x0 = np.uint64(lo) + t
+            if k == 0:
+                for j in js:
+                    acc[t + j] = _q(row[x0 + j], f, kind)
+            else:
+                for j in js:
+                    acc[t + j] = _add32(acc[t + j], _q(row[x0 + j], f, kind))
+    for b in range(full):
+        _dequantize_run(acc, b * block_size, block_size, scales[b], kind, out,
+                        lo + b * block_size, False)
+    if rest:
+        _dequantize_run(acc, full * block_size, rest, scales[full], kind, out,
+                        lo + full * block_size, False)
+    return status
+
+
+@_jit
+def sum_workers(bits2d, kind, block_size, tile_blocks, out):
+    """SwitchML on (K, n) bits -> out, the fmt bits every worker gets.
+
+    Returns 0, 1 if some value is Inf/NaN (out is then unspecified), or 2
+    if a block's largest |q| times K exceeds INT32_MAX, i.e. the int32 sum
+    might have wrapped (K <= 256 makes that impossible, docs/numerics.md
+    section 6; out holds the wrapped sums' values, as a switch would)."""
+    n = bits2d.shape[1]
+    tile = tile_blocks * block_size
+    largest = np.empty(tile_blocks, np.uint32)
+    scales = np.empty(tile_blocks, np.float64)
+    acc = np.empty(tile, np.int32)
+    status = 0
+    for lo in range(0, n, tile):
+        s = _sum_tile(bits2d, lo, min(tile, n - lo), kind, block_size, largest, scales, acc, out)
+        if s == 1:
+            return 1
+        status = max(status, s)
+    return status
 
 
 # ------------------------------------------------- ATP's fixed-scale quantizer

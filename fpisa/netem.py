@@ -110,18 +110,60 @@ class FaultInjector:
         if not self.vectorizable:
             raise ValueError("filter_rows: reordering and delay need submit(), packet by packet")
         f, n = self.faults, rows.shape[0]
+        if not (f.loss or f.duplicate):
+            self.counters.offered += n
+            return rows
+        return rows[self.filter_index(n)]
+
+    def filter_index(self, n: int) -> np.ndarray:
+        """:meth:`filter_rows` for ``n`` packets as the indices of what is
+        left to send (``rows[filter_index(len(rows))]`` is ``filter_rows(rows)``,
+        with the same draws), so a sender can gather the survivors itself."""
+        if not self.vectorizable:
+            raise ValueError("filter_index: reordering and delay need submit(), packet by packet")
+        f = self.faults
         self.counters.offered += n
+        index = np.arange(n)
         if f.loss:
             keep = self._np_rng.random(n) >= f.loss
             self.counters.dropped += int(n - np.count_nonzero(keep))
-            rows = rows[keep]
-        if f.duplicate and rows.shape[0]:
-            twice = self._np_rng.random(rows.shape[0]) < f.duplicate
+            index = index[keep]
+        if f.duplicate and index.shape[0]:
+            twice = self._np_rng.random(index.shape[0]) < f.duplicate
             copies = int(np.count_nonzero(twice))
             if copies:
                 self.counters.duplicated += copies
-                rows = np.repeat(rows, 1 + twice.astype(np.int64), axis=0)
-        return rows
+                index = np.repeat(index, 1 + twice.astype(np.int64))
+        return index
+
+    def filter_masks(self, n: int, receivers: int) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and duplication for ``n`` packets each sent to ``receivers``
+        receivers at once (a multicast, one link per receiver), drawn in bulk:
+        ``(masks, again)`` as ``uint64[n]``, bit ``r`` of ``masks[i]`` set if
+        receiver ``r`` gets packet ``i``, of ``again[i]`` if it gets it twice.
+        The same probabilities and counters as ``receivers`` calls of
+        :meth:`filter_index` (another order of draws); at most 64 receivers."""
+        if not self.vectorizable:
+            raise ValueError("filter_masks: reordering and delay need submit(), packet by packet")
+        if not 1 <= receivers <= 64:
+            raise ValueError(f"filter_masks: 1..64 receivers, got {receivers}")
+        f = self.faults
+        self.counters.offered += n * receivers
+        shape = (receivers, n)
+        weights = np.left_shift(np.uint64(1), np.arange(receivers, dtype=np.uint64))[:, None]
+        got = np.ones(shape, np.bool_)
+        if f.loss:
+            got = self._np_rng.random(shape) >= f.loss
+            self.counters.dropped += int(got.size - np.count_nonzero(got))
+        masks = (got * weights).sum(axis=0, dtype=np.uint64)
+        again = np.zeros(n, np.uint64)
+        if f.duplicate:
+            twice = got & (self._np_rng.random(shape) < f.duplicate)
+            copies = int(np.count_nonzero(twice))
+            if copies:
+                self.counters.duplicated += copies
+                again = (twice * weights).sum(axis=0, dtype=np.uint64)
+        return masks, again
 
     def submit(self, packet: Any, now: float) -> list:
         f, rng = self.faults, self._rng

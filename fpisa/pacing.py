@@ -264,12 +264,19 @@ def _paced_receive(name: str):
     return receive
 
 
-class _Optional:
-    """``recv_trains`` / ``recv_arrays`` exist on a PacedTransport only where the
-    wrapped transport has them (the worker picks its receive path by hasattr)."""
+def _paced_send_rows(self, address: Hashable, rows: np.ndarray, index: np.ndarray) -> None:
+    """``rows[index]``, paced like :meth:`PacedTransport.send_train` (a copy is
+    queued: the caller may reuse ``rows``)."""
+    self.send_train(address, rows[index], rows.shape[1])
 
-    def __init__(self, name: str):
-        self.name, self.paced = name, _paced_receive(name)
+
+class _Optional:
+    """``recv_trains`` / ``recv_arrays`` / ``send_rows`` exist on a
+    PacedTransport only where the wrapped transport has them (the worker
+    picks its receive and send paths by hasattr)."""
+
+    def __init__(self, name: str, paced=None):
+        self.name, self.paced = name, paced or _paced_receive(name)
 
     def __get__(self, obj, owner=None):
         if obj is None:
@@ -281,3 +288,4 @@ class _Optional:
 
 PacedTransport.recv_trains = _Optional("recv_trains")
 PacedTransport.recv_arrays = _Optional("recv_arrays")
+PacedTransport.send_rows = _Optional("send_rows", _paced_send_rows)

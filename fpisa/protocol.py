@@ -62,6 +62,7 @@ __all__ = [
     "ver_type",
     "DATA_VT",
     "RESULT_VT",
+    "ALL_RANKS",
     "RETX_VT",
     "FIELD_OFFSETS",
     "RAW_MANTISSA_DTYPE",
@@ -167,6 +168,10 @@ MAX_ELEMENTS = 255
 DEFAULT_ELEMENTS = 64
 #: one bit per worker in the switch's 32-bit worker bitmap, as in SwitchML
 MAX_WORKERS = 32
+#: a result's ``rank`` when one copy stands for every worker's replica: the
+#: shared-memory transport's multicast ring (a switch's egress writes each
+#: replica's own rank instead; docs/protocol.md, "The shared-memory transport")
+ALL_RANKS = 0xFF
 #: bytes of a data packet on a link that are not payload (as an htb shaper
 #: counts them): Ethernet 14 + IPv4 20 + UDP 8 + aggregation header 16; no
 #: preamble, inter-frame gap or FCS (a veth has none)

@@ -4,7 +4,10 @@ The same wire bytes as :mod:`fpisa.net` (a 16-byte aggregation header plus
 payload, :mod:`fpisa.protocol`), carried in rings in one POSIX shared memory
 segment instead of UDP datagrams, so that moving a packet costs no system
 call. Each worker rank ``r`` has two single-producer/single-consumer rings:
-``up[r]`` (worker -> switch) and ``down[r]`` (switch -> worker). A ring is
+``up[r]`` (worker -> switch) and ``down[r]`` (switch -> worker), and all
+workers read one *multicast* ring (switch -> every worker: one copy of each
+result, in which each worker has its own consumer end; a slot frees once
+every worker has consumed it). A ring is
 ``slots_per_ring`` fixed-size slots of ``slot_bytes`` (the job's largest
 datagram in that direction) packed back to back, a ``uint32`` length per
 slot, and two ``uint64`` counters: ``head`` (slots ever published, written
@@ -138,7 +141,7 @@ MAX_SLOT_BYTES = 65535
 PUBLISH_SLOTS = 64
 
 _MAGIC = int.from_bytes(b"FPISASHM", "little")
-_LAYOUT_VERSION = 1
+_LAYOUT_VERSION = 2
 _LINE = 128  #: bytes between words written by different processes (a cache-line pair)
 _W = _LINE // 8  #: uint64 words per line
 # fabric header, in uint64 words
@@ -234,37 +237,10 @@ def _publish(ctrl, head_word, head, asleep_word):
     return _atomic_exchange(ctrl, asleep_word, 0)
 
 
-@_jit
-def _write_rows(ctrl, head_word, tail_word, asleep_word, slots, lengths, head, rows, piece):
-    """Producer: copy the datagrams ``rows`` ((n, size) uint8) into the ring
-    from absolute slot ``head`` on, publishing every ``piece`` slots (so the
-    consumer can start on the first while the rest are copied). Returns
-    (datagrams written: the first ones that fit, the new head, whether the
-    consumer was asleep: then the caller rings its doorbell)."""
-    cap = slots.shape[0]
-    n, size = rows.shape
-    head = np.int64(head)
-    free = cap - (head - np.int64(_atomic_load(ctrl, tail_word)))
-    done = 0
-    asleep = False
-    while done < n:
-        if free <= 0:
-            free = cap - (head - np.int64(_atomic_load(ctrl, tail_word)))
-            if free <= 0:
-                break
-        k = min(n - done, piece, free)
-        for j in range(k):
-            at = (head + j) % cap
-            for b in range(size):
-                slots[at, b] = rows[done + j, b]
-            lengths[at] = size
-        head += k
-        free -= k
-        done += k
-        _atomic_store(ctrl, head_word, head)
-        if _atomic_load(ctrl, asleep_word) != 0 and _atomic_exchange(ctrl, asleep_word, 0) != 0:
-            asleep = True
-    return done, head, asleep
+#: ``_write_slots``' index when it copies the rows as they are
+_NO_INDEX = np.full(1, -1, np.int64)
+#: ``_write_slots``' masks: none (a ring without them), or every datagram for every worker
+_NO_MASKS = np.zeros(0, np.uint64)
 
 
 @_jit
@@ -309,11 +285,16 @@ def warm_up() -> None:
     readonly = np.zeros((1, 8), np.uint8)
     readonly.flags.writeable = False
     # the row blocks senders pass: arrays, views of some of their columns, bytes
+    words = np.array([_RINGS_AT], np.int64)
+    asleep = np.array([_H_SWITCH_ASLEEP], np.int64)
+    masks = np.zeros(2, np.uint64)
     for rows in (np.zeros((1, 8), np.uint8), readonly):
         for block in (rows, rows[:, :4]):
-            _store(ctrl, _RINGS_AT + _R_TAIL, 0)
-            _write_rows(ctrl, _RINGS_AT + _R_HEAD, _RINGS_AT + _R_TAIL, _H_SWITCH_ASLEEP, slots,
-                        lengths, 0, block, PUBLISH_SLOTS)
+            for ring_masks, row_masks in ((_NO_MASKS, _NO_MASKS), (masks, _NO_MASKS),
+                                          (masks, np.ones(1, np.uint64))):
+                _store(ctrl, _RINGS_AT + _R_TAIL, 0)
+                _write_slots(ctrl, words, asleep, slots, lengths, ring_masks, 0, block, _NO_INDEX,
+                             row_masks, np.uint64(1), PUBLISH_SLOTS)
 
 
 def supported() -> bool:
@@ -371,22 +352,39 @@ class _Layout:
 
     @property
     def rings(self) -> int:
+        """Rings with slots: up[K], down[K], then the multicast ring."""
+        return 2 * self.num_workers + 1
+
+    @property
+    def multicast(self) -> int:
+        """The multicast ring's index (its slots and lengths)."""
         return 2 * self.num_workers
+
+    @property
+    def control_blocks(self) -> int:
+        """One per up and down ring, then one per worker's end of the
+        multicast ring (its own tail; the producer writes ``head`` into each)."""
+        return 3 * self.num_workers
 
     def ring_slot_bytes(self, ring: int) -> int:
         return self.up_slot if ring < self.num_workers else self.down_slot
 
     @property
     def control_bytes(self) -> int:
-        return _round_up((_RINGS_AT + self.rings * _RING_WORDS) * 8, _PAGE)
+        return _round_up((_RINGS_AT + self.control_blocks * _RING_WORDS) * 8, _PAGE)
 
     def lengths_at(self, ring: int) -> int:
         per_ring = _round_up(4 * self.slots, _LINE)
         return self.control_bytes + ring * per_ring
 
     @property
+    def masks_at(self) -> int:
+        """The multicast ring's uint64 per slot: the ranks it is for."""
+        return _round_up(self.lengths_at(self.rings), _LINE)
+
+    @property
     def data_at(self) -> int:
-        return _round_up(self.lengths_at(self.rings), _PAGE)
+        return _round_up(self.masks_at + 8 * self.slots, _PAGE)
 
     def slots_at(self, ring: int) -> int:
         at = self.data_at
@@ -399,8 +397,12 @@ class _Layout:
         return self.slots_at(self.rings)
 
     @staticmethod
-    def ring_word(ring: int) -> int:
-        return _RINGS_AT + ring * _RING_WORDS
+    def ring_word(block: int) -> int:
+        return _RINGS_AT + block * _RING_WORDS
+
+    def multicast_word(self, rank: int) -> int:
+        """Worker ``rank``'s end of the multicast ring (control block)."""
+        return self.ring_word(2 * self.num_workers + rank)
 
 
 _SHM_DIR = "/dev/shm"  #: where glibc's shm_open puts POSIX shared memory on Linux
@@ -629,13 +631,43 @@ class ShmFabric:
         if self._mapping is None:
             raise ValueError(f"shared memory fabric {self.name} is closed")
         lay = self.layout
+        lengths, slots = self._slot_arrays(index)
+        rank = index % self.num_workers
+        return Ring(self._ctrl, lay.ring_word(index), asleep_word, lengths, slots, bell,
+                    f"{'up' if index < self.num_workers else 'down'}[{rank}]")
+
+    def multicast_ring(self, rank: int) -> "MaskedRing":
+        """Worker ``rank``'s end of the multicast ring (consumer only): the
+        slots whose rank mask has ``rank``'s bit. It sleeps with the flag of
+        ``rank``'s down ring, as one transport waits on both."""
+        rank = _check_int("rank", rank, 0, self.num_workers - 1)
+        lay = self.layout
+        lengths, slots = self._slot_arrays(lay.multicast)
+        return MaskedRing(self._ctrl, lay.multicast_word(rank),
+                          lay.ring_word(self.num_workers + rank) + _R_ASLEEP, lengths, slots,
+                          name=f"mcast[{rank}]", masks=self._masks(), rank=rank)
+
+    def multicast_producer(self, bells: list | None = None) -> "MulticastRing":
+        """The switch's end of the multicast ring; ``bells[r]`` wakes worker ``r``."""
+        if self._mapping is None:
+            raise ValueError(f"shared memory fabric {self.name} is closed")
+        lay, K = self.layout, self.num_workers
+        lengths, slots = self._slot_arrays(lay.multicast)
+        return MulticastRing(self._ctrl, [lay.multicast_word(r) for r in range(K)],
+                             [lay.ring_word(K + r) + _R_ASLEEP for r in range(K)], lengths,
+                             self._masks(), slots, bells or [None] * K)
+
+    def _slot_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        lay = self.layout
         stride = lay.ring_slot_bytes(index)
         lengths = np.frombuffer(self._mapping, np.uint32, count=lay.slots, offset=lay.lengths_at(index))
         slots = np.frombuffer(self._mapping, np.uint8, count=lay.slots * stride,
                               offset=lay.slots_at(index)).reshape(lay.slots, stride)
-        rank = index % self.num_workers
-        return Ring(self._ctrl, lay.ring_word(index), asleep_word, lengths, slots, bell,
-                    f"{'up' if index < self.num_workers else 'down'}[{rank}]")
+        return lengths, slots
+
+    def _masks(self) -> np.ndarray:
+        lay = self.layout
+        return np.frombuffer(self._mapping, np.uint64, count=lay.slots, offset=lay.masks_at)
 
     def up_ring(self, rank: int, bell=None) -> "Ring":
         """Worker ``rank`` -> switch. Each end should use its own :class:`Ring`."""
@@ -678,6 +710,9 @@ class Ring:
         self._ctrl = ctrl
         self._word = word
         self._asleep = asleep_word
+        # what _write_slots takes: this ring's one consumer
+        self._words = np.array([word], np.int64)
+        self._asleep_words = np.array([asleep_word], np.int64)
         self.lengths = lengths
         self.slots = slots
         self.capacity, self.slot_bytes = slots.shape
@@ -744,19 +779,27 @@ class Ring:
         if self._bell is not None:
             self._bell()
 
-    def write_rows(self, rows: np.ndarray) -> int:
-        """Copy the datagrams ``rows`` (``(n, size)`` uint8) into the ring;
-        returns how many fitted (the first ones)."""
-        n, size = rows.shape
+    def write_rows(self, rows: np.ndarray, index: np.ndarray | None = None) -> int:
+        """Copy the datagrams ``rows`` (``(n, size)`` uint8), or only
+        ``rows[index]`` in that order (gathered while copying: no temporary
+        array), into the ring; returns how many fitted (the first ones)."""
+        size = rows.shape[1]
         if size > self.slot_bytes:
             raise ValueError(f"{size}-byte datagrams do not fit {self.name}'s {self.slot_bytes}-byte slots")
+        if index is None:
+            index, n = _NO_INDEX, rows.shape[0]
+        else:
+            index = np.ascontiguousarray(index, np.int64)
+            n = index.shape[0]
+            if n and (index.min() < 0 or index.max() >= rows.shape[0]):
+                raise IndexError(f"write_rows: index out of range for {rows.shape[0]} rows")
         if n == 0:
             return 0
         # one compiled call (copies, lengths, a publish per PUBLISH_SLOTS):
         # a Python loop over the pieces cost ~30 us per 256 datagrams
-        w = self._word
-        done, head, asleep = _write_rows(self._ctrl, w + _R_HEAD, w + _R_TAIL, self._asleep, self.slots,
-                                         self.lengths, self._head, rows, PUBLISH_SLOTS)
+        done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep_words, self.slots,
+                                          self.lengths, _NO_MASKS, self._head, rows, index, _NO_MASKS,
+                                          np.uint64(0), PUBLISH_SLOTS)
         self._head = int(head)
         self._reserved = 0
         if asleep:  # once, after the whole send: a sleeper wakes to all of it
@@ -823,7 +866,13 @@ class Ring:
             return self.slots[:0], self.lengths[:0]
         at = (self._tail + skip) % self.capacity
         m = min(avail, max_slots, self.capacity - at)
-        return self.slots[at:at + m], self.lengths[at:at + m]
+        return self.slots[at:at + m], self._lengths(at, m)
+
+    #: a consumer that hides some slots (:class:`MaskedRing`) shows them as length 0
+    masked = False
+
+    def _lengths(self, at: int, m: int) -> np.ndarray:
+        return self.lengths[at:at + m]
 
     def release(self, m: int) -> None:
         """Hand the ``m`` oldest slots back to the producer."""
@@ -832,6 +881,158 @@ class Ring:
         if m:
             self._tail += m
             _store(self._ctrl, self._word + _R_TAIL, self._tail)
+
+
+class MaskedRing(Ring):
+    """Worker ``rank``'s consumer end of the multicast ring: slots whose rank
+    mask lacks ``rank``'s bit (results the emulated network lost on the way
+    to this worker) peek as length 0; the transports skip them, and they are
+    released like the others."""
+
+    masked = True
+
+    def __init__(self, ctrl, word: int, asleep_word: int, lengths: np.ndarray, slots: np.ndarray,
+                 bell=None, name: str = "", *, masks: np.ndarray, rank: int):
+        super().__init__(ctrl, word, asleep_word, lengths, slots, bell, name)
+        self.masks = masks
+        self._bit = np.uint64(1 << rank)
+
+    def _lengths(self, at: int, m: int) -> np.ndarray:
+        lengths = self.lengths[at:at + m]
+        mine = (self.masks[at:at + m] & self._bit) != 0
+        return lengths if mine.all() else np.where(mine, lengths, np.uint32(0))
+
+
+@_jit
+def _min_tail(ctrl, words):
+    low = _atomic_load(ctrl, words[0] + _R_TAIL)
+    for r in range(1, words.shape[0]):
+        t = _atomic_load(ctrl, words[r] + _R_TAIL)
+        if t < low:
+            low = t
+    return np.int64(low)
+
+
+@_jit
+def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, rows, index, row_masks,
+                 all_mask, piece):
+    """Producer: copy the datagrams ``rows`` ((n, size) uint8), or with a
+    non-negative ``index[0]`` the rows ``rows[index]`` (gathered here, no
+    temporary), into the ring from absolute slot ``head`` on, publishing
+    every ``piece`` slots (so a consumer can start on the first while the
+    rest are copied). ``words``: the control blocks of the ring's consumers
+    (one; the multicast ring's: one per worker); the free slots are those
+    every consumer has released, and ``head`` is published into each block.
+    With ``masks`` (the multicast ring's), each slot gets its rank mask
+    (``row_masks[i]``, or ``all_mask`` if ``row_masks`` is empty). Returns
+    (datagrams written: the first ones that fit, the new head, bit r set:
+    consumer r was asleep, then the caller rings its doorbell)."""
+    cap = slots.shape[0]
+    size = rows.shape[1]
+    gather = index.shape[0] > 0 and index[0] >= 0
+    n = index.shape[0] if gather else rows.shape[0]
+    per_row = row_masks.shape[0] > 0
+    has_masks = masks.shape[0] > 0
+    head = np.int64(head)
+    free = cap - (head - _min_tail(ctrl, words))
+    done = 0
+    asleep = np.uint64(0)
+    while done < n:
+        if free <= 0:
+            free = cap - (head - _min_tail(ctrl, words))
+            if free <= 0:
+                break
+        k = min(n - done, piece, free)
+        for j in range(k):
+            at = (head + j) % cap
+            src = index[done + j] if gather else done + j
+            for b in range(size):
+                slots[at, b] = rows[src, b]
+            lengths[at] = size
+            if has_masks:
+                masks[at] = row_masks[done + j] if per_row else all_mask
+        head += k
+        free -= k
+        done += k
+        for r in range(words.shape[0]):
+            _atomic_store(ctrl, words[r] + _R_HEAD, head)
+        for r in range(words.shape[0]):
+            a = asleep_words[r]
+            if _atomic_load(ctrl, a) != 0 and _atomic_exchange(ctrl, a, 0) != 0:
+                asleep |= np.uint64(1) << np.uint64(r)
+    return done, head, asleep
+
+
+class MulticastRing:
+    """The switch's (producer) end of the multicast ring: each datagram is
+    written once, with the mask of the ranks it is for, and every worker
+    reads it from its own :class:`MaskedRing` end. A slot is free again once
+    every worker has released it, so the slowest worker's end decides, as a
+    full down ring would."""
+
+    def __init__(self, ctrl, words: list[int], asleep_words: list[int], lengths: np.ndarray,
+                 masks: np.ndarray, slots: np.ndarray, bells: list, name: str = "mcast"):
+        self._ctrl = ctrl
+        self._words = np.array(words, np.int64)
+        self._asleep = np.array(asleep_words, np.int64)
+        self.lengths, self.masks, self.slots = lengths, masks, slots
+        self.capacity, self.slot_bytes = slots.shape
+        self._bells = list(bells)
+        self.name = name
+        self.num_workers = len(words)
+        self.all_ranks = np.uint64((1 << len(words)) - 1)
+        self._head = int(_load(ctrl, words[0] + _R_HEAD))
+
+    def __repr__(self) -> str:
+        return f"MulticastRing({self.num_workers} workers, {self.capacity} x {self.slot_bytes} B)"
+
+    def free(self) -> int:
+        return self.capacity - (self._head - int(_min_tail(self._ctrl, self._words)))
+
+    def pending(self) -> int:
+        """Slots not yet released by every worker."""
+        return self._head - int(_min_tail(self._ctrl, self._words))
+
+    def write_rows(self, rows: np.ndarray, index: np.ndarray | None = None,
+                   masks: np.ndarray | None = None) -> int:
+        """Copy ``rows`` (or ``rows[index]``) into the ring for every worker,
+        or the i-th for the ranks of bit mask ``masks[i]``; returns how many
+        fitted (the first ones)."""
+        size = rows.shape[1]
+        if size > self.slot_bytes:
+            raise ValueError(f"{size}-byte datagrams do not fit {self.name}'s {self.slot_bytes}-byte slots")
+        if index is None:
+            index, n = _NO_INDEX, rows.shape[0]
+        else:
+            index = np.ascontiguousarray(index, np.int64)
+            n = index.shape[0]
+            if n and (index.min() < 0 or index.max() >= rows.shape[0]):
+                raise IndexError(f"write_rows: index out of range for {rows.shape[0]} rows")
+        if masks is None:
+            masks = _NO_MASKS
+        else:
+            masks = np.ascontiguousarray(masks, np.uint64)
+            if masks.shape != (n,):
+                raise ValueError(f"write_rows: {n} datagrams but masks has shape {masks.shape}")
+        if n == 0:
+            return 0
+        done, head, asleep = _write_slots(self._ctrl, self._words, self._asleep, self.slots,
+                                          self.lengths, self.masks, self._head, rows, index, masks,
+                                          self.all_ranks, PUBLISH_SLOTS)
+        self._head = int(head)
+        if asleep:
+            for r in range(self.num_workers):
+                if int(asleep) >> r & 1 and self._bells[r] is not None:
+                    self._bells[r]()
+        return int(done)
+
+    def count_drops(self, n: int) -> None:
+        w = int(self._words[0]) + _R_DROPPED
+        _store(self._ctrl, w, int(_load(self._ctrl, w)) + n)
+
+    @property
+    def dropped(self) -> int:
+        return int(_load(self._ctrl, int(self._words[0]) + _R_DROPPED))
 
 
 # -- transports -------------------------------------------------------------------------
@@ -853,8 +1054,9 @@ class _Bell:
             self.misses += 1
 
 
-def _trains(view: np.ndarray, lengths: np.ndarray, source, out: list) -> None:
-    """Append ``(bytes, size, source)`` per run of equal lengths."""
+def _trains(view: np.ndarray, lengths: np.ndarray, source, out: list, skip_empty: bool = False) -> None:
+    """Append ``(bytes, size, source)`` per run of equal lengths (``skip_empty``:
+    none for runs of length 0, the slots a :class:`MaskedRing` hides)."""
     m = lengths.shape[0]
     first = lengths[0]
     if m == 1 or lengths[-1] == first and (lengths == first).all():
@@ -865,23 +1067,27 @@ def _trains(view: np.ndarray, lengths: np.ndarray, source, out: list) -> None:
     for a, b in zip(bounds[:-1], bounds[1:]):
         size = int(lengths[a])
         if size == 0:
-            out += [(b"", 0, source)] * (b - a)
+            if not skip_empty:
+                out += [(b"", 0, source)] * (b - a)
         elif size == stride:
             out.append((view[a:b].tobytes(), size, source))
         else:
             out.append((view[a:b, :size].tobytes(), size, source))
 
 
-def _runs(view: np.ndarray, lengths: np.ndarray, rank: int, out: list) -> None:
-    """Append ``(rank, view (m, L))`` per run of equal lengths."""
+def _runs(view: np.ndarray, lengths: np.ndarray, rank: int, out: list, skip_empty: bool = False) -> None:
+    """Append ``(rank, view (m, L))`` per run of equal lengths (``skip_empty``:
+    none for runs of length 0, the slots a :class:`MaskedRing` hides)."""
     m = lengths.shape[0]
     first = lengths[0]
     if m == 1 or lengths[-1] == first and (lengths == first).all():
-        out.append((rank, view[:, :int(first)]))
+        if first or not skip_empty:
+            out.append((rank, view[:, :int(first)]))
         return
     bounds = (0, *(np.flatnonzero(lengths[1:] != lengths[:-1]) + 1).tolist(), m)
     for a, b in zip(bounds[:-1], bounds[1:]):
-        out.append((rank, view[a:b, :int(lengths[a])]))
+        if lengths[a] or not skip_empty:
+            out.append((rank, view[a:b, :int(lengths[a])]))
 
 
 class _ShmTransport:
@@ -1020,7 +1226,7 @@ class _ShmTransport:
                 m = lengths.shape[0]
                 if not m:
                     break
-                _trains(view, lengths, source, out)
+                _trains(view, lengths, source, out, ring.masked)
                 ring.release(m)
                 budget -= m
             if budget <= 0:
@@ -1065,7 +1271,7 @@ class _ShmTransport:
                 m = lengths.shape[0]
                 if not m:
                     break
-                _runs(view, lengths, rank, out)
+                _runs(view, lengths, rank, out, ring.masked)
                 taken += m
                 budget -= m
             if taken:
@@ -1127,6 +1333,18 @@ class _ShmTransport:
             done = ring.write_many(datagrams)
             if done < len(datagrams):
                 self._dropped(ring, len(datagrams) - done)
+
+    def send_rows(self, address, rows: np.ndarray, index: np.ndarray) -> None:
+        """Send the datagrams ``rows[index]`` (``rows`` 2-D uint8, one
+        datagram per row), gathered straight into the ring: what
+        ``send_train(address, rows[index], rows.shape[1])`` does, without
+        the temporary copy."""
+        if not (isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype == np.uint8):
+            raise ValueError("send_rows: rows must be a 2-D uint8 array")
+        ring = self.tx_ring(address)
+        lost = len(index) - ring.write_rows(rows, index)
+        if lost:
+            self._dropped(ring, lost)
 
     def send_train(self, address, datagrams, size: int) -> None:
         """Send ``len(datagrams) // size`` datagrams of ``size`` bytes stored
@@ -1204,6 +1422,31 @@ class ShmSwitchTransport(_ShmTransport):
                          _H_SWITCH_ASLEEP, spin_s, owns_fabric)
         for r in range(K):
             self._tx[worker_address(r)] = fabric.down_ring(r, _Bell(self._sock, fabric._doorbell(f"w{r}")))
+        #: every worker's copy of a result at once (:meth:`send_multicast`)
+        self.multicast = fabric.multicast_producer([self._tx[worker_address(r)]._bell for r in range(K)])
+
+    def send_multicast(self, rows: np.ndarray, index: np.ndarray | None = None,
+                       masks: np.ndarray | None = None) -> None:
+        """The datagrams ``rows`` (or ``rows[index]``), each for every worker
+        (or the ranks of bit mask ``masks[i]``), written once into the
+        multicast ring. Those that do not fit are counted drops, as on a full
+        down ring."""
+        if not (isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype == np.uint8):
+            raise ValueError("send_multicast: rows must be a 2-D uint8 array")
+        n = rows.shape[0] if index is None else len(index)
+        lost = n - self.multicast.write_rows(rows, index, masks)
+        if lost:
+            self.send_errors += lost
+            self.multicast.count_drops(lost)
+
+    def ring_stats(self) -> dict:
+        out = super().ring_stats()
+        out[self.multicast.name] = {"pending": self.multicast.pending(), "dropped": self.multicast.dropped}
+        return out
+
+    def close(self) -> None:
+        self.multicast = None  # its arrays would keep the mapping
+        super().close()
 
     @classmethod
     def attach(cls, descriptor, *, spin_s: float | None = None) -> "ShmSwitchTransport":
@@ -1234,8 +1477,9 @@ class ShmWorkerTransport(_ShmTransport):
                  owns_fabric: bool = False):
         rank = _check_int("rank", rank, 0, fabric.num_workers - 1)
         self.rank = rank
-        down = fabric.down_ring(rank)
-        super().__init__(fabric, f"w{rank}", [down], [rank], [SWITCH_ADDRESS], {},
+        # its own results and everyone's (the multicast ring), waited on together
+        rx = [fabric.down_ring(rank), fabric.multicast_ring(rank)]
+        super().__init__(fabric, f"w{rank}", rx, [rank, rank], [SWITCH_ADDRESS, SWITCH_ADDRESS], {},
                          fabric.layout.ring_word(fabric.num_workers + rank) + _R_ASLEEP, spin_s,
                          owns_fabric)
         self._tx[SWITCH_ADDRESS] = fabric.up_ring(rank, _Bell(self._sock, fabric._doorbell("switch")))

@@ -21,7 +21,8 @@ check every K at every binade).
 
 The public functions run compiled, vectorized kernels
 (:mod:`fpisa._host_kernels`), bit-identical to the numpy formulas kept here
-as ``_reference_*`` (tests/fpisa/test_host_kernels.py compares them).
+as ``_reference_*`` (tests/fpisa/test_host_kernels.py and
+test_switchml_fused.py compare them).
 :func:`quantize_to_wire` and :func:`dequantize_from_wire` are what a host
 really runs: SwitchML sends its int32 big-endian, so the byte swap is fused
 into the same pass.
@@ -226,8 +227,11 @@ def dequantize_from_wire(be_int32_bytes, fmt: str | Format, max_exponents, num_w
 def sum_workers(bits, fmt: str | Format, block_size: int = 64) -> np.ndarray:
     """SwitchML end to end on (K workers, n) bits -> the bits every worker gets.
 
-    e_max in one pass over all workers, each worker's q summed as the switch
-    does (int32, exact by the no-overflow argument), dequantized once.
+    One compiled pass, tile by tile (:func:`fpisa._host_kernels.sum_workers`):
+    e_max per block over all workers, each worker's q summed as the switch
+    does (int32), dequantized once. The kernel also checks the premise of
+    the no-overflow argument, K * max |q| <= INT32_MAX per block, so the
+    int32 sum is exact.
     """
     fmt = get_format(fmt)
     block_size = check_block_size(block_size)
@@ -235,17 +239,15 @@ def sum_workers(bits, fmt: str | Format, block_size: int = 64) -> np.ndarray:
     workers, n = bits.shape
     if workers > MAX_WORKERS:
         raise ValueError(f"switchml supports at most {MAX_WORKERS} workers, got {workers}")
+    _check_workers(workers)
     kind = _kind(fmt)
-    e_max = np.empty(_blocks(n, block_size), np.int32)
-    if not HK.max_block_exponents(bits, kind, block_size, e_max):
-        raise _non_finite_error(bits.ravel(), kind)
-    scales = _scales(e_max, workers, n, block_size, "values")
-    sums = np.zeros(n, np.int64)
-    assert HK.quantize_sum(bits, kind, scales, block_size, sums) == 0
-    # the no-overflow argument above: the int32 sum is exact
-    assert np.all(np.abs(sums) <= INT32_MAX)
     out = np.empty(n, fmt.bits_dtype)
-    HK.dequantize(sums.astype(np.int32), kind, scales, block_size, out, False)
+    tile_blocks = HK.sum_tile_blocks(workers, block_size, bits.itemsize)
+    status = HK.sum_workers(bits, kind, block_size, tile_blocks, out)
+    if status == 1:
+        raise _non_finite_error(bits.ravel(), kind)
+    if status == 2:  # cannot happen for K <= 256 (module docstring)
+        raise AssertionError("switchml: K * |q| exceeds INT32_MAX, the int32 sum may wrap")
     return out
 
 

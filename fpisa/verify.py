@@ -1,7 +1,8 @@
 """The bit-exact check of an allreduce, shared by every experiment that runs one.
 
 A switch records, per completed slot, the packet id, wire mode and the
-arrival order of the workers (``emulator.pipeline.ArrivalLog``). Given those
+arrival order of the workers (``emulator.pipeline.ArrivalLog``; on BMv2 the
+P4 programs' arrival log, decoded by ``emulator.bmv2.arrival_log``). Given those
 orders the numerics core must reproduce every result bit for bit:
 :func:`packet_orders` turns a switch's log into per-packet orders of one
 pass, and :func:`check_allreduce` compares the workers' results with the

@@ -31,6 +31,7 @@ from fpisa.counters import Counters
 from fpisa.job import JobSpec
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import (
+    ALL_RANKS,
     DATA_VT,
     FLAG_RAW,
     HEADER_BYTES,
@@ -347,6 +348,9 @@ class AllreduceClient:
         rto = self._rto
         counters = self.counters
         rows_ok = hasattr(transport, "recv_arrays")
+        # shared memory: gather the rows straight into the ring (a plain
+        # array only: PipelinedClient's rows wait for conversion when indexed)
+        send_rows = getattr(transport, "send_rows", None) if type(packets) is np.ndarray else None
 
         def send(ks: np.ndarray, now: float) -> None:
             nonlocal timer_seq, sent_count
@@ -361,7 +365,11 @@ class AllreduceClient:
             wait = min(rto.max_s, rto.timeout * (1 << int(min(snapshot.max(), 16))))
             timer_seq += 1
             heapq.heappush(timers, (now + wait, timer_seq, ks, snapshot))
-            if injector is None or injector.vectorizable:
+            if send_rows is not None and (injector is None or injector.vectorizable):
+                sent = ks if injector is None else ks[injector.filter_index(ks.size)]
+                if sent.size:
+                    send_rows(switch, packets, sent)
+            elif injector is None or injector.vectorizable:
                 rows = packets[ks] if injector is None else injector.filter_rows(packets[ks])
                 if rows.shape[0]:
                     # shared memory takes the rows as they are; sockets want bytes
@@ -425,7 +433,9 @@ class AllreduceClient:
                 header = buf[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0]
                 vt = header["ver_type"]
                 ours = (((vt == RESULT_VT) | (vt == RETX_VT)) & (header["mode"] == int(mode))
-                        & (header["job"] == c.job) & (header["rank"] == self.config.rank))
+                        & (header["job"] == c.job)
+                        # the shared-memory multicast ring's one copy is everyone's
+                        & ((header["rank"] == self.config.rank) | (header["rank"] == ALL_RANKS)))
                 counters.ignored += int(np.count_nonzero(~ours))
                 k = (header["packet_id"].astype(np.int64) - base) & 0xFFFFFFFF
                 ours &= k < num_packets  # a late result of an earlier pass

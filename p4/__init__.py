@@ -10,6 +10,13 @@ Three programs, one per way of aggregating (docs/p4.md has the design):
 - ``switchml``: SwitchML int32 sum with the block exponent max (and the
   int32 max mode of SwitchML's exponent exchange).
 
+The float programs are built once per element format (fp32, fp16, bf16):
+the same source compiled with a preprocessor define (``-DFPISA_FORMAT_FP16``)
+that selects the format's constants in ``include/generated/format.p4``. Each
+build is a :class:`Program` of its own in :data:`PROGRAMS` (``fpisa``,
+``fpisa_fp16``, ``fpisa_bf16``, ``fpisa_a``, ...), and :func:`program_for`
+picks the one a job needs.
+
 The per-element ("lane") P4 code and the constants are generated from this
 module and :mod:`fpisa.protocol` by :mod:`p4.generate`; the generated files
 are checked in (so the P4 can be read and compiled without Python) and a
@@ -21,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpisa.protocol import WireMode
+from fpisa.formats import FORMATS, Format, RegisterLayout, get_format
+from fpisa.protocol import MAX_WORKERS, WireMode, format_code
 
 __all__ = [
     "P4_DIR",
@@ -32,12 +40,19 @@ __all__ = [
     "POOL_SLOTS",
     "POOL_ROWS",
     "MAX_JOBS",
-    "HEADROOM_BITS",
+    "REGISTER_BITS",
     "SWITCH_COUNTERS",
+    "P4Format",
+    "P4_FORMATS",
+    "DEFAULT_FORMAT",
     "Program",
     "PROGRAMS",
+    "SOURCES",
+    "build_name",
     "BASELINE",
     "get_program",
+    "program_for",
+    "job_program",
 ]
 
 P4_DIR = Path(__file__).resolve().parent
@@ -64,8 +79,8 @@ assert 10 * N_ELEMENTS <= BMV2_GROWTH_BYTES, "raw-register results would not fit
 POOL_SLOTS = 512
 POOL_ROWS = 2 * POOL_SLOTS
 MAX_JOBS = 256
-#: fp32 in a 32-bit mantissa register: h = W - 1 - p = 32 - 1 - 24
-HEADROOM_BITS = 7
+#: width W of every program's mantissa registers, whatever the format (the
+#: headroom h = W - 1 - p then depends on the format: fp32 7, fp16 20, bf16 23)
 REGISTER_BITS = 32
 
 #: index -> name of the packet counter array ``switch_counter`` in every
@@ -91,17 +106,86 @@ SWITCH_COUNTERS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class P4Format:
+    """What the P4 programs need to know of an element format, derived from
+    :mod:`fpisa.formats` (never re-typed); ``p4/generate.py`` writes these
+    into ``include/generated/format.p4``."""
+
+    fmt: Format
+
+    @property
+    def name(self) -> str:
+        return self.fmt.name
+
+    @property
+    def code(self) -> int:
+        """The header's ``fmt`` value."""
+        return format_code(self.fmt)
+
+    @property
+    def define(self) -> str:
+        """The preprocessor symbol that selects the format (none for fp32, the default)."""
+        return f"FPISA_FORMAT_{self.name.upper()}"
+
+    @property
+    def element_bits(self) -> int:
+        return self.fmt.storage_bits
+
+    @property
+    def headroom_bits(self) -> int:
+        return RegisterLayout(self.fmt, REGISTER_BITS).headroom_bits
+
+    @property
+    def pos_inf(self) -> int:
+        return self.fmt.exponent_all_ones << self.fmt.fraction_bits
+
+    @property
+    def neg_inf(self) -> int:
+        return (1 << (self.element_bits - 1)) | self.pos_inf
+
+    @property
+    def nan(self) -> int:
+        """The canonical quiet NaN (docs/numerics.md section 4)."""
+        return self.pos_inf | (1 << (self.fmt.fraction_bits - 1))
+
+    @property
+    def data_udp_length(self) -> int:
+        """UDP header + aggregation header + N_ELEMENTS elements."""
+        return 8 + 16 + self.fmt.storage_bytes * N_ELEMENTS
+
+
+#: every element format, fp32 (the default build) first
+P4_FORMATS: dict[str, P4Format] = {name: P4Format(fmt) for name, fmt in FORMATS.items()}
+DEFAULT_FORMAT = "fp32"
+assert next(iter(P4_FORMATS)) == DEFAULT_FORMAT
+# fpisa's FpisaNext (fpisa_registers.p4) adds without an overflow check: the
+# sum of MAX_WORKERS mantissas (|S| < 2^(m+1)) must fit a signed register
+assert all(MAX_WORKERS << (f.fmt.fraction_bits + 1) <= 1 << (REGISTER_BITS - 1) for f in P4_FORMATS.values())
+
+
+@dataclass(frozen=True)
 class Program:
+    """One compiled program: a P4 source built for one element format."""
+
     name: str
     #: wire modes the program aggregates; others are dropped (drop_wrong_mode)
     modes: tuple[WireMode, ...]
     doc: str
-    #: where <name>.p4 is
+    #: where the source is
     directory: Path = P4_DIR
+    #: the source's stem (<source_name>.p4); default: the name
+    source_name: str = ""
+    #: the element format it is built for (float programs; switchml's int32
+    #: payload is built with the default)
+    fmt: str = DEFAULT_FORMAT
+
+    @property
+    def source_stem(self) -> str:
+        return self.source_name or self.name
 
     @property
     def source(self) -> Path:
-        return self.directory / f"{self.name}.p4"
+        return self.directory / f"{self.source_stem}.p4"
 
     @property
     def json_path(self) -> Path:
@@ -109,17 +193,35 @@ class Program:
 
     @property
     def lanes_file(self) -> Path:
-        return GENERATED_DIR / f"{self.name}_lanes.p4"
+        return GENERATED_DIR / f"{self.source_stem}_lanes.p4"
+
+    @property
+    def defines(self) -> tuple[str, ...]:
+        """Preprocessor symbols for the compiler (-D): the format's, unless fp32."""
+        return () if self.fmt == DEFAULT_FORMAT else (P4_FORMATS[self.fmt].define,)
+
+
+def build_name(source: str, fmt: str) -> str:
+    """The name of ``source`` built for ``fmt``: fpisa, fpisa_fp16, fpisa_a_bf16, ..."""
+    fmt = get_format(fmt).name
+    return source if fmt == DEFAULT_FORMAT else f"{source}_{fmt}"
+
+
+def _float_builds(source: str, modes: tuple[WireMode, ...], doc: str) -> tuple[Program, ...]:
+    return tuple(Program(build_name(source, fmt), modes, f"{doc}; {fmt}", source_name=source, fmt=fmt)
+                 for fmt in P4_FORMATS)
 
 
 PROGRAMS: dict[str, Program] = {
     p.name: p
     for p in (
-        Program("fpisa", (WireMode.FPISA,), "FPISA, proposed extended ALU (variable shift, RSAW)"),
-        Program("fpisa_a", (WireMode.FPISA_A,), "FPISA-A, Tofino-style constant shifts via tables"),
+        *_float_builds("fpisa", (WireMode.FPISA,), "FPISA, proposed extended ALU (variable shift, RSAW)"),
+        *_float_builds("fpisa_a", (WireMode.FPISA_A,), "FPISA-A, Tofino-style constant shifts via tables"),
         Program("switchml", (WireMode.SWITCHML, WireMode.INT_MAX), "SwitchML int32 sum / max"),
     )
 }
+#: the P4 sources (one per algorithm), each built for one or more formats
+SOURCES: tuple[str, ...] = tuple(dict.fromkeys(p.source_stem for p in PROGRAMS.values()))
 
 
 #: the benchmark's baseline (benchmarks/bmv2_vs_emulator.py): the same parser
@@ -135,3 +237,24 @@ def get_program(name: str) -> Program:
         return PROGRAMS[name]
     except KeyError:
         raise ValueError(f"unknown P4 program {name!r}; expected one of {sorted(PROGRAMS)}") from None
+
+
+def program_for(source: str, fmt: str = DEFAULT_FORMAT) -> Program:
+    """The build of ``source`` (a mode's ``p4_program``: fpisa, fpisa_a, switchml)
+    for a job's element format. SwitchML's payload is int32 whatever the
+    job's format (the hosts quantize), so it has one build."""
+    builds = {p.fmt: p for p in PROGRAMS.values() if p.source_stem == source}
+    if not builds:
+        raise ValueError(f"unknown P4 source {source!r}; expected one of {list(SOURCES)}")
+    if len(builds) == 1:
+        return next(iter(builds.values()))
+    fmt = get_format(fmt).name
+    return builds[fmt]
+
+
+def job_program(job) -> Program:
+    """The build that runs ``job`` (a :class:`fpisa.job.JobSpec`): its mode's
+    source (``p4_program``) for its element format."""
+    if job.info.p4_program is None:
+        raise ValueError(f"mode {job.mode.value!r} has no P4 program")
+    return program_for(job.info.p4_program, job.fmt)

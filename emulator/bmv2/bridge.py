@@ -7,16 +7,23 @@ job's program; every frame BMv2 sends back (a multicast replica or a
 retransmission, all on port 0) is unwrapped and sent to its UDP
 destination. So the aggregation itself is BMv2's.
 
+The arrival orders that ``fpisa allreduce`` checks the results with are
+BMv2's own: its program logs every contribution it folds
+(``p4/include/arrival_log.p4``), and an
+:class:`~.arrival_log.ArrivalLogDrainer` reads that log while the job runs
+and at its end. If the log cannot give exact orders the statistics say
+why (``arrival_log_error``) and the check finds no orders (not bit-exact).
+
 Alongside, the emulator's pipeline processes the same packets in the same
 order (BMv2 has one ingress thread and the veth keeps the order; the bridge paces what it feeds BMv2 so BMv2
 does not drop frames at its input, queueing them, and tail-dropping before
-either switch sees them when its queue is full). It gives
-the recorded arrival orders that ``fpisa allreduce`` checks against the
-numerics core, and every BMv2 result is compared with the emulator's: the
-statistics report ``bmv2_vs_emulator`` (matched / missing / unexpected),
-a live conformance check on real traffic, exact when BMv2 lost no input
-frame (``bmv2_input_lost``; BMv2 drops frames when workers burst faster
-than it processes them, a few hundred packets/s).
+either switch sees them when its queue is full). Every BMv2 result is
+compared with the emulator's, and BMv2's logged orders with the
+emulator's recorded ones: the statistics report ``bmv2_vs_emulator``
+(matched / missing / unexpected results, ``arrival_orders``), a live
+conformance check on real traffic, exact when BMv2 lost no input frame
+(``bmv2_input_lost``; BMv2 drops frames when workers burst faster than it
+processes them, a few hundred packets/s).
 
 :func:`launch` has the signature of :func:`emulator.server.launch`.
 """
@@ -35,10 +42,11 @@ from pathlib import Path
 from fpisa.net import UdpTransport, build_frame, parse_frame
 from fpisa.netem import FaultInjector, LinkFaults
 from fpisa.protocol import UDP_PORT
-from p4 import N_ELEMENTS
+from p4 import N_ELEMENTS, job_program
 
 from ..pipeline import SwitchConfig, SwitchPipeline
 from ..server import SwitchProcess, start_switch_process
+from .arrival_log import ArrivalLogDrainer, ArrivalLogError, ArrivalLogReader, OrderBuilder, compare_recorded
 from .build import ensure_built
 from .netns import VethPair
 from .control_plane import Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort, configure_job, read_counters
@@ -50,7 +58,7 @@ _SWITCH_MAC = "02:00:00:00:ff:00"
 _SWITCH_IP = "10.255.255.1"
 _ETH_P_ALL = 0x0003
 _PACKET_OUTGOING = 4
-#: frames/s the bridge feeds BMv2 with, per program: below what a default
+#: frames/s the bridge feeds BMv2 with, per P4 source (every format's build): below what a default
 #: BMv2 1.15.5 build (logging macros on) sustains here (measured by
 #: benchmarks/bmv2_vs_emulator.py: ~140 fpisa, ~117 fpisa_a, ~570 switchml);
 #: override with FPISA_BMV2_PPS
@@ -62,10 +70,10 @@ _BURST_PACKETS = 16
 _DRAIN_IDLE_S = 3.0
 
 
-def pacing_rate(program: str) -> float:
+def pacing_rate(source: str) -> float:
     text = os.environ.get("FPISA_BMV2_PPS")
     if text is None:
-        return DEFAULT_PACKETS_PER_SECOND[program]
+        return DEFAULT_PACKETS_PER_SECOND[source]
     try:
         rate = float(text)
     except ValueError:
@@ -81,13 +89,11 @@ def check_config(config: SwitchConfig) -> SwitchConfig:
     if job.packet_elements != N_ELEMENTS:
         raise ValueError(f"the P4 programs carry {N_ELEMENTS} elements per packet, "
                          f"the job has {job.packet_elements} (--packet-elements {N_ELEMENTS})")
-    if job.info.is_float and job.fmt != "fp32":
-        raise ValueError(f"the P4 programs aggregate fp32 only, the job is {job.fmt}")
     if job.register_bits != 32:
         raise ValueError("the P4 programs have 32-bit mantissa registers")
     if config.rounding != "rz":
         raise ValueError("the P4 programs normalize with rounding toward zero (rz) only")
-    pacing_rate(job.info.p4_program)  # a bad FPISA_BMV2_PPS fails here
+    pacing_rate(job_program(job).source_stem)  # a bad FPISA_BMV2_PPS fails here
     if os.geteuid() != 0:
         raise ValueError("--switch bmv2 needs root (it creates a veth pair)")
     return config
@@ -99,11 +105,12 @@ def launch(config: SwitchConfig, sock, faults: LinkFaults | None = None, context
 
 
 def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -> None:
-    veth = switch = raw = None
+    veth = switch = raw = drainer = None
     try:
         check_config(config)
         job_spec = config.job
-        json_path = ensure_built(job_spec.info.p4_program)
+        program = job_program(job_spec)  # the mode's program built for the job's format
+        json_path = ensure_built(program)
         veth = VethPair()
         workdir = Path(tempfile.mkdtemp(prefix="fpisa-bmv2-"))
         switch = SimpleSwitch(json_path, {0: veth.switch}, workdir).start()
@@ -114,6 +121,8 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
                                     for r, (ip, port) in enumerate(config.workers)))
         cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
         configure_job(cli, info, job)
+        reader = ArrivalLogReader.for_job(cli, info, job)
+        drainer = ArrivalLogDrainer(reader).start()
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
         raw.bind((veth.host, 0))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -121,12 +130,12 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
         transport = UdpTransport(sock)
     except Exception as e:  # report, don't hang the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
-        _cleanup(switch, veth, raw)
+        _cleanup(switch, veth, raw, drainer)
         return
     conn.send(("ready", None))
     try:
         stats = _serve(pipeline, transport, raw, macs, faults, conn.poll,
-                       pacing_rate(job_spec.info.p4_program))
+                       pacing_rate(program.source_stem))
         stats["bmv2_counters"] = read_counters(cli, info)
         # frames BMv2 never took in (its input queue overflows when workers
         # burst faster than it processes); the protocol recovers, but then
@@ -134,14 +143,32 @@ def _process_main(config: SwitchConfig, sock, faults: LinkFaults | None, conn) -
         stats["bmv2_vs_emulator"]["bmv2_input_lost"] = (
             stats["counters"]["received"] - stats["bmv2_counters"]["received"])
         stats["switch"] = f"bmv2 ({json_path.name})"
+        recorded = _bmv2_orders(drainer, pipeline, stats)
         conn.recv()
-        conn.send(("stats", stats, pipeline.recorded_arrays()))
+        conn.send(("stats", stats, recorded))
     finally:
         transport.close()
-        _cleanup(switch, veth, raw)
+        _cleanup(switch, veth, raw, drainer)
 
 
-def _cleanup(switch, veth, raw) -> None:
+def _bmv2_orders(drainer: ArrivalLogDrainer, pipeline: SwitchPipeline, stats: dict) -> dict:
+    """BMv2's logged arrival orders (none if its log cannot give them exactly:
+    ``stats["arrival_log_error"]`` says why), compared with the emulator's."""
+    try:
+        recorded = drainer.finish()
+    except ArrivalLogError as e:
+        stats["arrival_log_error"] = str(e)
+        return OrderBuilder(pipeline.job.num_workers).arrays()
+    finally:
+        stats["arrival_log"] = drainer.reader.stats()
+    if pipeline.config.record_orders:
+        stats["bmv2_vs_emulator"]["arrival_orders"] = compare_recorded(recorded, pipeline.recorded_arrays())
+    return recorded
+
+
+def _cleanup(switch, veth, raw, drainer=None) -> None:
+    if drainer is not None:
+        drainer.stop()
     if raw is not None:
         raw.close()
     if switch is not None:

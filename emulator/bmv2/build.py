@@ -1,4 +1,8 @@
-"""Compile the P4 programs with p4c-bm2-ss into p4/build/<program>.json."""
+"""Compile the P4 programs with p4c-bm2-ss into p4/build/<program>.json.
+
+A program is a source built for one element format: ``fpisa_fp16`` is
+``p4/fpisa.p4`` compiled with ``-DFPISA_FORMAT_FP16`` (:attr:`p4.Program.defines`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from p4.generate import stale_files
 
 from .tools import P4C, require_tools, tool_path
 
-__all__ = ["BuildResult", "build_program", "build_all", "ensure_built", "P4C_ARGS"]
+__all__ = ["BuildResult", "build_program", "build_all", "ensure_built", "compiler_defines", "P4C_ARGS"]
 
 P4C_ARGS = ("--arch", "v1model", "--std", "p4-16",
             # the lanes are long chains of straight-line selects (SEL, p4/include/headers.p4);
@@ -45,7 +49,8 @@ def build_program(program: str | Program, out_dir: Path = BUILD_DIR) -> BuildRes
             + ", ".join(str(p) for p in stale))
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{program.name}.json"
-    cmd = [tool_path(P4C), *P4C_ARGS, "-o", str(json_path), str(program.source)]
+    cmd = [tool_path(P4C), *P4C_ARGS, *compiler_defines(program), "-o", str(json_path),
+           str(program.source)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -54,6 +59,11 @@ def build_program(program: str | Program, out_dir: Path = BUILD_DIR) -> BuildRes
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ok = proc.returncode == 0 and json_path.exists()
     return BuildResult(program.name, json_path, seconds, ok, (proc.stdout + proc.stderr).strip(), cpu)
+
+
+def compiler_defines(program: Program) -> list[str]:
+    """The program's preprocessor symbols as p4c arguments (its element format)."""
+    return [f"-D{symbol}" for symbol in program.defines]
 
 
 def build_all(out_dir: Path = BUILD_DIR) -> list[BuildResult]:

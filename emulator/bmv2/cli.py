@@ -2,7 +2,9 @@
 
 - ``fpisa p4 build [PROGRAM ...]``: p4c-bm2-ss --arch v1model --std p4-16 on each
   program into p4/build/<program>.json; exit 3 when p4c-bm2-ss is missing,
-  1 when a program does not compile.
+  1 when a program does not compile. A program is a source built for one
+  element format: fpisa, fpisa_fp16, fpisa_bf16, fpisa_a, fpisa_a_fp16,
+  fpisa_a_bf16, switchml (``--format`` picks the builds of formats instead).
 - ``fpisa p4 constants``: regenerate p4/include/constants.p4 (from
   fpisa.protocol.p4_constants()) and the other generated P4 files;
   ``--check`` only reports stale ones (exit 1).
@@ -21,12 +23,19 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from p4 import P4_FORMATS, PROGRAMS
+
     parser = subparsers.add_parser("p4", help="build and inspect the P4 (BMv2) programs",
                                    description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="p4_command", required=True)
 
     build = sub.add_parser("build", help="compile the programs with p4c-bm2-ss")
-    build.add_argument("programs", nargs="*", help="fpisa, fpisa_a, switchml (default: all)")
+    build.add_argument("programs", nargs="*",
+                       help="builds: " + ", ".join(PROGRAMS) + " (default: all; fpisa_fp16 is "
+                       "p4/fpisa.p4 for fp16 packets, and so on)")
+    build.add_argument("--format", dest="formats", action="append", choices=list(P4_FORMATS),
+                       help="only the builds of this element format (repeatable; switchml counts "
+                       "as fp32)")
     build.add_argument("--json", action="store_true", help="print results as JSON")
     build.set_defaults(func=_build)
 
@@ -47,6 +56,8 @@ def _build(args) -> int:
     from .tools import ToolMissing
 
     names = args.programs or list(PROGRAMS)
+    if args.formats:
+        names = [n for n in names if n not in PROGRAMS or PROGRAMS[n].fmt in args.formats]
     unknown = [n for n in names if n not in PROGRAMS]
     if unknown:
         print(f"unknown program(s) {unknown}; expected some of {list(PROGRAMS)}", file=sys.stderr)

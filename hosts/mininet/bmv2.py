@@ -10,30 +10,30 @@ and at the end reads the program's packet counters back. Everything BMv2
 is driven through ``emulator.bmv2``'s public API; this module only knows
 the testbed's addressing.
 
-BMv2 records no arrival orders (the emulator does, and the emulator run
-is checked against the model with them). So :func:`check_unordered`
-checks each packet's result against the numerics core under *every*
-arrival order of the K workers: a packet passes if its bits equal
-``fpisa.aggregate`` for at least one of the K! orders. That is exactly
-what the model allows a switch to return; it cannot tell *which* order
-BMv2 saw. The report counts how many packets were order-independent (all
-K! references agree: e.g. SwitchML's integer sum, FPISA with K=2 on most
-data) and how many matched only some orders.
+The program logs every contribution it folds, in fold order
+(``p4/include/arrival_log.p4``). While the job runs, an
+:class:`~emulator.bmv2.arrival_log.ArrivalLogDrainer` reads that log over
+thrift as often as the fold rate needs; :meth:`Bmv2SwitchNode.recorded`
+reads the rest and returns the completed rounds in the form the
+emulator's switch records them (packet id, wire mode, ranks in arrival
+order), so the experiment checks BMv2's results bit for bit against the
+numerics core with the orders BMv2 really saw, as it does for the
+emulator. A log that cannot give exact orders (overflowed, unreadable)
+raises :class:`~emulator.bmv2.arrival_log.ArrivalLogError`; the
+experiment reports it and the run is not bit-exact.
 """
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 
-import fpisa
-from p4 import get_program
+from p4 import job_program
 
 from .config import ExperimentConfig
 
-__all__ = ["bmv2_missing", "program_json", "Bmv2SwitchNode", "check_unordered"]
+__all__ = ["bmv2_missing", "program_json", "Bmv2SwitchNode"]
 
 #: the compiled program per aggregation mode (p4/)
 #: the one aggregation job this testbed installs
@@ -47,7 +47,7 @@ def bmv2_missing(config: ExperimentConfig) -> str | None:
     missing = missing_tools(SIMPLE_SWITCH, SIMPLE_SWITCH_CLI)
     if missing:
         return f"{', '.join(missing)} (BMv2) not on PATH (docs/p4.md)"
-    program = get_program(config.job.info.p4_program)
+    program = job_program(config.job)
     if not program.json_path.exists() and missing_tools(P4C):
         return (f"the compiled P4 program {program.json_path} does not exist and {P4C} is not "
                 "on PATH to compile it (docs/p4.md)")
@@ -55,10 +55,11 @@ def bmv2_missing(config: ExperimentConfig) -> str | None:
 
 
 def program_json(config: ExperimentConfig) -> Path:
-    """The mode's compiled program, compiled now if missing or older than its sources."""
+    """The mode's program built for the job's format (fpisa_fp16, ...), compiled
+    now if missing or older than its sources."""
     from emulator.bmv2.build import ensure_built
 
-    return ensure_built(config.job.info.p4_program)
+    return ensure_built(job_program(config.job))
 
 
 class Bmv2SwitchNode:
@@ -85,9 +86,10 @@ class Bmv2SwitchNode:
         self.ports = ports
         # the emulator's pool is one window of slots: the same here
         self.job = Bmv2Job(job=JOB, workers=tuple(workers), pool_size=config.window)
-        self.switch = self.cli = None
+        self.switch = self.cli = self.drainer = self.reader = None
 
     def __enter__(self) -> "Bmv2SwitchNode":
+        from emulator.bmv2.arrival_log import ArrivalLogDrainer, ArrivalLogReader
         from emulator.bmv2.control_plane import SwitchCLI, configure_job
         from emulator.bmv2.switch import SimpleSwitch
 
@@ -97,10 +99,18 @@ class Bmv2SwitchNode:
             self.switch.start()
             self.cli = SwitchCLI(self.switch.thrift_port, netns=netns)
             configure_job(self.cli, self.info, self.job)
+            self.reader = ArrivalLogReader.for_job(self.cli, self.info, self.job)
+            self.drainer = ArrivalLogDrainer(self.reader).start()
         except BaseException:
             self.switch.stop()
             raise
         return self
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """The completed rounds from BMv2's arrival log (``ArrivalLog.arrays()``
+        form), read to the end; call once the workers are done.
+        ArrivalLogError if the log cannot give exact orders."""
+        return self.drainer.finish()
 
     def counters(self) -> dict[str, int]:
         from emulator.bmv2.control_plane import read_counters
@@ -110,65 +120,15 @@ class Bmv2SwitchNode:
     def stats(self) -> dict:
         """What the report says about the switch (counters read now)."""
         return {"switch": f"bmv2 simple_switch ({self.json_path.name})", "netns": self.switch.netns,
-                "ports": {str(p): i for p, i in self.ports.items()}, "bmv2_counters": self.counters()}
+                "ports": {str(p): i for p, i in self.ports.items()}, "bmv2_counters": self.counters(),
+                "arrival_log": self.reader.stats()}
 
     def stderr_tail(self, chars: int = 2000) -> str:
         return self.switch.stderr_text()[-chars:] if self.switch else ""
 
     def __exit__(self, *exc) -> None:
+        if self.drainer is not None:
+            self.drainer.stop()
         if self.switch is not None:
             self.switch.stop()
-
-
-def check_unordered(config: ExperimentConfig, values: np.ndarray, results: list[np.ndarray]) -> dict:
-    """Each packet's result against the model under every arrival order (see module docstring).
-
-    values: (K, n) bit patterns the workers sent; results: what each worker
-    received. Returns the checks' JSON-ready dict (``bit_exact`` = identical
-    across workers and every packet equals the model for some order).
-    """
-    K, n, E = config.workers, config.elements, config.packet_elements
-    num_packets = -(-n // E)
-    out: dict = {"identical_across_workers": all(np.array_equal(results[0], r) for r in results)}
-    exact = fpisa.aggregate(values, "exact", fmt=config.fmt)
-    out["error_vs_exact"] = fpisa.error_report(results[0], exact, config.fmt)
-    if not config.job.info.is_float:
-        # the model ignores the order: an integer sum (and a max) are order-independent
-        orders = [tuple(range(K))]
-    else:
-        orders = list(itertools.permutations(range(K)))
-    # matches[o, p]: packet p's result equals the model with order o
-    matches = np.zeros((len(orders), num_packets), bool)
-    first = None
-    same_as_first = np.ones(num_packets, bool)
-    pad = num_packets * E - n
-    for i, order in enumerate(orders):
-        reference = fpisa.aggregate(values, config.mode, fmt=config.fmt, order=np.array(order),
-                                    block_size=E)
-        if first is None:
-            first = reference
-        # compare packet by packet: blocks of E elements (the last one padded)
-        eq = np.pad(results[0] == reference, (0, pad), constant_values=True)
-        matches[i] = eq.reshape(num_packets, E).all(axis=1)
-        same = np.pad(reference == first, (0, pad), constant_values=True)
-        same_as_first &= same.reshape(num_packets, E).all(axis=1)
-    matched = matches.any(axis=0)
-    out["order_check"] = {
-        "method": ("BMv2 records no arrival orders: each packet's result is compared with "
-                   "fpisa.aggregate under every arrival order of the K workers and passes if "
-                   "one matches" if len(orders) > 1 else
-                   "SwitchML's integer sum is order-independent: one reference"),
-        "orders_tried": len(orders),
-        "packets": num_packets,
-        "packets_matching_some_order": int(matched.sum()),
-        "packets_order_independent": int(same_as_first.sum()) if len(orders) > 1 else num_packets,
-        "packets_matching_exactly_one_order": int((matches.sum(axis=0) == 1).sum()),
-    }
-    mismatched = np.flatnonzero(~matched)
-    out["mismatched_packets"] = [int(p) for p in mismatched[:20]]
-    out["mismatched_elements"] = [
-        int(sum(np.count_nonzero(r[p * E:(p + 1) * E] != first[p * E:(p + 1) * E]) for p in mismatched))
-        for r in results]
-    out["bit_exact"] = out["identical_across_workers"] and not len(mismatched)
-    return out
 

@@ -23,14 +23,14 @@
 
 #include "headers.p4"
 #include "lane_fields.p4"
-#include "decode_fp32.p4"
+#include "decode.p4"
 #include "generated/shift_tables.p4"
 
 // The first arrival resets to "no value" and applies the rules to its own
 // value: E = e, A = S (E = 0, A = 0 for a flushed zero or subnormal), flags 0.
-control FpisaAFirst(in bit<32> value, in bit<32> row, inout fpisa_a_lane_t t)
+control FpisaAFirst(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
                    (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeFp32Normal() decode;
+    DecodeNormalElement() decode;
 
     apply {
         decode.apply(value, t.exponent, t.addend);
@@ -78,9 +78,9 @@ control FpisaAFold(in bit<32> row, inout fpisa_a_lane_t t)
     }
 }
 
-control FpisaANext(in bit<32> value, in bit<32> row, inout fpisa_a_lane_t t)
+control FpisaANext(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
                   (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeFp32Normal() decode;
+    DecodeNormalElement() decode;
     FpisaAFold(exponent_register, mantissa_register) fold;
 
     apply {
@@ -93,10 +93,10 @@ control FpisaANext(in bit<32> value, in bit<32> row, inout fpisa_a_lane_t t)
 
 // Every case: the first arrival starts from E = 0, A = 0, no flags; an
 // Inf/NaN contributes nothing and sets its flag.
-control FpisaAGeneral(in bit<32> value, in bit<32> row, in bool first, inout fpisa_a_lane_t t)
+control FpisaAGeneral(in bit<ELEMENT_BITS> value, in bit<32> row, in bool first, inout fpisa_a_lane_t t)
                      (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeFp32Normal() decode;
-    SpecialFp32() special;
+    DecodeNormalElement() decode;
+    SpecialElement() special;
     FpisaAFold(exponent_register, mantissa_register) fold;
 
     apply {

@@ -25,13 +25,13 @@
 
 #include "headers.p4"
 #include "lane_fields.p4"
-#include "decode_fp32.p4"
+#include "decode.p4"
 
 // E = e, A = S (the implicit reset; numerics section 2). The element flags
 // are cleared by clearing the row's flag summary (element_flags.p4).
-control FpisaFirst(in bit<32> value, in bit<32> row, inout fpisa_lane_t t)
+control FpisaFirst(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_lane_t t)
                   (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeFp32() decode;
+    DecodeElement() decode;
 
     apply {
         decode.apply(value, t.exponent, t.mantissa);
@@ -41,12 +41,13 @@ control FpisaFirst(in bit<32> value, in bit<32> row, inout fpisa_lane_t t)
 }
 
 // E' = max(e, E); A' = (A >> (E' - E)) + (S >> (E' - e)). No overflow: with
-// at most MAX_WORKERS (32) values of magnitude below 2^24 in a row, |A| stays
-// below 2^29 (the 2^7 headroom; p4/__init__.py checks it), so the wrapping
-// add never wraps and the flags do not change.
-control FpisaNext(in bit<32> value, in bit<32> row, inout fpisa_lane_t t)
+// at most MAX_WORKERS (32) values of magnitude below 2^(m+1) in a row (fp32
+// 2^24), |A| stays below 2^29 (fp32's 2^7 headroom; p4/__init__.py checks it
+// for every format), so the wrapping add never wraps and the flags do not
+// change.
+control FpisaNext(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_lane_t t)
                  (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeFp32() decode;
+    DecodeElement() decode;
 
     apply {
         exponent_register.read(t.stored_exponent, row);
@@ -66,11 +67,11 @@ control FpisaNext(in bit<32> value, in bit<32> row, inout fpisa_lane_t t)
 // Inf/NaN contributes e = 0, S = 0 (so E and A stay) and sets its flag; a
 // wrapping add sets ELEMENT_OVERFLOW. t.flags_valid (per packet): whether
 // the per-lane flag registers hold this round's flags (element_flags.p4).
-control FpisaGeneral(in bit<32> value, in bit<32> row, in bool first, inout fpisa_lane_t t)
+control FpisaGeneral(in bit<ELEMENT_BITS> value, in bit<32> row, in bool first, inout fpisa_lane_t t)
                     (register<bit<8>> exponent_register, register<bit<32>> mantissa_register,
                      register<bit<8>> flags_register) {
-    DecodeFp32() decode;
-    SpecialFp32() special;
+    DecodeElement() decode;
+    SpecialElement() special;
 
     apply {
         exponent_register.read(t.stored_exponent, row);

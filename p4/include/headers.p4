@@ -4,6 +4,7 @@
 
 #include "constants.p4"
 #include "generated/configuration.p4"
+#include "generated/format.p4"
 
 // Selects without `?:`. p4c's front end rewrites every `c ? a : b` into an if
 // statement (SideEffectOrdering), and an `if` in an apply block is a BMv2
@@ -47,11 +48,12 @@ header udp_t {
     bit<16> checksum;
 }
 
-// One payload element as it is on the wire: fp32 little-endian (fpisa,
-// fpisa-a: the switch does the byte swap) or int32 big-endian (switchml,
-// int-max). fp16/bf16 payloads are not aggregated by the P4 programs.
+// One payload element as it is on the wire: the build's float format
+// (generated/format.p4: fp32, fp16 or bf16), little-endian (fpisa, fpisa-a:
+// the switch does the byte swap), or int32 big-endian (switchml, int-max;
+// built with the default, 32-bit elements).
 header element_t {
-    bit<32> value;
+    bit<ELEMENT_BITS> value;
 }
 
 // Results with FLAG_RAW: the registers before normalization, big-endian.

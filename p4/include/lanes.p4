@@ -14,7 +14,7 @@
 #define FPISA_LANES_P4
 
 #include "headers.p4"
-#include "decode_fp32.p4"
+#include "decode.p4"
 #include "element_flags.p4"
 #include "fpisa_registers.p4"
 #include "fpisa_a_registers.p4"

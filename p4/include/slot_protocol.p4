@@ -16,17 +16,20 @@
 //   next arrival with another mode than the round's -> dropped (mode mismatch)
 // An arrival sets the worker's bit in its set and clears it in the other; the
 // first one writes the registers (the implicit reset), the last one (count
-// reaches num_workers) reads the result out.
+// reaches num_workers) reads the result out. Every fold is logged, in fold
+// order (arrival_log.p4), for the control plane's bit-exact checks.
 #ifndef FPISA_SLOT_PROTOCOL_P4
 #define FPISA_SLOT_PROTOCOL_P4
 
 #include "headers.p4"
+#include "arrival_log.p4"
 
 control SlotProtocol(inout headers_t hdr, inout metadata_t meta) {
     register<bit<32>>(POOL_ROWS) worker_bitmap;
     register<bit<8>>(POOL_ROWS) worker_count;
     register<bit<32>>(POOL_ROWS) round_id;
     register<bit<8>>(POOL_ROWS) round_mode;
+    ArrivalLog() log;
 
     apply {
         bit<32> worker_bit = (bit<32>)1 << meta.rank;
@@ -69,6 +72,7 @@ control SlotProtocol(inout headers_t hdr, inout metadata_t meta) {
         worker_count.write(meta.row, count);
         meta.update = proceed;
         meta.readout = meta.retransmit || (proceed && count == meta.job_num_workers);
+        log.apply(hdr, meta);
     }
 }
 

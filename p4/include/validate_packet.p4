@@ -6,7 +6,8 @@
 #include "headers.p4"
 
 // mode_a, mode_b: the wire modes the program aggregates (equal if only one);
-// float_modes: whether the payload is fp32 (then fmt must be FMT_FP32).
+// float_modes: whether the payload is floats (then fmt must be the build's
+// format, FORMAT_CODE: generated/format.p4).
 control ValidatePacket(inout headers_t hdr, inout metadata_t meta)
                       (bit<8> mode_a, bit<8> mode_b, bool float_modes) {
     apply {
@@ -16,8 +17,8 @@ control ValidatePacket(inout headers_t hdr, inout metadata_t meta)
             SEL(32, !hdr.agg.isValid(), C_DROP_BAD_LENGTH,  // truncated header
             SEL(32, hdr.agg.version != FPISA_VERSION || hdr.agg.msg_type != MSG_DATA, C_DROP_BAD_HEADER,
             SEL(32, hdr.agg.mode != mode_a && hdr.agg.mode != mode_b, C_DROP_WRONG_MODE,
-            // fp16/bf16 payloads: only the emulator aggregates them
-            SEL(32, float_modes && hdr.agg.fmt != FMT_FP32, C_DROP_WRONG_MODE,
+            // another format: another build aggregates it
+            SEL(32, float_modes && hdr.agg.fmt != FORMAT_CODE, C_DROP_WRONG_MODE,
             MASK(32, !hdr.elements[N_ELEMENTS - 1].isValid() || hdr.udp.length != DATA_UDP_LENGTH)
                 & C_DROP_BAD_LENGTH)))));
     }

@@ -6,6 +6,12 @@ packets the switch must send for it ("to this address, these bytes"). The
 runner (runner.py) plays them against the emulator's pipeline and against
 BMv2; both must produce exactly the expected bytes.
 
+Float vectors exist per element format (fp32, fp16, bf16), each for the
+P4 build of that format (p4.program_for: fpisa, fpisa_fp16, ...); the fp32
+value sets are the original ones (their files must not change), the fp16 and
+bf16 ones are built from the format's fields (format_values) to cover the
+same cases within the format's range.
+
 Expected results come from the numerics core (fpisa.aggregate_detailed for
 FPISA/FPISA-A; plain int32 arithmetic for SwitchML, checked against
 fpisa.aggregate(mode="switchml") through fpisa.switchml's quantizer), never
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 import fpisa  # noqa: E402
 from fpisa import switchml as sml  # noqa: E402
+from fpisa.formats import Format, get_format  # noqa: E402
 from fpisa.job import mode_info  # noqa: E402
 from fpisa.protocol import (  # noqa: E402
     FLAG_OVERFLOW,
@@ -44,10 +52,12 @@ from fpisa.protocol import (  # noqa: E402
     Header,
     MsgType,
     WireMode,
+    element_dtype,
+    format_code,
     pack,
     pool_index,
 )
-from p4 import N_ELEMENTS  # noqa: E402
+from p4 import N_ELEMENTS, P4_FORMATS, program_for  # noqa: E402
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
 FORMAT_VERSION = 1
@@ -86,7 +96,7 @@ class Scenario:
     """Builds one vector: send() appends a step with its expected outputs."""
 
     def __init__(self, name: str, description: str, mode: str, num_workers: int, *,
-                 pool_size: int = 4, job: int = 1, raw_registers: bool = False):
+                 pool_size: int = 4, job: int = 1, raw_registers: bool = False, fmt: str = "fp32"):
         self.name, self.description, self.mode = name, description, mode
         self.num_workers, self.pool_size, self.job = num_workers, pool_size, job
         self.raw_registers = raw_registers
@@ -94,18 +104,26 @@ class Scenario:
         self.rows: dict[tuple[int, int], Row] = {}
         self.steps: list[dict] = []
         self.data_mode = mode_info(mode).data_wire_mode
+        #: the job's element format (the payload's, in the float modes)
+        self.fmt = get_format(fmt)
+        self.fmt_code = format_code(self.fmt)
+        self.program = program_for(mode_info(mode).p4_program, self.fmt.name).name
+
+    def _elements(self, mode: WireMode) -> np.dtype:
+        """numpy dtype of the payload values of ``mode`` (bit patterns for floats)."""
+        return np.dtype(self.fmt.bits_dtype if mode.is_float else np.int32)
 
     # -- building packets ------------------------------------------------------
     def data_packet(self, rank: int, slot: int, shadow_set: int, values, *, packet_id: int,
                     flags: int = 0, mode: WireMode | None = None, block_exponent: int = 0,
                     **overrides) -> bytes:
         mode = self.data_mode if mode is None else mode
-        fields = dict(msg_type=MsgType.DATA, mode=mode, fmt=0, flags=flags, job=self.job,
+        fields = dict(msg_type=MsgType.DATA, mode=mode, fmt=self.fmt_code, flags=flags, job=self.job,
                       rank=rank, num_workers=self.num_workers, num_elements=N,
                       pool_index=pool_index(slot, shadow_set), block_exponent=block_exponent,
                       packet_id=packet_id)
         fields.update(overrides)
-        payload = np.asarray(values).astype(np.uint32 if mode.is_float else np.int32)
+        payload = np.asarray(values).astype(self._elements(mode))
         return pack(Header(**fields), payload)
 
     # -- the slot protocol model -----------------------------------------------
@@ -171,8 +189,10 @@ class Scenario:
         row.block_exponent = max(b for _, _, b in row.arrivals)
         if mode.is_float:
             name = "fpisa" if mode == WireMode.FPISA else "fpisa-a"
-            detail = fpisa.aggregate_detailed(values.astype(np.uint32), name, fmt="fp32")
-            payload = np.asarray(detail.result, dtype=np.uint32).astype("<u4").tobytes()
+            bits = values.astype(self.fmt.bits_dtype)
+            detail = fpisa.aggregate_detailed(bits, name, fmt=self.fmt.name)
+            payload = (np.asarray(detail.result, dtype=self.fmt.bits_dtype)
+                       .astype(element_dtype(mode, self.fmt_code)).tobytes())
             element = int(np.bitwise_or.reduce(detail.element_flags))
             row.result_flags = ((FLAG_OVERFLOW if element & fpisa.ELEMENT_OVERFLOW else 0)
                                 | (FLAG_OVERWRITE if element & fpisa.ELEMENT_OVERWRITE else 0)
@@ -195,13 +215,14 @@ class Scenario:
 
     def _result(self, row: Row, slot: int, shadow_set: int, rank: int, packet_id: int,
                 msg: MsgType, mode: WireMode) -> bytes:
-        header = Header(msg_type=msg, mode=WireMode(row.mode), fmt=0, flags=row.result_flags,
-                        job=self.job, rank=rank, num_workers=self.num_workers, num_elements=N,
+        header = Header(msg_type=msg, mode=WireMode(row.mode), fmt=self.fmt_code,
+                        flags=row.result_flags, job=self.job, rank=rank,
+                        num_workers=self.num_workers, num_elements=N,
                         pool_index=pool_index(slot, shadow_set),
                         block_exponent=row.block_exponent, packet_id=packet_id)
         # the payload (and raw registers) were packed at completion; the
         # header's payload argument only sizes it
-        zeros = np.zeros(N, np.uint32 if WireMode(row.mode).is_float else np.int32)
+        zeros = np.zeros(N, self._elements(WireMode(row.mode)))
         return pack(header, zeros)[:16] + row.result
 
     def to_json(self) -> dict:
@@ -209,8 +230,8 @@ class Scenario:
             "format_version": FORMAT_VERSION,
             "name": self.name,
             "description": self.description,
-            "program": mode_info(self.mode).p4_program,
-            "job": {"job": self.job, "mode": self.mode, "fmt": "fp32",
+            "program": self.program,
+            "job": {"job": self.job, "mode": self.mode, "fmt": self.fmt.name,
                     "num_workers": self.num_workers, "num_elements": N,
                     "pool_size": self.pool_size, "raw_registers": self.raw_registers},
             "switch": SWITCH,
@@ -236,17 +257,23 @@ def alignment_values(rng, distances) -> tuple[np.ndarray, np.ndarray]:
     return f32(np.ldexp(m0, base)), f32(np.ldexp(m1, base + d))
 
 
+#: the specials' cases that every format represents: Inf, NaN, both
+#: infinities, zeros of both signs, cancellation (3 workers' values per lane)
+SPECIAL_CASES_ANY_FORMAT = (
+    (math.inf, 1.0, 2.0), (1.0, -math.inf, 2.0), (math.nan, 1.0, 1.0), (math.inf, -math.inf, 1.0),
+    (1.0, 2.0, math.inf), (-math.inf, -math.inf, 3.0), (math.inf, math.nan, -math.inf),
+    (1.0, 2.0, -math.inf), (0.0, 0.0, 0.0), (-0.0, -0.0, -0.0), (0.0, -0.0, 0.0), (1.5, -1.5, 0.0),
+    (-2.0, 1.0, 1.0),
+)
+
+
 def specials_values() -> np.ndarray:
     """(3, N) fp32 bits: Inf/NaN/zero/subnormal/overflow/cancellation cases per lane."""
-    inf, nan = np.float32(np.inf), np.float32(np.nan)
     big = np.float32(3.0e38)
     tiny = np.float32(2.0**-126)
     sub = np.float32(2.0**-140)
     cases = [
-        (inf, 1.0, 2.0), (1.0, -inf, 2.0), (nan, 1.0, 1.0), (inf, -inf, 1.0),
-        (1.0, 2.0, inf), (-inf, -inf, 3.0), (inf, nan, -inf), (1.0, 2.0, -inf),
-        (0.0, 0.0, 0.0), (-0.0, -0.0, -0.0), (0.0, -0.0, 0.0), (1.5, -1.5, 0.0),
-        (-2.0, 1.0, 1.0), (big, big, big), (-big, -big, -big), (big, -big, big),
+        *SPECIAL_CASES_ANY_FORMAT, (big, big, big), (-big, -big, -big), (big, -big, big),
         (tiny * 1.5, -tiny, 0.0), (sub, sub, sub), (-sub, sub * 3, 0.0), (tiny, sub, -tiny),
         (np.float32(2.0**-149), np.float32(2.0**-149), 0.0), (tiny * 1.25, -tiny, -sub),
         (1.9999999, 1.9999999 * 2**7, 1.9999999 * 2**7),  # fpisa-a: headroom overflow
@@ -267,28 +294,163 @@ def specials_values() -> np.ndarray:
     return out
 
 
+class Fp32Values:
+    """The fp32 value sets: the functions above, as the fp32 vectors were made
+    with them (same random streams, same bytes)."""
+
+    fmt = get_format("fp32")
+    #: the largest exponent difference the alignment vector covers
+    alignment_range = 40
+
+    def spread(self, spread: int) -> int:
+        return spread
+
+    def random(self, rng, shape, spread: int = 8) -> np.ndarray:
+        return random_values(rng, shape, spread)
+
+    def alignment(self, rng, distances) -> tuple[np.ndarray, np.ndarray]:
+        return alignment_values(rng, distances)
+
+    def specials(self) -> np.ndarray:
+        return specials_values()
+
+
+def exact_bits(fmt: Format, x: float) -> int:
+    """The bit pattern of ``x`` in ``fmt``; ``x`` must be representable
+    (a ValueError otherwise: the value sets never round). NaN: the quiet NaN."""
+    m, bias = fmt.fraction_bits, fmt.bias
+    sign = int(math.copysign(1.0, x) < 0) << (fmt.exponent_bits + m)
+    if math.isnan(x):
+        return (fmt.exponent_all_ones << m) | (1 << (m - 1))
+    if math.isinf(x):
+        return sign | (fmt.exponent_all_ones << m)
+    if x == 0:
+        return sign
+    _, e = math.frexp(abs(x))  # |x| = f * 2^e, 0.5 <= f < 1: leading one at 2^(e - 1)
+    field = e - 1 + bias
+    if field >= 1:  # normal: |x| = (1 + fraction / 2^m) * 2^(field - bias)
+        scaled = math.ldexp(abs(x), m - (e - 1))
+        fraction = int(scaled) - (1 << m)
+    else:  # subnormal: |x| = fraction * 2^(1 - bias - m)
+        scaled = math.ldexp(abs(x), m + bias - 1)
+        fraction, field = int(scaled), 0
+    if scaled != int(scaled) or field >= fmt.exponent_all_ones or not 0 <= fraction < (1 << m):
+        raise ValueError(f"{x!r} is not exactly representable in {fmt.name}")
+    return sign | (field << m) | fraction
+
+
+class FieldValues:
+    """The value sets of any format, built from its fields (sign, biased
+    exponent, fraction) with the same cases as the fp32 ones, scaled to the
+    format's exponent range and headroom."""
+
+    def __init__(self, fmt: str | Format):
+        self.fmt = get_format(fmt)
+        self.headroom = P4_FORMATS[self.fmt.name].headroom_bits
+        #: normal biased exponents are 1 .. all-ones - 1
+        self.alignment_range = min(40, self.fmt.exponent_all_ones - 2)
+
+    def spread(self, spread: int) -> int:
+        """Exponents bias +- spread stay normal."""
+        return min(spread, self.fmt.bias - 1)
+
+    def _bits(self, sign, field, fraction) -> np.ndarray:
+        f = self.fmt
+        bits = (np.asarray(sign, np.int64) << (f.exponent_bits + f.fraction_bits)) \
+            | (np.asarray(field, np.int64) << f.fraction_bits) | np.asarray(fraction, np.int64)
+        return bits.astype(f.bits_dtype)
+
+    def random(self, rng, shape, spread: int = 8) -> np.ndarray:
+        """Normal values with random signs, fractions and exponents bias +- spread."""
+        spread = self.spread(spread)
+        return self._bits(rng.integers(0, 2, shape), self.fmt.bias + rng.integers(-spread, spread + 1, shape),
+                          rng.integers(0, 1 << self.fmt.fraction_bits, shape))
+
+    def alignment(self, rng, distances) -> tuple[np.ndarray, np.ndarray]:
+        """Two workers whose element j differ in exponent by distances[j]
+        (both exponents normal, around the middle of the range)."""
+        d = np.asarray(distances)
+        base = self.fmt.exponent_all_ones // 2 - np.floor_divide(d, 2)
+        m = self.fmt.fraction_bits
+        a = self._bits(rng.integers(0, 2, N), base, rng.integers(0, 1 << m, N))
+        b = self._bits(rng.integers(0, 2, N), base + d, rng.integers(0, 1 << m, N))
+        return a, b
+
+    def specials(self) -> np.ndarray:
+        """(3, N) bits: the cases of specials_values() in this format."""
+        f, h = self.fmt, self.headroom
+        m, p = f.fraction_bits, f.precision
+        emax, emin = f.bias, 1 - f.bias  # exponents of the largest and smallest normal binade
+        largest = math.ldexp(2.0 - math.ldexp(1.0, -m), emax)
+        big = math.ldexp(1.75, emax)
+        tiny = math.ldexp(1.0, emin)
+        sub = math.ldexp(1.0, emin - m // 2 - 1)
+        least = math.ldexp(1.0, emin - m)
+        full = 2.0 - math.ldexp(1.0, -m)  # the largest significand
+        a = -(h // 2)  # a binade with room for 2^(a + h + 1) above it
+        s = min(20, emax // 2)
+        cases = [
+            *SPECIAL_CASES_ANY_FORMAT, (big, big, big), (-big, -big, -big), (big, -big, big),
+            (tiny * 1.5, -tiny, 0.0), (sub, sub, sub), (-sub, sub * 3, 0.0), (tiny, sub, -tiny),
+            (least, least, 0.0), (tiny * 1.25, -tiny, -sub),
+            # fpisa-a: the left shift into the headroom saturates
+            (math.ldexp(full, a), math.ldexp(full, a + h), math.ldexp(full, a + h)),
+            (-math.ldexp(full, a), -math.ldexp(full, a + h), -math.ldexp(full, a + h)),
+            # fpisa-a: one more than the headroom overwrites
+            (math.ldexp(1.0, a - 1), math.ldexp(1.0, a + h), math.ldexp(1.0, a - 1)),
+            (math.ldexp(1.0, a + h), math.ldexp(1.0, a - 1), math.ldexp(1.0, max(emin, a - 1 - 2 * p))),
+            # order dependence (docs/numerics.md section 5)
+            (1.0, math.ldexp(1.0, -p), math.ldexp(1.0, -p)),
+            (1.0, -math.ldexp(1.0, -p), -math.ldexp(1.0, -p - 1)),
+            (math.ldexp(1.0, s), math.ldexp(1.0, -s), -math.ldexp(1.0, s)),
+            (largest, largest, -1.0),
+            (1.0, -1.0, tiny), (-1.0, 1.0, -least),
+        ]
+        out = np.zeros((3, N), f.bits_dtype)
+        all_ones = f.exponent_all_ones << m
+        sign = 1 << (f.exponent_bits + m)
+        # a signalling and a negative NaN too
+        nan_payloads = {2: all_ones | 1, 6: sign | all_ones | (1 << (m - 1))}
+        for j in range(N):
+            case = cases[j % len(cases)]
+            for k in range(3):
+                out[k, j] = exact_bits(f, case[k])
+            if j in nan_payloads:
+                out[0 if j == 2 else 1, j] = nan_payloads[j]
+        return out
+
+
+def format_values(fmt: str):
+    return Fp32Values() if get_format(fmt).name == "fp32" else FieldValues(fmt)
+
+
 # ---------------------------------------------------------------- scenarios
-def float_scenarios(mode: str) -> list[Scenario]:
-    tag = mode.replace("-", "_")
-    rng = np.random.default_rng(2022 if mode == "fpisa" else 2023)
+def float_scenarios(mode: str, fmt: str = "fp32") -> list[Scenario]:
+    """The float vectors of ``mode`` in ``fmt``, named after the P4 build
+    (fpisa_normal, fpisa_fp16_normal, fpisa_a_bf16_normal, ...)."""
+    tag = program_for(mode_info(mode).p4_program, fmt).name
+    vals = format_values(fmt)
+    # fp32: the original streams (its vectors must not change)
+    rng = np.random.default_rng((2022 if mode == "fpisa" else 2023) + 100 * format_code(fmt))
     out = []
 
     s = Scenario(f"{tag}_normal", "4 workers, 3 slots in both shadow sets, different "
-                 "arrival orders; the round's packet id is echoed", mode, 4)
+                 "arrival orders; the round's packet id is echoed", mode, 4, fmt=fmt)
     for slot, order in ((0, (0, 1, 2, 3)), (1, (2, 0, 3, 1)), (2, (3, 2, 1, 0))):
-        values = random_values(rng, (4, N))
+        values = vals.random(rng, (4, N))
         for k, r in enumerate(order):
             s.send(r, slot, 0, values[r], packet_id=100 + slot,
                    comment=f"slot {slot}: worker {r} ({k + 1}/4)")
-    values = random_values(rng, (4, N), spread=30)
+    values = vals.random(rng, (4, N), spread=30)
     for r in (1, 3, 0, 2):
         s.send(r, 0, 1, values[r], packet_id=200, comment=f"slot 0 set 1: worker {r}")
     out.append(s)
 
-    s = Scenario(f"{tag}_alignment", "every exponent difference -40..+40 between two "
-                 "workers, in both arrival orders, plus 3-worker alignment chains", mode, 2)
-    for slot, distances in enumerate((np.arange(N) - 40, np.arange(N) + 40 - (N - 1))):
-        a, b = alignment_values(rng, distances)
+    d = vals.alignment_range
+    s = Scenario(f"{tag}_alignment", f"every exponent difference -{d}..+{d} between two "
+                 "workers, in both arrival orders, plus 3-worker alignment chains", mode, 2, fmt=fmt)
+    for slot, distances in enumerate((np.arange(N) - d, np.arange(N) + d - (N - 1))):
+        a, b = vals.alignment(rng, distances)
         s.send(0, slot, 0, a, packet_id=slot, comment=f"slot {slot}: exponent 0")
         s.send(1, slot, 0, b, packet_id=slot, comment=f"slot {slot}: exponent 0 + d")
         s.send(1, slot, 1, b, packet_id=slot + 10, comment=f"slot {slot} set 1: the larger first")
@@ -296,17 +458,17 @@ def float_scenarios(mode: str) -> list[Scenario]:
     out.append(s)
 
     s = Scenario(f"{tag}_alignment_chains", "3 workers with exponents spread over "
-                 "+-40: each arrival may raise the stored exponent", mode, 3)
+                 f"+-{vals.spread(40)}: each arrival may raise the stored exponent", mode, 3, fmt=fmt)
     for slot in range(3):
-        values = random_values(rng, (3, N), spread=40)
+        values = vals.random(rng, (3, N), spread=40)
         for r in ((0, 1, 2), (2, 1, 0), (1, 2, 0))[slot]:
             s.send(r, slot, 0, values[r], packet_id=slot, comment=f"slot {slot}: worker {r}")
     out.append(s)
 
     s = Scenario(f"{tag}_specials", "Inf, NaN (canonical result), both infinities, zeros "
                  "of both signs, subnormals, cancellation, result overflow to Inf, "
-                 "subnormal results, headroom overflow; in two arrival orders", mode, 3)
-    values = specials_values()
+                 "subnormal results, headroom overflow; in two arrival orders", mode, 3, fmt=fmt)
+    values = vals.specials()
     for slot, order in ((0, (0, 1, 2)), (1, (2, 1, 0))):
         for r in order:
             s.send(r, slot, 0, values[r], packet_id=7, comment=f"slot {slot}: worker {r}")
@@ -315,8 +477,8 @@ def float_scenarios(mode: str) -> list[Scenario]:
     s = Scenario(f"{tag}_duplicates", "duplicates for an incomplete round are dropped; a "
                  "duplicate for a completed round gets RESULT_RETX (asker's rank, same "
                  "payload and flags); older round ids are stale, newer ones start a new "
-                 "round, with serial arithmetic across the 32-bit wrap", mode, 3)
-    values = random_values(rng, (3, N))
+                 "round, with serial arithmetic across the 32-bit wrap", mode, 3, fmt=fmt)
+    values = vals.random(rng, (3, N))
     s.send(0, 2, 0, values[0], packet_id=1, comment="worker 0")
     s.send(0, 2, 0, values[0], packet_id=1, comment="worker 0 again: incomplete, dropped")
     s.send(1, 2, 0, values[1], packet_id=1, comment="worker 1")
@@ -324,16 +486,16 @@ def float_scenarios(mode: str) -> list[Scenario]:
     s.send(2, 2, 0, values[2], packet_id=1, comment="worker 2 completes: multicast")
     s.send(1, 2, 0, values[1], packet_id=1, comment="worker 1 retransmits: RESULT_RETX")
     s.send(2, 2, 0, values[2], packet_id=1, comment="worker 2 retransmits: RESULT_RETX")
-    s.send(0, 2, 0, random_values(rng, (N,)), packet_id=1,
+    s.send(0, 2, 0, vals.random(rng, (N,)), packet_id=1,
            comment="worker 0 retransmits (other payload): the stored result, RETX")
     s.send(0, 2, 0, values[0], packet_id=0, comment="an older round id: stale, dropped")
-    newer = random_values(rng, (3, N))
+    newer = vals.random(rng, (3, N))
     for r in (2, 0, 1):
         s.send(r, 2, 0, newer[r], packet_id=2, comment=f"a newer round id: new round, worker {r}")
-    wrap = random_values(rng, (3, N))
+    wrap = vals.random(rng, (3, N))
     for r in range(3):
         s.send(r, 3, 0, wrap[r], packet_id=0xFFFFFFFF, comment=f"round 2^32-1: worker {r}")
-    after = random_values(rng, (3, N))
+    after = vals.random(rng, (3, N))
     s.send(1, 3, 0, after[1], packet_id=0, comment="round 0 is newer than 2^32-1: new round")
     s.send(2, 3, 0, wrap[2], packet_id=0xFFFFFFFF, comment="late 2^32-1 copy: stale, dropped")
     s.send(0, 3, 0, after[0], packet_id=0, comment="round 0: worker 0")
@@ -342,8 +504,8 @@ def float_scenarios(mode: str) -> list[Scenario]:
 
     s = Scenario(f"{tag}_shadow_sets", "shadow-set switch-over: set 1 of a slot fills "
                  "while set 0's result is still asked for; then set 0 is reused "
-                 "(the first arrival resets it)", mode, 3, pool_size=2)
-    v0, v1, v2 = (random_values(rng, (3, N)) for _ in range(3))
+                 "(the first arrival resets it)", mode, 3, pool_size=2, fmt=fmt)
+    v0, v1, v2 = (vals.random(rng, (3, N)) for _ in range(3))
     for r in range(3):
         s.send(r, 1, 0, v0[r], packet_id=10, comment=f"set 0: worker {r}")
     s.send(0, 1, 1, v1[0], packet_id=11, comment="worker 0 moves to set 1 (clears its set-0 bit)")
@@ -357,12 +519,12 @@ def float_scenarios(mode: str) -> list[Scenario]:
     out.append(s)
 
     s = Scenario(f"{tag}_raw_registers", "FLAG_RAW: the completing packet asks for the raw "
-                 "(mantissa, exponent) registers; a retransmission repeats them", mode, 2)
-    values = random_values(rng, (2, N), spread=20)
+                 "(mantissa, exponent) registers; a retransmission repeats them", mode, 2, fmt=fmt)
+    values = vals.random(rng, (2, N), spread=20)
     s.send(0, 0, 0, values[0], packet_id=1, comment="worker 0, no FLAG_RAW")
     s.send(1, 0, 0, values[1], packet_id=1, flags=FLAG_RAW, comment="worker 1 with FLAG_RAW")
     s.send(0, 0, 0, values[0], packet_id=1, comment="worker 0 retransmits: raw again")
-    specials = specials_values()
+    specials = vals.specials()
     s.send(1, 1, 0, specials[1], packet_id=2, comment="specials")
     s.send(0, 1, 0, specials[0], packet_id=2, flags=FLAG_RAW,
            comment="specials, completed with FLAG_RAW: raw registers of specials and cancellations")
@@ -370,18 +532,19 @@ def float_scenarios(mode: str) -> list[Scenario]:
     s.send(0, 2, 0, values[0], packet_id=3, comment="completes without FLAG_RAW: no raw")
     out.append(s)
 
-    out.append(rejection_scenario(mode, rng))
+    out.append(rejection_scenario(mode, rng, fmt))
     return out
 
 
-def rejection_scenario(mode: str, rng) -> Scenario:
-    tag = mode.replace("-", "_")
+def rejection_scenario(mode: str, rng, fmt: str = "fp32") -> Scenario:
+    tag = program_for(mode_info(mode).p4_program, fmt).name
     s = Scenario(f"{tag}_rejections", "packets the switch must drop (unknown worker, "
                  "rank mismatch, wrong job, slot out of range, bad lengths, wrong "
                  "version/type/mode/format/num_workers) leave no trace: the slot then "
-                 "aggregates normally", mode, 2, pool_size=2)
+                 "aggregates normally", mode, 2, pool_size=2, fmt=fmt)
     float_mode = s.data_mode.is_float
-    values = random_values(rng, (2, N)) if float_mode else rng.integers(-1000, 1000, (2, N))
+    values = (format_values(fmt).random(rng, (2, N)) if float_mode
+              else rng.integers(-1000, 1000, (2, N)))
     good = s.data_packet(0, 0, 0, values[0], packet_id=9)
     w0, w1 = s.workers
     stranger = {"ip": "10.0.0.99", "udp_port": 40000, "mac": "02:00:00:00:00:99"}
@@ -402,10 +565,15 @@ def rejection_scenario(mode: str, rng) -> Scenario:
     other_mode = WireMode.FPISA_A if s.data_mode == WireMode.FPISA else WireMode.FPISA
     s.send_raw(w0, s.data_packet(0, 0, 0, values[0], packet_id=9, mode=other_mode),
                f"mode {other_mode.name} is not this job's")
-    fp16 = bytearray(good[:16]) + bytes(2 * N)
-    fp16[2] = 1
-    fp16[7] = N
-    s.send_raw(w0, bytes(fp16), "fp16 format (payload 2 bytes per element)")
+    # the other formats, each with its own element size (fp16 and bf16 have
+    # the same: only the header's fmt tells them apart)
+    for other in ((P4_FORMATS["fp16"],) if s.fmt.name == "fp32"
+                  else [f for f in P4_FORMATS.values() if f.name != s.fmt.name]):
+        packet = bytearray(good[:16]) + bytes(other.fmt.storage_bytes * N)
+        packet[2] = other.code
+        packet[7] = N
+        s.send_raw(w0, bytes(packet), f"{other.name} format (payload {other.fmt.storage_bytes} "
+                   "bytes per element)")
     s.send_raw(w0, s.data_packet(0, 0, 0, values[0][:N - 1], packet_id=9, num_elements=N - 1),
                f"num_elements {N - 1} (the job has {N})")
     s.send(0, 0, 0, values[0], packet_id=9, comment="a good packet from worker 0")
@@ -471,7 +639,8 @@ def switchml_scenarios() -> list[Scenario]:
 
 
 def all_scenarios() -> list[Scenario]:
-    return [*float_scenarios("fpisa"), *float_scenarios("fpisa-a"), *switchml_scenarios()]
+    return [*(s for mode in ("fpisa", "fpisa-a") for fmt in P4_FORMATS for s in float_scenarios(mode, fmt)),
+            *switchml_scenarios()]
 
 
 def render(scenario: Scenario) -> str:

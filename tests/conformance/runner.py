@@ -10,6 +10,9 @@ Backends:
   destination must equal the vector's, in order; a RESULT must leave on the
   worker's port, a RESULT_RETX on the port the request came in on (0); the
   frame must come from the switch's IP/UDP port with a valid IPv4 checksum.
+  Then the program's arrival log (p4/include/arrival_log.p4), read over
+  thrift, must give the emulator's recorded orders: the same completed
+  rounds, in the same order, with the same arrival orders.
 
 Run: python tests/conformance/runner.py [--backend emulator|bmv2|both] [NAME ...]
 Exit codes: 0 all passed, 1 a vector failed, 3 BMv2 tools missing.
@@ -91,8 +94,7 @@ def _first_difference(a: bytes, b: bytes) -> str:
 
 
 # ------------------------------------------------------------------ emulator
-def run_emulator(vector: Vector) -> list[str]:
-    """Problems found (empty: the emulator conforms)."""
+def _emulator(vector: Vector):
     from emulator.pipeline import SwitchConfig, SwitchPipeline
     from fpisa.job import JobSpec
 
@@ -100,7 +102,21 @@ def run_emulator(vector: Vector) -> list[str]:
     spec = JobSpec(mode=job["mode"], fmt=job["fmt"], num_workers=job["num_workers"], job=job["job"],
                    packet_elements=job["num_elements"], window=job["pool_size"],
                    raw_registers=job["raw_registers"])
-    pipeline = SwitchPipeline(SwitchConfig(spec, tuple(_address(w) for w in vector.workers)))
+    return SwitchPipeline(SwitchConfig(spec, tuple(_address(w) for w in vector.workers),
+                                       record_orders=True))
+
+
+def emulator_recorded(vector: Vector) -> dict:
+    """The arrival orders the emulator records for the vector's packets."""
+    pipeline = _emulator(vector)
+    for step in vector.steps:
+        pipeline.process(bytes.fromhex(step["packet"]), _address(step["from"]))
+    return pipeline.recorded_arrays()
+
+
+def run_emulator(vector: Vector) -> list[str]:
+    """Problems found (empty: the emulator conforms)."""
+    pipeline = _emulator(vector)
     problems = []
     for i, step in enumerate(vector.steps):
         got = pipeline.process(bytes.fromhex(step["packet"]), _address(step["from"]))
@@ -132,8 +148,12 @@ def bmv2_available() -> tuple[bool, str]:
 
 
 def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds: int = 4,
-             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3) -> list[str]:
+             timeout: float = 60.0, keep_workdir: bool = False, attempts: int = 3,
+             counters: dict | None = None) -> list[str]:
     """Problems found (empty: BMv2 running the vector's program conforms).
+
+    ``counters``: filled with the switch's packet counters (by name,
+    ``read_counters``) once the packets are through.
 
     simple_switch starts reading the pcap input ``pcap_wait_seconds`` after
     it starts, so the job must be configured within that time; on a loaded
@@ -142,7 +162,7 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
     """
     from emulator.bmv2.build import ensure_built
     from emulator.bmv2.control_plane import (Bmv2Job, ProgramInfo, SwitchCLI, WorkerPort,
-                                             configure_job)
+                                             configure_job, read_counters)
     from emulator.bmv2.pcap import read_pcap, write_pcap
     from emulator.bmv2.switch import SimpleSwitch
 
@@ -165,7 +185,8 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
                       raw_registers=vector.job["raw_registers"],
                       workers=tuple(WorkerPort(w["rank"], w["mac"], w["ip"], w["udp_port"],
                                                w["switch_port"]) for w in vector.workers))
-        configure_job(SwitchCLI(switch.thrift_port), ProgramInfo(json_path), job)
+        cli, info = SwitchCLI(switch.thrift_port), ProgramInfo(json_path)
+        configure_job(cli, info, job)
         if switch.seconds_until_processing() <= 0:
             too_slow = [f"{vector.name}: configuring took longer than the pcap wait "
                         f"({pcap_wait_seconds} s); raise pcap_wait_seconds"]
@@ -174,17 +195,47 @@ def run_bmv2(vector: Vector, json_path: Path | None = None, *, pcap_wait_seconds
             switch.stop()
             shutil.rmtree(workdir, ignore_errors=True)
             return run_bmv2(vector, json_path, pcap_wait_seconds=2 * pcap_wait_seconds,
-                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1)
-        outputs = _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
+                            timeout=timeout, keep_workdir=keep_workdir, attempts=attempts - 1,
+                            counters=counters)
+        _collect(switch, ports, vector.expected_packets, timeout, read_pcap)
+        log_problems = compare_arrival_log(vector, cli, info, job)
+        if counters is not None:
+            counters.update(read_counters(cli, info))
     finally:
         switch.stop()
     outputs = _collect_final(switch, ports, read_pcap)
-    problems = compare_bmv2(vector, outputs)
+    problems = compare_bmv2(vector, outputs) + log_problems
     if problems and not keep_workdir:
         problems.append(f"  (simple_switch files kept in {workdir})")
     elif not keep_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return problems
+
+
+def compare_arrival_log(vector: Vector, cli, info, job) -> list[str]:
+    """BMv2's arrival log (p4/include/arrival_log.p4) against the emulator's
+    recorded orders: the same rounds, orders and completion order."""
+    from emulator.bmv2.arrival_log import ArrivalLogError, ArrivalLogReader, compare_recorded
+
+    reader = ArrivalLogReader.for_job(cli, info, job)
+    try:
+        reader.drain()
+    except ArrivalLogError as e:
+        return [f"{vector.name}: arrival log: {e}"]
+    got, want = reader.builder.arrays(), emulator_recorded(vector)
+    diff = compare_recorded(got, want)
+    if diff["identical"]:
+        return []
+    return [f"{vector.name}: arrival log: {diff['rounds']} completed rounds, the emulator recorded "
+            f"{diff['other_rounds']}; first difference at round {diff['first_difference']}: "
+            f"BMv2 {_round(got, diff['first_difference'])}, emulator {_round(want, diff['first_difference'])}"]
+
+
+def _round(recorded: dict, i: int) -> str:
+    if i >= len(recorded["packet_id"]):
+        return "(none)"
+    return (f"packet id {int(recorded['packet_id'][i])} mode {int(recorded['wire_mode'][i])} "
+            f"order {recorded['order'][i].tolist()}")
 
 
 def _collect(switch, ports, expected: int, timeout: float, read_pcap) -> None:

@@ -43,18 +43,44 @@ def test_vectors_are_generated_and_up_to_date(capsys):
 def test_vectors_cover_every_program_and_case():
     programs = {v.program for v in VECTORS}
     assert programs == set(p4.PROGRAMS)
-    kinds = {v.name.split("_", 1)[1] if not v.name.startswith("fpisa_a") else v.name[8:]
-             for v in VECTORS}
-    for kind in ("normal", "duplicates", "rejections"):
-        assert kind in kinds
+    kinds: dict[str, set[str]] = {}
     for v in VECTORS:
+        assert v.name.startswith(v.program + "_"), v.name
+        kinds.setdefault(v.program, set()).add(v.name[len(v.program) + 1:])
         assert v.job["num_elements"] == p4.N_ELEMENTS
         assert v.expected_packets > 0
+    for program, found in kinds.items():
+        assert {"normal", "duplicates", "rejections"} <= found, program
+    # every format's build of a float source has the fp32 build's cases
+    for source in ("fpisa", "fpisa_a"):
+        for fmt in p4.P4_FORMATS:
+            assert kinds[p4.program_for(source, fmt).name] == kinds[source], (source, fmt)
+    assert {"specials", "alignment", "alignment_chains", "shadow_sets", "raw_registers"} <= kinds["fpisa"]
 
 
-def test_vectors_exercise_retransmission_specials_and_overwrite():
+def test_vectors_carry_their_build_s_format():
+    from fpisa.protocol import format_code
+
+    for v in VECTORS:
+        program = p4.PROGRAMS[v.program]
+        if not program.modes[0].is_float:
+            continue
+        assert v.job["fmt"] == program.fmt, v.name
+        element_bytes = p4.P4_FORMATS[program.fmt].fmt.storage_bytes
+        for step in v.steps:
+            for e in step["expect"]:
+                data = bytes.fromhex(e["packet"])
+                assert data[2] == format_code(program.fmt), (v.name, step["comment"])
+                raw = 10 * p4.N_ELEMENTS if data[3] & 1 else 0
+                assert len(data) == 16 + element_bytes * p4.N_ELEMENTS + raw, (v.name, step["comment"])
+
+
+@pytest.mark.parametrize("fmt", list(p4.P4_FORMATS))
+def test_vectors_exercise_retransmission_specials_and_overwrite(fmt):
     types, flags = set(), set()
     for v in VECTORS:
+        if p4.PROGRAMS[v.program].fmt != fmt:
+            continue
         for step in v.steps:
             for e in step["expect"]:
                 data = bytes.fromhex(e["packet"])
@@ -129,13 +155,36 @@ def test_bmv2_comparison_accepts_the_expected_frames_and_rejects_others():
 @needs_bmv2
 @pytest.mark.parametrize("vector", VECTORS, ids=IDS)
 def test_bmv2_conforms(vector, bmv2_programs):
-    problems = runner.run_bmv2(vector, bmv2_programs[vector.program])
+    problems = runner.run_bmv2(vector, bmv2_programs(vector.program))
     assert not problems, "\n".join(problems)
+
+
+@needs_bmv2
+@pytest.mark.parametrize("name", ["fpisa_fp16_rejections", "fpisa_bf16_rejections"])
+def test_bmv2_counts_packets_of_another_format_as_dropped(name, bmv2_programs):
+    vector = next(v for v in VECTORS if v.name == name)
+    counters = {}
+    problems = runner.run_bmv2(vector, bmv2_programs(vector.program), counters=counters)
+    assert not problems, "\n".join(problems)
+    # the other formats (fp32, and the other 16-bit one: same length, only the
+    # header's fmt differs) and the other mode: counted wrong-mode drops
+    other = [s for s in vector.steps if " format (payload " in s["comment"] or "is not this job's" in s["comment"]]
+    assert len(other) == 3
+    assert counters["drop_wrong_mode"] == len(other), counters
+    assert counters["received"] == len(vector.steps)
 
 
 @pytest.fixture(scope="session")
 def bmv2_programs():
-    """The compiled programs (p4/build, recompiled when a P4 source is newer)."""
+    """program name -> its compiled JSON, each built for its format when a
+    vector first needs it (p4/build, recompiled when a P4 source is newer)."""
     from emulator.bmv2.build import ensure_built
 
-    return {name: ensure_built(name) for name in p4.PROGRAMS}
+    built: dict[str, object] = {}
+
+    def json_path(name: str):
+        if name not in built:
+            built[name] = ensure_built(name)
+        return built[name]
+
+    return json_path

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from emulator.fastpath import BatchProcessor
 from emulator.pipeline import SwitchConfig, SwitchPipeline
 from fpisa.job import JobSpec, mode_info
-from fpisa.protocol import FLAG_RAW, Header, MsgType, WireMode, format_code, pack, pool_index
+from fpisa.protocol import (ALL_RANKS, FIELD_OFFSETS, FLAG_RAW, Header, MsgType, WireMode, format_code, pack,
+                            pool_index)
 
 K, E, POOL = 3, 5, 2
 WORKERS = tuple(("127.0.0.1", 7000 + r) for r in range(K))
@@ -157,14 +158,18 @@ def test_trains_of_garbage_are_counted_never_crash(garbage, seed):
     assert all(dst in WORKERS and len(train) % size == 0 for dst, train, size in out)
 
 
+@pytest.mark.parametrize("multicast", [False, True])
 @pytest.mark.parametrize("mode,fmt", [("fpisa", "fp32"), ("fpisa-a", "bf16"), ("switchml", "fp32")])
-def test_arrays_in_and_views_out_equal_reference(mode, fmt):
+def test_arrays_in_and_views_out_equal_reference(mode, fmt, multicast):
     """process_arrays (the shared-memory path): runs of one sender's packets
     as writable 2-D arrays (as they lie in a ring), interleaved with calls
     of the per-packet API (read-only bytes) on the same processor, with a
     batch limit small enough that the output buffer fills and is handed out
     early, and bad packets that go through the reference path. Per
-    destination the datagrams and their order match the reference."""
+    destination the datagrams and their order match the reference.
+    ``multicast``: results come once for every worker (destination K, rank
+    ALL_RANKS); each worker's copy with its rank written in is the
+    reference's, RESULTs and RESULT_RETXs each in order."""
     rng = np.random.default_rng(5)
     stream = [(d, s) for d, s in random_stream(rng, mode, fmt, 500) if s in WORKERS]
     ref, fast = SwitchPipeline(config(mode, fmt)), SwitchPipeline(config(mode, fmt))
@@ -182,11 +187,22 @@ def test_arrays_in_and_views_out_equal_reference(mode, fmt):
             got += batch.process(run)
         else:
             rows = np.array([np.frombuffer(d, np.uint8) for d, _ in run])  # writable, C order
-            for rank, out in batch.process_arrays([(WORKERS.index(run[0][1]), rows)]):
-                got += [(WORKERS[rank], row.tobytes()) for row in out]
+            outputs = batch.process_arrays([(WORKERS.index(run[0][1]), rows)], multicast=multicast)
+            for rank, out in outputs:
+                if rank == K:
+                    assert multicast and (out[:, FIELD_OFFSETS["rank"]] == ALL_RANKS).all()
+                    for r in range(K):
+                        copy = out.copy()
+                        copy[:, FIELD_OFFSETS["rank"]] = r
+                        got += [(WORKERS[r], row.tobytes()) for row in copy]
+                else:
+                    got += [(WORKERS[rank], row.tobytes()) for row in out]
         i = j + 1
+    vt = FIELD_OFFSETS["ver_type"]
     for dst in WORKERS:
-        assert [p for d, p in got if d == dst] == [p for d, p in expected if d == dst]
+        for kind in {p[vt] for _, p in expected}:
+            assert ([p for d, p in got if d == dst and p[vt] == kind]
+                    == [p for d, p in expected if d == dst and p[vt] == kind])
     assert len(got) == len(expected)
     assert fast.counters.as_dict() == ref.counters.as_dict()
     assert fast.counters.completed > 10 and fast.counters.retransmitted > 0

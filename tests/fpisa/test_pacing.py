@@ -132,9 +132,27 @@ def test_the_wrapper_has_exactly_the_wrapped_transports_receive_calls():
             return []
 
     t = PacedTransport(Plain(), LinkPacer(1.0))
-    assert not hasattr(t, "recv_trains") and not hasattr(t, "recv_arrays")
+    assert not hasattr(t, "recv_trains") and not hasattr(t, "recv_arrays") and not hasattr(t, "send_rows")
     assert t.recv_batch(0.0) == []
     assert hasattr(PacedTransport(Recorder(Clock()), LinkPacer(1.0)), "recv_trains")
+
+
+def test_send_rows_is_paced_like_send_train_where_the_transport_has_it():
+    import numpy as np
+
+    from fpisa.shm import ShmFabric
+
+    rows = np.arange(5 * 40, dtype=np.uint8).reshape(5, 40)
+    with ShmFabric.create(1, 64, 8) as fabric:
+        switch, worker = fabric.switch_transport(), fabric.worker_transport(0)
+        t = PacedTransport(worker, LinkPacer(1.0))
+        index = np.array([4, 1, 1], np.int64)
+        t.send_rows(fabric.switch_address, rows, index)
+        rows[:] = 0  # a queued send owns a copy
+        t.drain()
+        assert [d for d, _ in switch.recv_batch(0)] == [bytes(range(160, 200)), bytes(range(40, 80)),
+                                                        bytes(range(40, 80))]
+        assert t.pacer.stats()["packets"] == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, "fast", None])

@@ -213,6 +213,88 @@ def test_full_ring_drops_and_counts():
         assert switch.send_errors == 5 and worker.send_errors == 9
 
 
+def test_send_rows_gathers_the_indexed_rows_into_the_ring():
+    rows = np.arange(7 * 24, dtype=np.uint8).reshape(7, 24)
+    index = np.array([5, 0, 5, 3, 6, 1], np.int64)  # any order, repeats allowed
+    with ShmFabric.create(1, 32, 4) as fabric:
+        switch, worker = fabric.switch_transport(), fabric.worker_transport(0)
+        worker.send_rows(SWITCH_ADDRESS, rows, index)
+        # four fit: the first four of the index, byte for byte; the rest are counted drops
+        assert [d for d, _ in switch.recv_batch(0)] == [rows[k].tobytes() for k in index[:4]]
+        assert worker.send_errors == 2
+        worker.send_rows(SWITCH_ADDRESS, rows[:, :20], np.array([2], np.int64))  # a column view
+        assert [d for d, _ in switch.recv_batch(0)] == [rows[2, :20].tobytes()]
+        worker.send_rows(SWITCH_ADDRESS, rows, np.array([], np.int64))
+        assert switch.recv_batch(0) == [] and worker.send_errors == 2
+        for bad in ([7], [-1]):
+            with pytest.raises(IndexError, match="out of range"):
+                worker.send_rows(SWITCH_ADDRESS, rows, np.array(bad, np.int64))
+        with pytest.raises(ValueError, match="2-D uint8"):
+            worker.send_rows(SWITCH_ADDRESS, rows.astype(np.int16), index)
+        assert switch.recv_batch(0) == []
+
+
+def test_multicast_ring_one_copy_for_every_worker():
+    rows = np.arange(6 * 24, dtype=np.uint8).reshape(6, 24)
+    with ShmFabric.create(3, 32, 4) as fabric:
+        switch = fabric.switch_transport()
+        workers = [fabric.worker_transport(r) for r in range(3)]
+        switch.send_multicast(rows[:4])
+        for w in workers[:2]:  # two read all four
+            assert [d for d, _ in w.recv_batch(0)] == [r.tobytes() for r in rows[:4]]
+        # a slot is free only once every worker has read it: worker 2 holds all four
+        switch.send_multicast(rows[4:])
+        assert switch.send_errors == 2 and switch.ring_stats()["mcast"] == {"pending": 4, "dropped": 2}
+        got = workers[2].recv_arrays(0)
+        assert [(rank, v.tobytes()) for rank, v in got] == [(2, rows[:4].tobytes())]
+        workers[2].release_arrays()
+        switch.send_multicast(rows, index=np.array([5, 4], np.int64))
+        for w in workers:
+            assert [d for d, _ in w.recv_batch(0)] == [rows[5].tobytes(), rows[4].tobytes()]
+        # unicast (down) rings still work beside it
+        switch.send(worker_address(1), b"u" * 20)
+        assert [d for d, _ in workers[1].recv_batch(0)] == [b"u" * 20]
+        assert workers[0].recv_batch(0) == []
+
+
+def test_multicast_masks_hide_slots_from_the_other_workers():
+    rows = np.arange(5 * 16, dtype=np.uint8).reshape(5, 16)
+    masks = np.array([0b111, 0b001, 0b110, 0b000, 0b010], np.uint64)
+    with ShmFabric.create(3, 32, 8) as fabric:
+        switch = fabric.switch_transport()
+        workers = [fabric.worker_transport(r) for r in range(3)]
+        switch.send_multicast(rows, masks=masks)
+        for r, w in enumerate(workers):
+            mine = [i for i in range(5) if int(masks[i]) >> r & 1]
+            if r == 1:
+                got = b"".join(v.tobytes() for _, v in w.recv_arrays(0))
+                w.release_arrays()
+                assert got == rows[mine].tobytes()
+            else:
+                assert [d for d, _ in w.recv_batch(0)] == [rows[i].tobytes() for i in mine]
+        # hidden slots were released with the others: the ring is empty for everyone
+        assert switch.multicast.pending() == 0 and switch.multicast.free() == 8
+        with pytest.raises(ValueError, match="masks has shape"):
+            switch.send_multicast(rows, masks=masks[:2])
+        with pytest.raises(ValueError, match="2-D uint8"):
+            switch.send_multicast(rows.tobytes())
+
+
+def test_a_sleeping_worker_wakes_for_a_multicast():
+    import threading
+
+    with ShmFabric.create(2, 32, 8) as fabric:
+        switch, worker = fabric.switch_transport(spin_s=0), fabric.worker_transport(1, spin_s=0)
+        woke = []
+        t = threading.Thread(target=lambda: woke.append(worker.wait(PATIENCE_S)))
+        t.start()
+        time.sleep(0.2)  # let it go to sleep on its doorbell
+        switch.send_multicast(np.ones((1, 20), np.uint8))
+        t.join(PATIENCE_S / 3)  # without its doorbell it would sleep the whole PATIENCE_S
+        assert not t.is_alive() and woke == [True]
+        assert [d for d, _ in worker.recv_batch(0)] == [b"\x01" * 20]
+
+
 def test_recv_trains_groups_runs_of_equal_length():
     with ShmFabric.create(2, 100, 8) as fabric:
         switch, worker = fabric.switch_transport(), fabric.worker_transport(0)

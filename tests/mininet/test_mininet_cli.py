@@ -46,8 +46,8 @@ def test_bmv2_without_program_or_p4c_is_exit_3(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(experiment, "mininet_missing", lambda: None)
     monkeypatch.setattr(tools, "tool_path", lambda name: None if name == tools.P4C else f"/bin/{name}")
     # a program whose JSON does not exist
-    monkeypatch.setattr("hosts.mininet.bmv2.get_program",
-                        lambda name: type("P", (), {"json_path": tmp_path / f"{name}.json"})())
+    monkeypatch.setattr("hosts.mininet.bmv2.job_program",
+                        lambda job: type("P", (), {"json_path": tmp_path / "missing.json"})())
     assert main(["mininet", "run", "--switch", "bmv2"]) == 3
     err = capsys.readouterr().err
     assert "p4c-bm2-ss" in err and "does not exist" in err
@@ -55,9 +55,7 @@ def test_bmv2_without_program_or_p4c_is_exit_3(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--packet-elements", "64"], "48 elements per packet"),
-    (["--fmt", "fp16"], "fp32 only"),
     (["--duplicate", "0.01"], "duplicate"),
-    (["--workers", "7"], "K! arrival orders"),
     (["--topo", "two-level", "--workers", "4"], "emulator only"),
 ])
 def test_bmv2_configs_it_cannot_run_are_exit_2(args, message, capsys):

@@ -7,9 +7,7 @@
 #define N_ELEMENTS 48
 const bit<32> POOL_ROWS = 1024;  // slots x 2 shadow sets
 const bit<32> MAX_JOBS = 256;
-const bit<8> HEADROOM_BITS = 7;
 const bit<8> REGISTER_BITS = 32;
-const bit<16> DATA_UDP_LENGTH = 216;  // UDP header + agg header + payload
 const bit<16> RAW_BYTES = 480;  // n int64 mantissas + n uint16 exponents
 
 // per-element sticky flags (fpisa.registers ELEMENT_*)
