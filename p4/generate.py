@@ -71,8 +71,48 @@ def agg_header() -> str:
     return "\n".join(lines)
 
 
+#: elements per field of the raw-register header (p4c's widest field is 2048 bits)
+RAW_CHUNK_ELEMENTS = max(d for d in range(1, 2048 // 64 + 1) if N_ELEMENTS % d == 0)
+assert N_ELEMENTS * 16 <= 2048
+
+
+def raw_registers_header() -> str:
+    """The raw registers of a FLAG_RAW result as one header of a few wide
+    fields (the wire bytes of N_ELEMENTS int64 mantissas, then N_ELEMENTS uint16
+    exponents, big-endian), not 2 x N_ELEMENTS one-field headers: BMv2
+    allocates, copies (every multicast replica) and resets every header and
+    field of a program per packet."""
+    chunks = N_ELEMENTS // RAW_CHUNK_ELEMENTS
+    out = ["// results with FLAG_RAW: the registers before normalization, big-endian: the",
+           f"// int64 mantissas {RAW_CHUNK_ELEMENTS} elements per field (element 0 first),"
+           " then the uint16 exponents",
+           f"typedef bit<{64 * RAW_CHUNK_ELEMENTS}> raw_mantissas_t;",
+           f"typedef bit<{16 * N_ELEMENTS}> raw_exponents_t;",
+           "header raw_registers_t {"]
+    out += [f"    raw_mantissas_t mantissas_{c};" for c in range(chunks)]
+    out.append("    raw_exponents_t exponents;")
+    out.append("}")
+    return "\n".join(out)
+
+
+def payload_header() -> str:
+    """The payload as one header of N_ELEMENTS fields (not a stack of
+    one-field headers: BMv2 creates, resets, parses and deparses each header
+    of a program per packet)."""
+    out = ["// One packet's elements as they are on the wire: the build's float format",
+           "// (format.p4: fp32, fp16 or bf16), little-endian (fpisa, fpisa-a: the switch",
+           "// does the byte swap), or int32 big-endian (switchml, int-max; built with the",
+           "// default, 32-bit elements). value_<i> is element i.",
+           "header payload_t {"]
+    out += [f"    bit<ELEMENT_BITS> value_{i};" for i in range(N_ELEMENTS)]
+    out.append("}")
+    return "\n".join(out)
+
+
 def configuration() -> str:
     out = [HEADER, "#ifndef FPISA_CONFIGURATION_P4", "#define FPISA_CONFIGURATION_P4", ""]
+    out.append('#include "format.p4"  // ELEMENT_BITS')
+    out.append("")
     out.append("// elements per packet (p4/__init__.py N_ELEMENTS)")
     out.append(f"#define N_ELEMENTS {N_ELEMENTS}")
     out.append(f"const bit<32> POOL_ROWS = {POOL_ROWS};  // slots x 2 shadow sets")
@@ -91,6 +131,10 @@ def configuration() -> str:
     out.append("")
     out.append("// the aggregation header, from fpisa.protocol.HEADER_FIELDS (wire order)")
     out.append(agg_header())
+    out.append("")
+    out.append(payload_header())
+    out.append("")
+    out.append(raw_registers_header())
     out.append("")
     out.append("#endif")
     return "\n".join(out) + "\n"
@@ -436,7 +480,7 @@ _FLOAT_CHOICE = [
 
 def _any_special(indent: str) -> str:
     specials = f"\n{indent}                 || ".join(
-        f"WIRE_IS_SPECIAL(hdr.elements[{i}].value)" for i in range(N_ELEMENTS))
+        f"WIRE_IS_SPECIAL(hdr.elements.value_{i})" for i in range(N_ELEMENTS))
     return f"{indent}t.any_special = {specials};"
 
 
@@ -475,13 +519,13 @@ def fpisa_lanes() -> str:
     out.append("                t.flags_valid = !meta.first && t.row_flags != 0;")
     out.append("                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;")
     out += _lane_applications("                ",
-                              "general_{i}.apply(hdr.elements[{i}].value, meta.row, meta.first, t);")
+                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
     out.append("                row_flags.write(meta.row, t.row_flags);")
     out.append("            } else if (meta.first) {")
-    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("                row_flags.write(meta.row, 0);")
     out.append("            } else {")
-    out += _lane_applications("                ", "next_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            }")
     out.append("        }")
     out.append("        if (meta.readout) {")
@@ -489,9 +533,9 @@ def fpisa_lanes() -> str:
     out.append("            summarize.apply(t.row_flags, meta.row_flags);")
     out.append("            if ((t.row_flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0) {")
     out += _lane_applications("                ",
-                              "readout_special_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+                              "readout_special_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            } else {")
-    out += _lane_applications("                ", "readout_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("                ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            }")
     out += _raw_applications()
     out.append("        }")
@@ -502,8 +546,8 @@ def fpisa_lanes() -> str:
 
 def _raw_applications() -> list[str]:
     out = ["            if (meta.want_raw) {"]
-    out += _lane_applications("                ", "raw_{i}.apply(meta.row, hdr.raw_mantissa[{i}].value, "
-                                                    "hdr.raw_exponent[{i}].value, t);")
+    out += [f"                raw_{i}.apply(meta.row, hdr.raw.mantissas_{i // RAW_CHUNK_ELEMENTS}, "
+            f"hdr.raw.exponents, t);" for i in range(N_ELEMENTS)]
     out.append("            }")
     return out
 
@@ -536,16 +580,16 @@ def fpisa_a_lanes() -> str:
     out.append(_any_special("            "))
     out.append("            if (t.any_special) {")
     out += _lane_applications("                ",
-                              "general_{i}.apply(hdr.elements[{i}].value, meta.row, meta.first, t);")
+                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
     out.append("            } else if (meta.first) {")
-    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            } else {")
-    out += _lane_applications("                ", "next_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            }")
     out.append("        }")
     out.append("        if (meta.readout) {")
     out.append("            t.row_flags = 0;")
-    out += _lane_applications("            ", "readout_{i}.apply(hdr.elements[{i}].value, meta.row, t);")
+    out += _lane_applications("            ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
     out.append("            summarize.apply(t.row_flags, meta.row_flags);")
     out += _raw_applications()
     out.append("        }")
@@ -574,14 +618,14 @@ def switchml_lanes() -> str:
     out.append("        bit<32> stored;  // shared by all lanes")
     out.append("        if (meta.update) {")
     out.append("            if (meta.first) {")
-    out += _lane_applications("                ", "first_{i}.apply(hdr.elements[{i}].value, meta.row);")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row);")
     out.append("            } else if (meta.int_max_mode) {")
-    out += _lane_applications("                ", "max_{i}.apply(hdr.elements[{i}].value, meta.row, stored);")
+    out += _lane_applications("                ", "max_{i}.apply(hdr.elements.value_{i}, meta.row, stored);")
     out.append("            } else {")
-    out += _lane_applications("                ", "sum_{i}.apply(hdr.elements[{i}].value, meta.row, stored);")
+    out += _lane_applications("                ", "sum_{i}.apply(hdr.elements.value_{i}, meta.row, stored);")
     out.append("            }")
     out.append("        } else if (meta.readout) {")
-    out += _lane_applications("            ", "result_{i}.apply(hdr.elements[{i}].value, meta.row);")
+    out += _lane_applications("            ", "result_{i}.apply(hdr.elements.value_{i}, meta.row);")
     out.append("        }")
     out.append("    }")
     out.append("}")
@@ -589,14 +633,14 @@ def switchml_lanes() -> str:
 
 
 def raw_headers() -> str:
-    out = [HEADER, "// Results with FLAG_RAW: make the raw-register headers valid (constant"]
-    out.append("// indices: P4 has no loops).")
+    out = [HEADER, "// Results with FLAG_RAW: make the raw-register header valid, its fields 0"]
+    out.append("// (the lanes shift each element's registers in).")
     out.append("control SetRawHeadersValid(inout headers_t hdr) {")
     out.append("    apply {")
-    for i in range(N_ELEMENTS):
-        out.append(f"        hdr.raw_mantissa[{i}].setValid();")
-    for i in range(N_ELEMENTS):
-        out.append(f"        hdr.raw_exponent[{i}].setValid();")
+    out.append("        hdr.raw.setValid();")
+    for c in range(N_ELEMENTS // RAW_CHUNK_ELEMENTS):
+        out.append(f"        hdr.raw.mantissas_{c} = 0;")
+    out.append("        hdr.raw.exponents = 0;")
     out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -632,9 +676,9 @@ def minimal_register_add() -> str:
     for i in range(n):
         out.append(f"        bit<32> sum_{i};")
         out.append(f"        value_{i}.read(sum_{i}, row);")
-        out.append(f"        sum_{i} = sum_{i} + hdr.elements[{i}].value;")
+        out.append(f"        sum_{i} = sum_{i} + hdr.elements.value_{i};")
         out.append(f"        value_{i}.write(row, sum_{i});")
-        out.append(f"        hdr.elements[{i}].value = sum_{i};")
+        out.append(f"        hdr.elements.value_{i} = sum_{i};")
     out.append("        standard_metadata.egress_spec = standard_metadata.ingress_port;")
     out.append("    }")
     out.append("}")

@@ -42,38 +42,33 @@ control SummarizeFlags(in bit<8> flags, inout bit<8> row_flags) {
     }
 }
 
-// The raw registers appended to results with FLAG_RAW (big-endian on the
-// wire, which is the header field order).
-control RawRegisters(in bit<16> exponent, in bit<32> mantissa,
-                     inout bit<64> raw_mantissa, inout bit<16> raw_exponent) {
-    apply {
-        // sign extension
-        raw_mantissa = (bit<64>)mantissa | (64w0xFFFFFFFF00000000 & MASK(64, mantissa[31:31] == 1));
-        raw_exponent = exponent;
-    }
-}
+// The raw registers of a FLAG_RAW result (big-endian on the wire, the header
+// field order), read again per lane and shifted into the raw-register header
+// (generated/configuration.p4: a few wide fields): the lanes in order, so
+// element 0 ends up first.
+#define RAW_SHIFT_IN(mantissas, exponents, mantissa, exponent) \
+    mantissas = (mantissas << 64) | (raw_mantissas_t)(bit<64>)(int<64>)(int<32>)(mantissa); \
+    exponents = (exponents << 16) | (raw_exponents_t)(exponent)
 
-// fpisa: the raw registers of one lane, read again on a result with FLAG_RAW.
-control FpisaRaw(in bit<32> row, inout bit<64> raw_mantissa, inout bit<16> raw_exponent,
+// fpisa
+control FpisaRaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
                  inout fpisa_lane_t t)
                 (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
     apply {
         exponent_register.read(t.stored_exponent, row);
         mantissa_register.read(t.stored_mantissa, row);
-        raw_mantissa = (bit<64>)(int<64>)(int<32>)t.stored_mantissa;  // sign extension
-        raw_exponent = (bit<16>)t.stored_exponent;
+        RAW_SHIFT_IN(mantissas, exponents, t.stored_mantissa, t.stored_exponent);
     }
 }
 
 // fpisa_a: the same (the exponent register's bits 7..0 are E).
-control FpisaARaw(in bit<32> row, inout bit<64> raw_mantissa, inout bit<16> raw_exponent,
+control FpisaARaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
                   inout fpisa_a_lane_t t)
                  (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
     apply {
         exponent_register.read(t.stored_exponent, row);
         mantissa_register.read(t.stored_mantissa, row);
-        raw_mantissa = (bit<64>)(int<64>)(int<32>)t.stored_mantissa;  // sign extension
-        raw_exponent = t.stored_exponent & 0xFF;
+        RAW_SHIFT_IN(mantissas, exponents, t.stored_mantissa, t.stored_exponent & 0xFF);
     }
 }
 

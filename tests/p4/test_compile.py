@@ -32,9 +32,11 @@ def test_program_compiles(name):
     # instance) or lane_<i>_<what> (a register of the lanes control)
     lanes = {m.group(1) for n in info.registers for m in [re.search(r"\.lane_(\d+)", n)] if m}
     assert lanes == {str(i) for i in range(p4.N_ELEMENTS)}
-    # the build parses elements of its format's width (switchml: int32)
-    element = next(h for h in spec["header_types"] if h["name"] == "element_t")
-    assert element["fields"][0][:2] == ["value", p4.P4_FORMATS[p4.PROGRAMS[name].fmt].element_bits]
+    # the build parses elements of its format's width (switchml: int32), all
+    # in one header
+    payload = next(h for h in spec["header_types"] if h["name"] == "payload_t")
+    bits = p4.P4_FORMATS[p4.PROGRAMS[name].fmt].element_bits
+    assert [f[:2] for f in payload["fields"]] == [[f"value_{i}", bits] for i in range(p4.N_ELEMENTS)]
 
 
 #: the most nodes (tables + conditionals) a packet may walk through the

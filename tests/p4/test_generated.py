@@ -283,7 +283,7 @@ def test_lanes_instantiate_one_lane_per_element():
             applied = re.findall(rf"\b{kind}_(\d+)\.apply\(", text)
             if applied:
                 assert sorted(set(int(i) for i in applied)) == list(range(p4.N_ELEMENTS)), (name, kind)
-        assert f"hdr.elements[{p4.N_ELEMENTS - 1}]" in text
+        assert f"hdr.elements.value_{p4.N_ELEMENTS - 1}" in text
 
 
 def test_every_include_exists():

@@ -454,359 +454,359 @@ control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {
     apply {
         fpisa_lane_t t;
         if (meta.update) {
-            t.any_special = WIRE_IS_SPECIAL(hdr.elements[0].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[1].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[2].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[3].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[4].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[5].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[6].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[7].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[8].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[9].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[10].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[11].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[12].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[13].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[14].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[15].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[16].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[17].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[18].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[19].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[20].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[21].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[22].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[23].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[24].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[25].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[26].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[27].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[28].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[29].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[30].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[31].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[32].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[33].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[34].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[35].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[36].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[37].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[38].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[39].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[40].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[41].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[42].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[43].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[44].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[45].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[46].value)
-                             || WIRE_IS_SPECIAL(hdr.elements[47].value);
+            t.any_special = WIRE_IS_SPECIAL(hdr.elements.value_0)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_1)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_2)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_3)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_4)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_5)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_6)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_7)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_8)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_9)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_10)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_11)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_12)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_13)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_14)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_15)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_16)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_17)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_18)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_19)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_20)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_21)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_22)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_23)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_24)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_25)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_26)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_27)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_28)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_29)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_30)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_31)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_32)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_33)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_34)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_35)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_36)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_37)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_38)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_39)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_40)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_41)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_42)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_43)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_44)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_45)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_46)
+                             || WIRE_IS_SPECIAL(hdr.elements.value_47);
             if (t.any_special) {
                 row_flags.read(t.row_flags, meta.row);
                 t.flags_valid = !meta.first && t.row_flags != 0;
                 t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;
-                general_0.apply(hdr.elements[0].value, meta.row, meta.first, t);
-                general_1.apply(hdr.elements[1].value, meta.row, meta.first, t);
-                general_2.apply(hdr.elements[2].value, meta.row, meta.first, t);
-                general_3.apply(hdr.elements[3].value, meta.row, meta.first, t);
-                general_4.apply(hdr.elements[4].value, meta.row, meta.first, t);
-                general_5.apply(hdr.elements[5].value, meta.row, meta.first, t);
-                general_6.apply(hdr.elements[6].value, meta.row, meta.first, t);
-                general_7.apply(hdr.elements[7].value, meta.row, meta.first, t);
-                general_8.apply(hdr.elements[8].value, meta.row, meta.first, t);
-                general_9.apply(hdr.elements[9].value, meta.row, meta.first, t);
-                general_10.apply(hdr.elements[10].value, meta.row, meta.first, t);
-                general_11.apply(hdr.elements[11].value, meta.row, meta.first, t);
-                general_12.apply(hdr.elements[12].value, meta.row, meta.first, t);
-                general_13.apply(hdr.elements[13].value, meta.row, meta.first, t);
-                general_14.apply(hdr.elements[14].value, meta.row, meta.first, t);
-                general_15.apply(hdr.elements[15].value, meta.row, meta.first, t);
-                general_16.apply(hdr.elements[16].value, meta.row, meta.first, t);
-                general_17.apply(hdr.elements[17].value, meta.row, meta.first, t);
-                general_18.apply(hdr.elements[18].value, meta.row, meta.first, t);
-                general_19.apply(hdr.elements[19].value, meta.row, meta.first, t);
-                general_20.apply(hdr.elements[20].value, meta.row, meta.first, t);
-                general_21.apply(hdr.elements[21].value, meta.row, meta.first, t);
-                general_22.apply(hdr.elements[22].value, meta.row, meta.first, t);
-                general_23.apply(hdr.elements[23].value, meta.row, meta.first, t);
-                general_24.apply(hdr.elements[24].value, meta.row, meta.first, t);
-                general_25.apply(hdr.elements[25].value, meta.row, meta.first, t);
-                general_26.apply(hdr.elements[26].value, meta.row, meta.first, t);
-                general_27.apply(hdr.elements[27].value, meta.row, meta.first, t);
-                general_28.apply(hdr.elements[28].value, meta.row, meta.first, t);
-                general_29.apply(hdr.elements[29].value, meta.row, meta.first, t);
-                general_30.apply(hdr.elements[30].value, meta.row, meta.first, t);
-                general_31.apply(hdr.elements[31].value, meta.row, meta.first, t);
-                general_32.apply(hdr.elements[32].value, meta.row, meta.first, t);
-                general_33.apply(hdr.elements[33].value, meta.row, meta.first, t);
-                general_34.apply(hdr.elements[34].value, meta.row, meta.first, t);
-                general_35.apply(hdr.elements[35].value, meta.row, meta.first, t);
-                general_36.apply(hdr.elements[36].value, meta.row, meta.first, t);
-                general_37.apply(hdr.elements[37].value, meta.row, meta.first, t);
-                general_38.apply(hdr.elements[38].value, meta.row, meta.first, t);
-                general_39.apply(hdr.elements[39].value, meta.row, meta.first, t);
-                general_40.apply(hdr.elements[40].value, meta.row, meta.first, t);
-                general_41.apply(hdr.elements[41].value, meta.row, meta.first, t);
-                general_42.apply(hdr.elements[42].value, meta.row, meta.first, t);
-                general_43.apply(hdr.elements[43].value, meta.row, meta.first, t);
-                general_44.apply(hdr.elements[44].value, meta.row, meta.first, t);
-                general_45.apply(hdr.elements[45].value, meta.row, meta.first, t);
-                general_46.apply(hdr.elements[46].value, meta.row, meta.first, t);
-                general_47.apply(hdr.elements[47].value, meta.row, meta.first, t);
+                general_0.apply(hdr.elements.value_0, meta.row, meta.first, t);
+                general_1.apply(hdr.elements.value_1, meta.row, meta.first, t);
+                general_2.apply(hdr.elements.value_2, meta.row, meta.first, t);
+                general_3.apply(hdr.elements.value_3, meta.row, meta.first, t);
+                general_4.apply(hdr.elements.value_4, meta.row, meta.first, t);
+                general_5.apply(hdr.elements.value_5, meta.row, meta.first, t);
+                general_6.apply(hdr.elements.value_6, meta.row, meta.first, t);
+                general_7.apply(hdr.elements.value_7, meta.row, meta.first, t);
+                general_8.apply(hdr.elements.value_8, meta.row, meta.first, t);
+                general_9.apply(hdr.elements.value_9, meta.row, meta.first, t);
+                general_10.apply(hdr.elements.value_10, meta.row, meta.first, t);
+                general_11.apply(hdr.elements.value_11, meta.row, meta.first, t);
+                general_12.apply(hdr.elements.value_12, meta.row, meta.first, t);
+                general_13.apply(hdr.elements.value_13, meta.row, meta.first, t);
+                general_14.apply(hdr.elements.value_14, meta.row, meta.first, t);
+                general_15.apply(hdr.elements.value_15, meta.row, meta.first, t);
+                general_16.apply(hdr.elements.value_16, meta.row, meta.first, t);
+                general_17.apply(hdr.elements.value_17, meta.row, meta.first, t);
+                general_18.apply(hdr.elements.value_18, meta.row, meta.first, t);
+                general_19.apply(hdr.elements.value_19, meta.row, meta.first, t);
+                general_20.apply(hdr.elements.value_20, meta.row, meta.first, t);
+                general_21.apply(hdr.elements.value_21, meta.row, meta.first, t);
+                general_22.apply(hdr.elements.value_22, meta.row, meta.first, t);
+                general_23.apply(hdr.elements.value_23, meta.row, meta.first, t);
+                general_24.apply(hdr.elements.value_24, meta.row, meta.first, t);
+                general_25.apply(hdr.elements.value_25, meta.row, meta.first, t);
+                general_26.apply(hdr.elements.value_26, meta.row, meta.first, t);
+                general_27.apply(hdr.elements.value_27, meta.row, meta.first, t);
+                general_28.apply(hdr.elements.value_28, meta.row, meta.first, t);
+                general_29.apply(hdr.elements.value_29, meta.row, meta.first, t);
+                general_30.apply(hdr.elements.value_30, meta.row, meta.first, t);
+                general_31.apply(hdr.elements.value_31, meta.row, meta.first, t);
+                general_32.apply(hdr.elements.value_32, meta.row, meta.first, t);
+                general_33.apply(hdr.elements.value_33, meta.row, meta.first, t);
+                general_34.apply(hdr.elements.value_34, meta.row, meta.first, t);
+                general_35.apply(hdr.elements.value_35, meta.row, meta.first, t);
+                general_36.apply(hdr.elements.value_36, meta.row, meta.first, t);
+                general_37.apply(hdr.elements.value_37, meta.row, meta.first, t);
+                general_38.apply(hdr.elements.value_38, meta.row, meta.first, t);
+                general_39.apply(hdr.elements.value_39, meta.row, meta.first, t);
+                general_40.apply(hdr.elements.value_40, meta.row, meta.first, t);
+                general_41.apply(hdr.elements.value_41, meta.row, meta.first, t);
+                general_42.apply(hdr.elements.value_42, meta.row, meta.first, t);
+                general_43.apply(hdr.elements.value_43, meta.row, meta.first, t);
+                general_44.apply(hdr.elements.value_44, meta.row, meta.first, t);
+                general_45.apply(hdr.elements.value_45, meta.row, meta.first, t);
+                general_46.apply(hdr.elements.value_46, meta.row, meta.first, t);
+                general_47.apply(hdr.elements.value_47, meta.row, meta.first, t);
                 row_flags.write(meta.row, t.row_flags);
             } else if (meta.first) {
-                first_0.apply(hdr.elements[0].value, meta.row, t);
-                first_1.apply(hdr.elements[1].value, meta.row, t);
-                first_2.apply(hdr.elements[2].value, meta.row, t);
-                first_3.apply(hdr.elements[3].value, meta.row, t);
-                first_4.apply(hdr.elements[4].value, meta.row, t);
-                first_5.apply(hdr.elements[5].value, meta.row, t);
-                first_6.apply(hdr.elements[6].value, meta.row, t);
-                first_7.apply(hdr.elements[7].value, meta.row, t);
-                first_8.apply(hdr.elements[8].value, meta.row, t);
-                first_9.apply(hdr.elements[9].value, meta.row, t);
-                first_10.apply(hdr.elements[10].value, meta.row, t);
-                first_11.apply(hdr.elements[11].value, meta.row, t);
-                first_12.apply(hdr.elements[12].value, meta.row, t);
-                first_13.apply(hdr.elements[13].value, meta.row, t);
-                first_14.apply(hdr.elements[14].value, meta.row, t);
-                first_15.apply(hdr.elements[15].value, meta.row, t);
-                first_16.apply(hdr.elements[16].value, meta.row, t);
-                first_17.apply(hdr.elements[17].value, meta.row, t);
-                first_18.apply(hdr.elements[18].value, meta.row, t);
-                first_19.apply(hdr.elements[19].value, meta.row, t);
-                first_20.apply(hdr.elements[20].value, meta.row, t);
-                first_21.apply(hdr.elements[21].value, meta.row, t);
-                first_22.apply(hdr.elements[22].value, meta.row, t);
-                first_23.apply(hdr.elements[23].value, meta.row, t);
-                first_24.apply(hdr.elements[24].value, meta.row, t);
-                first_25.apply(hdr.elements[25].value, meta.row, t);
-                first_26.apply(hdr.elements[26].value, meta.row, t);
-                first_27.apply(hdr.elements[27].value, meta.row, t);
-                first_28.apply(hdr.elements[28].value, meta.row, t);
-                first_29.apply(hdr.elements[29].value, meta.row, t);
-                first_30.apply(hdr.elements[30].value, meta.row, t);
-                first_31.apply(hdr.elements[31].value, meta.row, t);
-                first_32.apply(hdr.elements[32].value, meta.row, t);
-                first_33.apply(hdr.elements[33].value, meta.row, t);
-                first_34.apply(hdr.elements[34].value, meta.row, t);
-                first_35.apply(hdr.elements[35].value, meta.row, t);
-                first_36.apply(hdr.elements[36].value, meta.row, t);
-                first_37.apply(hdr.elements[37].value, meta.row, t);
-                first_38.apply(hdr.elements[38].value, meta.row, t);
-                first_39.apply(hdr.elements[39].value, meta.row, t);
-                first_40.apply(hdr.elements[40].value, meta.row, t);
-                first_41.apply(hdr.elements[41].value, meta.row, t);
-                first_42.apply(hdr.elements[42].value, meta.row, t);
-                first_43.apply(hdr.elements[43].value, meta.row, t);
-                first_44.apply(hdr.elements[44].value, meta.row, t);
-                first_45.apply(hdr.elements[45].value, meta.row, t);
-                first_46.apply(hdr.elements[46].value, meta.row, t);
-                first_47.apply(hdr.elements[47].value, meta.row, t);
+                first_0.apply(hdr.elements.value_0, meta.row, t);
+                first_1.apply(hdr.elements.value_1, meta.row, t);
+                first_2.apply(hdr.elements.value_2, meta.row, t);
+                first_3.apply(hdr.elements.value_3, meta.row, t);
+                first_4.apply(hdr.elements.value_4, meta.row, t);
+                first_5.apply(hdr.elements.value_5, meta.row, t);
+                first_6.apply(hdr.elements.value_6, meta.row, t);
+                first_7.apply(hdr.elements.value_7, meta.row, t);
+                first_8.apply(hdr.elements.value_8, meta.row, t);
+                first_9.apply(hdr.elements.value_9, meta.row, t);
+                first_10.apply(hdr.elements.value_10, meta.row, t);
+                first_11.apply(hdr.elements.value_11, meta.row, t);
+                first_12.apply(hdr.elements.value_12, meta.row, t);
+                first_13.apply(hdr.elements.value_13, meta.row, t);
+                first_14.apply(hdr.elements.value_14, meta.row, t);
+                first_15.apply(hdr.elements.value_15, meta.row, t);
+                first_16.apply(hdr.elements.value_16, meta.row, t);
+                first_17.apply(hdr.elements.value_17, meta.row, t);
+                first_18.apply(hdr.elements.value_18, meta.row, t);
+                first_19.apply(hdr.elements.value_19, meta.row, t);
+                first_20.apply(hdr.elements.value_20, meta.row, t);
+                first_21.apply(hdr.elements.value_21, meta.row, t);
+                first_22.apply(hdr.elements.value_22, meta.row, t);
+                first_23.apply(hdr.elements.value_23, meta.row, t);
+                first_24.apply(hdr.elements.value_24, meta.row, t);
+                first_25.apply(hdr.elements.value_25, meta.row, t);
+                first_26.apply(hdr.elements.value_26, meta.row, t);
+                first_27.apply(hdr.elements.value_27, meta.row, t);
+                first_28.apply(hdr.elements.value_28, meta.row, t);
+                first_29.apply(hdr.elements.value_29, meta.row, t);
+                first_30.apply(hdr.elements.value_30, meta.row, t);
+                first_31.apply(hdr.elements.value_31, meta.row, t);
+                first_32.apply(hdr.elements.value_32, meta.row, t);
+                first_33.apply(hdr.elements.value_33, meta.row, t);
+                first_34.apply(hdr.elements.value_34, meta.row, t);
+                first_35.apply(hdr.elements.value_35, meta.row, t);
+                first_36.apply(hdr.elements.value_36, meta.row, t);
+                first_37.apply(hdr.elements.value_37, meta.row, t);
+                first_38.apply(hdr.elements.value_38, meta.row, t);
+                first_39.apply(hdr.elements.value_39, meta.row, t);
+                first_40.apply(hdr.elements.value_40, meta.row, t);
+                first_41.apply(hdr.elements.value_41, meta.row, t);
+                first_42.apply(hdr.elements.value_42, meta.row, t);
+                first_43.apply(hdr.elements.value_43, meta.row, t);
+                first_44.apply(hdr.elements.value_44, meta.row, t);
+                first_45.apply(hdr.elements.value_45, meta.row, t);
+                first_46.apply(hdr.elements.value_46, meta.row, t);
+                first_47.apply(hdr.elements.value_47, meta.row, t);
                 row_flags.write(meta.row, 0);
             } else {
-                next_0.apply(hdr.elements[0].value, meta.row, t);
-                next_1.apply(hdr.elements[1].value, meta.row, t);
-                next_2.apply(hdr.elements[2].value, meta.row, t);
-                next_3.apply(hdr.elements[3].value, meta.row, t);
-                next_4.apply(hdr.elements[4].value, meta.row, t);
-                next_5.apply(hdr.elements[5].value, meta.row, t);
-                next_6.apply(hdr.elements[6].value, meta.row, t);
-                next_7.apply(hdr.elements[7].value, meta.row, t);
-                next_8.apply(hdr.elements[8].value, meta.row, t);
-                next_9.apply(hdr.elements[9].value, meta.row, t);
-                next_10.apply(hdr.elements[10].value, meta.row, t);
-                next_11.apply(hdr.elements[11].value, meta.row, t);
-                next_12.apply(hdr.elements[12].value, meta.row, t);
-                next_13.apply(hdr.elements[13].value, meta.row, t);
-                next_14.apply(hdr.elements[14].value, meta.row, t);
-                next_15.apply(hdr.elements[15].value, meta.row, t);
-                next_16.apply(hdr.elements[16].value, meta.row, t);
-                next_17.apply(hdr.elements[17].value, meta.row, t);
-                next_18.apply(hdr.elements[18].value, meta.row, t);
-                next_19.apply(hdr.elements[19].value, meta.row, t);
-                next_20.apply(hdr.elements[20].value, meta.row, t);
-                next_21.apply(hdr.elements[21].value, meta.row, t);
-                next_22.apply(hdr.elements[22].value, meta.row, t);
-                next_23.apply(hdr.elements[23].value, meta.row, t);
-                next_24.apply(hdr.elements[24].value, meta.row, t);
-                next_25.apply(hdr.elements[25].value, meta.row, t);
-                next_26.apply(hdr.elements[26].value, meta.row, t);
-                next_27.apply(hdr.elements[27].value, meta.row, t);
-                next_28.apply(hdr.elements[28].value, meta.row, t);
-                next_29.apply(hdr.elements[29].value, meta.row, t);
-                next_30.apply(hdr.elements[30].value, meta.row, t);
-                next_31.apply(hdr.elements[31].value, meta.row, t);
-                next_32.apply(hdr.elements[32].value, meta.row, t);
-                next_33.apply(hdr.elements[33].value, meta.row, t);
-                next_34.apply(hdr.elements[34].value, meta.row, t);
-                next_35.apply(hdr.elements[35].value, meta.row, t);
-                next_36.apply(hdr.elements[36].value, meta.row, t);
-                next_37.apply(hdr.elements[37].value, meta.row, t);
-                next_38.apply(hdr.elements[38].value, meta.row, t);
-                next_39.apply(hdr.elements[39].value, meta.row, t);
-                next_40.apply(hdr.elements[40].value, meta.row, t);
-                next_41.apply(hdr.elements[41].value, meta.row, t);
-                next_42.apply(hdr.elements[42].value, meta.row, t);
-                next_43.apply(hdr.elements[43].value, meta.row, t);
-                next_44.apply(hdr.elements[44].value, meta.row, t);
-                next_45.apply(hdr.elements[45].value, meta.row, t);
-                next_46.apply(hdr.elements[46].value, meta.row, t);
-                next_47.apply(hdr.elements[47].value, meta.row, t);
+                next_0.apply(hdr.elements.value_0, meta.row, t);
+                next_1.apply(hdr.elements.value_1, meta.row, t);
+                next_2.apply(hdr.elements.value_2, meta.row, t);
+                next_3.apply(hdr.elements.value_3, meta.row, t);
+                next_4.apply(hdr.elements.value_4, meta.row, t);
+                next_5.apply(hdr.elements.value_5, meta.row, t);
+                next_6.apply(hdr.elements.value_6, meta.row, t);
+                next_7.apply(hdr.elements.value_7, meta.row, t);
+                next_8.apply(hdr.elements.value_8, meta.row, t);
+                next_9.apply(hdr.elements.value_9, meta.row, t);
+                next_10.apply(hdr.elements.value_10, meta.row, t);
+                next_11.apply(hdr.elements.value_11, meta.row, t);
+                next_12.apply(hdr.elements.value_12, meta.row, t);
+                next_13.apply(hdr.elements.value_13, meta.row, t);
+                next_14.apply(hdr.elements.value_14, meta.row, t);
+                next_15.apply(hdr.elements.value_15, meta.row, t);
+                next_16.apply(hdr.elements.value_16, meta.row, t);
+                next_17.apply(hdr.elements.value_17, meta.row, t);
+                next_18.apply(hdr.elements.value_18, meta.row, t);
+                next_19.apply(hdr.elements.value_19, meta.row, t);
+                next_20.apply(hdr.elements.value_20, meta.row, t);
+                next_21.apply(hdr.elements.value_21, meta.row, t);
+                next_22.apply(hdr.elements.value_22, meta.row, t);
+                next_23.apply(hdr.elements.value_23, meta.row, t);
+                next_24.apply(hdr.elements.value_24, meta.row, t);
+                next_25.apply(hdr.elements.value_25, meta.row, t);
+                next_26.apply(hdr.elements.value_26, meta.row, t);
+                next_27.apply(hdr.elements.value_27, meta.row, t);
+                next_28.apply(hdr.elements.value_28, meta.row, t);
+                next_29.apply(hdr.elements.value_29, meta.row, t);
+                next_30.apply(hdr.elements.value_30, meta.row, t);
+                next_31.apply(hdr.elements.value_31, meta.row, t);
+                next_32.apply(hdr.elements.value_32, meta.row, t);
+                next_33.apply(hdr.elements.value_33, meta.row, t);
+                next_34.apply(hdr.elements.value_34, meta.row, t);
+                next_35.apply(hdr.elements.value_35, meta.row, t);
+                next_36.apply(hdr.elements.value_36, meta.row, t);
+                next_37.apply(hdr.elements.value_37, meta.row, t);
+                next_38.apply(hdr.elements.value_38, meta.row, t);
+                next_39.apply(hdr.elements.value_39, meta.row, t);
+                next_40.apply(hdr.elements.value_40, meta.row, t);
+                next_41.apply(hdr.elements.value_41, meta.row, t);
+                next_42.apply(hdr.elements.value_42, meta.row, t);
+                next_43.apply(hdr.elements.value_43, meta.row, t);
+                next_44.apply(hdr.elements.value_44, meta.row, t);
+                next_45.apply(hdr.elements.value_45, meta.row, t);
+                next_46.apply(hdr.elements.value_46, meta.row, t);
+                next_47.apply(hdr.elements.value_47, meta.row, t);
             }
         }
         if (meta.readout) {
             row_flags.read(t.row_flags, meta.row);
             summarize.apply(t.row_flags, meta.row_flags);
             if ((t.row_flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0) {
-                readout_special_0.apply(hdr.elements[0].value, meta.row, t);
-                readout_special_1.apply(hdr.elements[1].value, meta.row, t);
-                readout_special_2.apply(hdr.elements[2].value, meta.row, t);
-                readout_special_3.apply(hdr.elements[3].value, meta.row, t);
-                readout_special_4.apply(hdr.elements[4].value, meta.row, t);
-                readout_special_5.apply(hdr.elements[5].value, meta.row, t);
-                readout_special_6.apply(hdr.elements[6].value, meta.row, t);
-                readout_special_7.apply(hdr.elements[7].value, meta.row, t);
-                readout_special_8.apply(hdr.elements[8].value, meta.row, t);
-                readout_special_9.apply(hdr.elements[9].value, meta.row, t);
-                readout_special_10.apply(hdr.elements[10].value, meta.row, t);
-                readout_special_11.apply(hdr.elements[11].value, meta.row, t);
-                readout_special_12.apply(hdr.elements[12].value, meta.row, t);
-                readout_special_13.apply(hdr.elements[13].value, meta.row, t);
-                readout_special_14.apply(hdr.elements[14].value, meta.row, t);
-                readout_special_15.apply(hdr.elements[15].value, meta.row, t);
-                readout_special_16.apply(hdr.elements[16].value, meta.row, t);
-                readout_special_17.apply(hdr.elements[17].value, meta.row, t);
-                readout_special_18.apply(hdr.elements[18].value, meta.row, t);
-                readout_special_19.apply(hdr.elements[19].value, meta.row, t);
-                readout_special_20.apply(hdr.elements[20].value, meta.row, t);
-                readout_special_21.apply(hdr.elements[21].value, meta.row, t);
-                readout_special_22.apply(hdr.elements[22].value, meta.row, t);
-                readout_special_23.apply(hdr.elements[23].value, meta.row, t);
-                readout_special_24.apply(hdr.elements[24].value, meta.row, t);
-                readout_special_25.apply(hdr.elements[25].value, meta.row, t);
-                readout_special_26.apply(hdr.elements[26].value, meta.row, t);
-                readout_special_27.apply(hdr.elements[27].value, meta.row, t);
-                readout_special_28.apply(hdr.elements[28].value, meta.row, t);
-                readout_special_29.apply(hdr.elements[29].value, meta.row, t);
-                readout_special_30.apply(hdr.elements[30].value, meta.row, t);
-                readout_special_31.apply(hdr.elements[31].value, meta.row, t);
-                readout_special_32.apply(hdr.elements[32].value, meta.row, t);
-                readout_special_33.apply(hdr.elements[33].value, meta.row, t);
-                readout_special_34.apply(hdr.elements[34].value, meta.row, t);
-                readout_special_35.apply(hdr.elements[35].value, meta.row, t);
-                readout_special_36.apply(hdr.elements[36].value, meta.row, t);
-                readout_special_37.apply(hdr.elements[37].value, meta.row, t);
-                readout_special_38.apply(hdr.elements[38].value, meta.row, t);
-                readout_special_39.apply(hdr.elements[39].value, meta.row, t);
-                readout_special_40.apply(hdr.elements[40].value, meta.row, t);
-                readout_special_41.apply(hdr.elements[41].value, meta.row, t);
-                readout_special_42.apply(hdr.elements[42].value, meta.row, t);
-                readout_special_43.apply(hdr.elements[43].value, meta.row, t);
-                readout_special_44.apply(hdr.elements[44].value, meta.row, t);
-                readout_special_45.apply(hdr.elements[45].value, meta.row, t);
-                readout_special_46.apply(hdr.elements[46].value, meta.row, t);
-                readout_special_47.apply(hdr.elements[47].value, meta.row, t);
+                readout_special_0.apply(hdr.elements.value_0, meta.row, t);
+                readout_special_1.apply(hdr.elements.value_1, meta.row, t);
+                readout_special_2.apply(hdr.elements.value_2, meta.row, t);
+                readout_special_3.apply(hdr.elements.value_3, meta.row, t);
+                readout_special_4.apply(hdr.elements.value_4, meta.row, t);
+                readout_special_5.apply(hdr.elements.value_5, meta.row, t);
+                readout_special_6.apply(hdr.elements.value_6, meta.row, t);
+                readout_special_7.apply(hdr.elements.value_7, meta.row, t);
+                readout_special_8.apply(hdr.elements.value_8, meta.row, t);
+                readout_special_9.apply(hdr.elements.value_9, meta.row, t);
+                readout_special_10.apply(hdr.elements.value_10, meta.row, t);
+                readout_special_11.apply(hdr.elements.value_11, meta.row, t);
+                readout_special_12.apply(hdr.elements.value_12, meta.row, t);
+                readout_special_13.apply(hdr.elements.value_13, meta.row, t);
+                readout_special_14.apply(hdr.elements.value_14, meta.row, t);
+                readout_special_15.apply(hdr.elements.value_15, meta.row, t);
+                readout_special_16.apply(hdr.elements.value_16, meta.row, t);
+                readout_special_17.apply(hdr.elements.value_17, meta.row, t);
+                readout_special_18.apply(hdr.elements.value_18, meta.row, t);
+                readout_special_19.apply(hdr.elements.value_19, meta.row, t);
+                readout_special_20.apply(hdr.elements.value_20, meta.row, t);
+                readout_special_21.apply(hdr.elements.value_21, meta.row, t);
+                readout_special_22.apply(hdr.elements.value_22, meta.row, t);
+                readout_special_23.apply(hdr.elements.value_23, meta.row, t);
+                readout_special_24.apply(hdr.elements.value_24, meta.row, t);
+                readout_special_25.apply(hdr.elements.value_25, meta.row, t);
+                readout_special_26.apply(hdr.elements.value_26, meta.row, t);
+                readout_special_27.apply(hdr.elements.value_27, meta.row, t);
+                readout_special_28.apply(hdr.elements.value_28, meta.row, t);
+                readout_special_29.apply(hdr.elements.value_29, meta.row, t);
+                readout_special_30.apply(hdr.elements.value_30, meta.row, t);
+                readout_special_31.apply(hdr.elements.value_31, meta.row, t);
+                readout_special_32.apply(hdr.elements.value_32, meta.row, t);
+                readout_special_33.apply(hdr.elements.value_33, meta.row, t);
+                readout_special_34.apply(hdr.elements.value_34, meta.row, t);
+                readout_special_35.apply(hdr.elements.value_35, meta.row, t);
+                readout_special_36.apply(hdr.elements.value_36, meta.row, t);
+                readout_special_37.apply(hdr.elements.value_37, meta.row, t);
+                readout_special_38.apply(hdr.elements.value_38, meta.row, t);
+                readout_special_39.apply(hdr.elements.value_39, meta.row, t);
+                readout_special_40.apply(hdr.elements.value_40, meta.row, t);
+                readout_special_41.apply(hdr.elements.value_41, meta.row, t);
+                readout_special_42.apply(hdr.elements.value_42, meta.row, t);
+                readout_special_43.apply(hdr.elements.value_43, meta.row, t);
+                readout_special_44.apply(hdr.elements.value_44, meta.row, t);
+                readout_special_45.apply(hdr.elements.value_45, meta.row, t);
+                readout_special_46.apply(hdr.elements.value_46, meta.row, t);
+                readout_special_47.apply(hdr.elements.value_47, meta.row, t);
             } else {
-                readout_0.apply(hdr.elements[0].value, meta.row, t);
-                readout_1.apply(hdr.elements[1].value, meta.row, t);
-                readout_2.apply(hdr.elements[2].value, meta.row, t);
-                readout_3.apply(hdr.elements[3].value, meta.row, t);
-                readout_4.apply(hdr.elements[4].value, meta.row, t);
-                readout_5.apply(hdr.elements[5].value, meta.row, t);
-                readout_6.apply(hdr.elements[6].value, meta.row, t);
-                readout_7.apply(hdr.elements[7].value, meta.row, t);
-                readout_8.apply(hdr.elements[8].value, meta.row, t);
-                readout_9.apply(hdr.elements[9].value, meta.row, t);
-                readout_10.apply(hdr.elements[10].value, meta.row, t);
-                readout_11.apply(hdr.elements[11].value, meta.row, t);
-                readout_12.apply(hdr.elements[12].value, meta.row, t);
-                readout_13.apply(hdr.elements[13].value, meta.row, t);
-                readout_14.apply(hdr.elements[14].value, meta.row, t);
-                readout_15.apply(hdr.elements[15].value, meta.row, t);
-                readout_16.apply(hdr.elements[16].value, meta.row, t);
-                readout_17.apply(hdr.elements[17].value, meta.row, t);
-                readout_18.apply(hdr.elements[18].value, meta.row, t);
-                readout_19.apply(hdr.elements[19].value, meta.row, t);
-                readout_20.apply(hdr.elements[20].value, meta.row, t);
-                readout_21.apply(hdr.elements[21].value, meta.row, t);
-                readout_22.apply(hdr.elements[22].value, meta.row, t);
-                readout_23.apply(hdr.elements[23].value, meta.row, t);
-                readout_24.apply(hdr.elements[24].value, meta.row, t);
-                readout_25.apply(hdr.elements[25].value, meta.row, t);
-                readout_26.apply(hdr.elements[26].value, meta.row, t);
-                readout_27.apply(hdr.elements[27].value, meta.row, t);
-                readout_28.apply(hdr.elements[28].value, meta.row, t);
-                readout_29.apply(hdr.elements[29].value, meta.row, t);
-                readout_30.apply(hdr.elements[30].value, meta.row, t);
-                readout_31.apply(hdr.elements[31].value, meta.row, t);
-                readout_32.apply(hdr.elements[32].value, meta.row, t);
-                readout_33.apply(hdr.elements[33].value, meta.row, t);
-                readout_34.apply(hdr.elements[34].value, meta.row, t);
-                readout_35.apply(hdr.elements[35].value, meta.row, t);
-                readout_36.apply(hdr.elements[36].value, meta.row, t);
-                readout_37.apply(hdr.elements[37].value, meta.row, t);
-                readout_38.apply(hdr.elements[38].value, meta.row, t);
-                readout_39.apply(hdr.elements[39].value, meta.row, t);
-                readout_40.apply(hdr.elements[40].value, meta.row, t);
-                readout_41.apply(hdr.elements[41].value, meta.row, t);
-                readout_42.apply(hdr.elements[42].value, meta.row, t);
-                readout_43.apply(hdr.elements[43].value, meta.row, t);
-                readout_44.apply(hdr.elements[44].value, meta.row, t);
-                readout_45.apply(hdr.elements[45].value, meta.row, t);
-                readout_46.apply(hdr.elements[46].value, meta.row, t);
-                readout_47.apply(hdr.elements[47].value, meta.row, t);
+                readout_0.apply(hdr.elements.value_0, meta.row, t);
+                readout_1.apply(hdr.elements.value_1, meta.row, t);
+                readout_2.apply(hdr.elements.value_2, meta.row, t);
+                readout_3.apply(hdr.elements.value_3, meta.row, t);
+                readout_4.apply(hdr.elements.value_4, meta.row, t);
+                readout_5.apply(hdr.elements.value_5, meta.row, t);
+                readout_6.apply(hdr.elements.value_6, meta.row, t);
+                readout_7.apply(hdr.elements.value_7, meta.row, t);
+                readout_8.apply(hdr.elements.value_8, meta.row, t);
+                readout_9.apply(hdr.elements.value_9, meta.row, t);
+                readout_10.apply(hdr.elements.value_10, meta.row, t);
+                readout_11.apply(hdr.elements.value_11, meta.row, t);
+                readout_12.apply(hdr.elements.value_12, meta.row, t);
+                readout_13.apply(hdr.elements.value_13, meta.row, t);
+                readout_14.apply(hdr.elements.value_14, meta.row, t);
+                readout_15.apply(hdr.elements.value_15, meta.row, t);
+                readout_16.apply(hdr.elements.value_16, meta.row, t);
+                readout_17.apply(hdr.elements.value_17, meta.row, t);
+                readout_18.apply(hdr.elements.value_18, meta.row, t);
+                readout_19.apply(hdr.elements.value_19, meta.row, t);
+                readout_20.apply(hdr.elements.value_20, meta.row, t);
+                readout_21.apply(hdr.elements.value_21, meta.row, t);
+                readout_22.apply(hdr.elements.value_22, meta.row, t);
+                readout_23.apply(hdr.elements.value_23, meta.row, t);
+                readout_24.apply(hdr.elements.value_24, meta.row, t);
+                readout_25.apply(hdr.elements.value_25, meta.row, t);
+                readout_26.apply(hdr.elements.value_26, meta.row, t);
+                readout_27.apply(hdr.elements.value_27, meta.row, t);
+                readout_28.apply(hdr.elements.value_28, meta.row, t);
+                readout_29.apply(hdr.elements.value_29, meta.row, t);
+                readout_30.apply(hdr.elements.value_30, meta.row, t);
+                readout_31.apply(hdr.elements.value_31, meta.row, t);
+                readout_32.apply(hdr.elements.value_32, meta.row, t);
+                readout_33.apply(hdr.elements.value_33, meta.row, t);
+                readout_34.apply(hdr.elements.value_34, meta.row, t);
+                readout_35.apply(hdr.elements.value_35, meta.row, t);
+                readout_36.apply(hdr.elements.value_36, meta.row, t);
+                readout_37.apply(hdr.elements.value_37, meta.row, t);
+                readout_38.apply(hdr.elements.value_38, meta.row, t);
+                readout_39.apply(hdr.elements.value_39, meta.row, t);
+                readout_40.apply(hdr.elements.value_40, meta.row, t);
+                readout_41.apply(hdr.elements.value_41, meta.row, t);
+                readout_42.apply(hdr.elements.value_42, meta.row, t);
+                readout_43.apply(hdr.elements.value_43, meta.row, t);
+                readout_44.apply(hdr.elements.value_44, meta.row, t);
+                readout_45.apply(hdr.elements.value_45, meta.row, t);
+                readout_46.apply(hdr.elements.value_46, meta.row, t);
+                readout_47.apply(hdr.elements.value_47, meta.row, t);
             }
             if (meta.want_raw) {
-                raw_0.apply(meta.row, hdr.raw_mantissa[0].value, hdr.raw_exponent[0].value, t);
-                raw_1.apply(meta.row, hdr.raw_mantissa[1].value, hdr.raw_exponent[1].value, t);
-                raw_2.apply(meta.row, hdr.raw_mantissa[2].value, hdr.raw_exponent[2].value, t);
-                raw_3.apply(meta.row, hdr.raw_mantissa[3].value, hdr.raw_exponent[3].value, t);
-                raw_4.apply(meta.row, hdr.raw_mantissa[4].value, hdr.raw_exponent[4].value, t);
-                raw_5.apply(meta.row, hdr.raw_mantissa[5].value, hdr.raw_exponent[5].value, t);
-                raw_6.apply(meta.row, hdr.raw_mantissa[6].value, hdr.raw_exponent[6].value, t);
-                raw_7.apply(meta.row, hdr.raw_mantissa[7].value, hdr.raw_exponent[7].value, t);
-                raw_8.apply(meta.row, hdr.raw_mantissa[8].value, hdr.raw_exponent[8].value, t);
-                raw_9.apply(meta.row, hdr.raw_mantissa[9].value, hdr.raw_exponent[9].value, t);
-                raw_10.apply(meta.row, hdr.raw_mantissa[10].value, hdr.raw_exponent[10].value, t);
-                raw_11.apply(meta.row, hdr.raw_mantissa[11].value, hdr.raw_exponent[11].value, t);
-                raw_12.apply(meta.row, hdr.raw_mantissa[12].value, hdr.raw_exponent[12].value, t);
-                raw_13.apply(meta.row, hdr.raw_mantissa[13].value, hdr.raw_exponent[13].value, t);
-                raw_14.apply(meta.row, hdr.raw_mantissa[14].value, hdr.raw_exponent[14].value, t);
-                raw_15.apply(meta.row, hdr.raw_mantissa[15].value, hdr.raw_exponent[15].value, t);
-                raw_16.apply(meta.row, hdr.raw_mantissa[16].value, hdr.raw_exponent[16].value, t);
-                raw_17.apply(meta.row, hdr.raw_mantissa[17].value, hdr.raw_exponent[17].value, t);
-                raw_18.apply(meta.row, hdr.raw_mantissa[18].value, hdr.raw_exponent[18].value, t);
-                raw_19.apply(meta.row, hdr.raw_mantissa[19].value, hdr.raw_exponent[19].value, t);
-                raw_20.apply(meta.row, hdr.raw_mantissa[20].value, hdr.raw_exponent[20].value, t);
-                raw_21.apply(meta.row, hdr.raw_mantissa[21].value, hdr.raw_exponent[21].value, t);
-                raw_22.apply(meta.row, hdr.raw_mantissa[22].value, hdr.raw_exponent[22].value, t);
-                raw_23.apply(meta.row, hdr.raw_mantissa[23].value, hdr.raw_exponent[23].value, t);
-                raw_24.apply(meta.row, hdr.raw_mantissa[24].value, hdr.raw_exponent[24].value, t);
-                raw_25.apply(meta.row, hdr.raw_mantissa[25].value, hdr.raw_exponent[25].value, t);
-                raw_26.apply(meta.row, hdr.raw_mantissa[26].value, hdr.raw_exponent[26].value, t);
-                raw_27.apply(meta.row, hdr.raw_mantissa[27].value, hdr.raw_exponent[27].value, t);
-                raw_28.apply(meta.row, hdr.raw_mantissa[28].value, hdr.raw_exponent[28].value, t);
-                raw_29.apply(meta.row, hdr.raw_mantissa[29].value, hdr.raw_exponent[29].value, t);
-                raw_30.apply(meta.row, hdr.raw_mantissa[30].value, hdr.raw_exponent[30].value, t);
-                raw_31.apply(meta.row, hdr.raw_mantissa[31].value, hdr.raw_exponent[31].value, t);
-                raw_32.apply(meta.row, hdr.raw_mantissa[32].value, hdr.raw_exponent[32].value, t);
-                raw_33.apply(meta.row, hdr.raw_mantissa[33].value, hdr.raw_exponent[33].value, t);
-                raw_34.apply(meta.row, hdr.raw_mantissa[34].value, hdr.raw_exponent[34].value, t);
-                raw_35.apply(meta.row, hdr.raw_mantissa[35].value, hdr.raw_exponent[35].value, t);
-                raw_36.apply(meta.row, hdr.raw_mantissa[36].value, hdr.raw_exponent[36].value, t);
-                raw_37.apply(meta.row, hdr.raw_mantissa[37].value, hdr.raw_exponent[37].value, t);
-                raw_38.apply(meta.row, hdr.raw_mantissa[38].value, hdr.raw_exponent[38].value, t);
-                raw_39.apply(meta.row, hdr.raw_mantissa[39].value, hdr.raw_exponent[39].value, t);
-                raw_40.apply(meta.row, hdr.raw_mantissa[40].value, hdr.raw_exponent[40].value, t);
-                raw_41.apply(meta.row, hdr.raw_mantissa[41].value, hdr.raw_exponent[41].value, t);
-                raw_42.apply(meta.row, hdr.raw_mantissa[42].value, hdr.raw_exponent[42].value, t);
-                raw_43.apply(meta.row, hdr.raw_mantissa[43].value, hdr.raw_exponent[43].value, t);
-                raw_44.apply(meta.row, hdr.raw_mantissa[44].value, hdr.raw_exponent[44].value, t);
-                raw_45.apply(meta.row, hdr.raw_mantissa[45].value, hdr.raw_exponent[45].value, t);
-                raw_46.apply(meta.row, hdr.raw_mantissa[46].value, hdr.raw_exponent[46].value, t);
-                raw_47.apply(meta.row, hdr.raw_mantissa[47].value, hdr.raw_exponent[47].value, t);
+                raw_0.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_1.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_2.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_3.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_4.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_5.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_6.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_7.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_8.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_9.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_10.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_11.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_12.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_13.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_14.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_15.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_16.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_17.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_18.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_19.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_20.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_21.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_22.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_23.apply(meta.row, hdr.raw.mantissas_0, hdr.raw.exponents, t);
+                raw_24.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_25.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_26.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_27.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_28.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_29.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_30.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_31.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_32.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_33.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_34.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_35.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_36.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_37.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_38.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_39.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_40.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_41.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_42.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_43.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_44.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_45.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_46.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
+                raw_47.apply(meta.row, hdr.raw.mantissas_1, hdr.raw.exponents, t);
             }
         }
     }
