@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fpisa.formats import FORMATS, Format, RegisterLayout, get_format
-from fpisa.protocol import WireMode, format_code
+from fpisa.protocol import MAX_WORKERS, WireMode, format_code
 
 __all__ = [
     "P4_DIR",
@@ -158,6 +158,9 @@ class P4Format:
 P4_FORMATS: dict[str, P4Format] = {name: P4Format(fmt) for name, fmt in FORMATS.items()}
 DEFAULT_FORMAT = "fp32"
 assert next(iter(P4_FORMATS)) == DEFAULT_FORMAT
+# fpisa's FpisaNext (fpisa_registers.p4) adds without an overflow check: the
+# sum of MAX_WORKERS mantissas (|S| < 2^(m+1)) must fit a signed register
+assert all(MAX_WORKERS << (f.fmt.fraction_bits + 1) <= 1 << (REGISTER_BITS - 1) for f in P4_FORMATS.values())
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,48 @@ def agg_header() -> str:
     return "\n".join(lines)
 
 
+#: elements per field of the raw-register header (p4c's widest field is 2048 bits)
+RAW_CHUNK_ELEMENTS = max(d for d in range(1, 2048 // 64 + 1) if N_ELEMENTS % d == 0)
+assert N_ELEMENTS * 16 <= 2048
+
+
+def raw_registers_header() -> str:
+    """The raw registers of a FLAG_RAW result as one header of a few wide
+    fields (the wire bytes of N_ELEMENTS int64 mantissas, then N_ELEMENTS uint16
+    exponents, big-endian), not 2 x N_ELEMENTS one-field headers: BMv2
+    allocates, copies (every multicast replica) and resets every header and
+    field of a program per packet."""
+    chunks = N_ELEMENTS // RAW_CHUNK_ELEMENTS
+    out = ["// results with FLAG_RAW: the registers before normalization, big-endian: the",
+           f"// int64 mantissas {RAW_CHUNK_ELEMENTS} elements per field (element 0 first),"
+           " then the uint16 exponents",
+           f"typedef bit<{64 * RAW_CHUNK_ELEMENTS}> raw_mantissas_t;",
+           f"typedef bit<{16 * N_ELEMENTS}> raw_exponents_t;",
+           "header raw_registers_t {"]
+    out += [f"    raw_mantissas_t mantissas_{c};" for c in range(chunks)]
+    out.append("    raw_exponents_t exponents;")
+    out.append("}")
+    return "\n".join(out)
+
+
+def payload_header() -> str:
+    """The payload as one header of N_ELEMENTS fields (not a stack of
+    one-field headers: BMv2 creates, resets, parses and deparses each header
+    of a program per packet)."""
+    out = ["// One packet's elements as they are on the wire: the build's float format",
+           "// (format.p4: fp32, fp16 or bf16), little-endian (fpisa, fpisa-a: the switch",
+           "// does the byte swap), or int32 big-endian (switchml, int-max; built with the",
+           "// default, 32-bit elements). value_<i> is element i.",
+           "header payload_t {"]
+    out += [f"    bit<ELEMENT_BITS> value_{i};" for i in range(N_ELEMENTS)]
+    out.append("}")
+    return "\n".join(out)
+
+
 def configuration() -> str:
     out = [HEADER, "#ifndef FPISA_CONFIGURATION_P4", "#define FPISA_CONFIGURATION_P4", ""]
+    out.append('#include "format.p4"  // ELEMENT_BITS')
+    out.append("")
     out.append("// elements per packet (p4/__init__.py N_ELEMENTS)")
     out.append(f"#define N_ELEMENTS {N_ELEMENTS}")
     out.append(f"const bit<32> POOL_ROWS = {POOL_ROWS};  // slots x 2 shadow sets")
@@ -91,6 +131,10 @@ def configuration() -> str:
     out.append("")
     out.append("// the aggregation header, from fpisa.protocol.HEADER_FIELDS (wire order)")
     out.append(agg_header())
+    out.append("")
+    out.append(payload_header())
+    out.append("")
+    out.append(raw_registers_header())
     out.append("")
     out.append("#endif")
     return "\n".join(out) + "\n"
@@ -116,18 +160,85 @@ def _format_switch(blocks: dict[str, list[str]], check: bool = False) -> list[st
     return out
 
 
+def wire_position(value_bit: int, storage_bytes: int) -> int:
+    """Where bit ``value_bit`` of an element's IEEE bits lies in its wire word:
+    the element header field read big-endian from little-endian bytes, so
+    byte b of the value is byte storage_bytes - 1 - b of the field."""
+    return (storage_bytes - 1 - value_bit // 8) * 8 + value_bit % 8
+
+
+def wire_field(word: str, low: int, bits: int, storage_bytes: int, truncated: int = 0) -> str:
+    """P4 expression of the value bits [low, low + bits) as a number, from the
+    32-bit wire word ``word``: one shift and mask per byte the field spans
+    (no byte swap). ``truncated``: the expression is cast to that many bits,
+    so a left-shifted run that ends at its top needs no mask; a run that ends
+    at the wire word's top needs none either."""
+    top = 8 * storage_bytes - 1
+    terms = []
+    a = low
+    while a < low + bits:
+        b = min(low + bits - 1, a | 7)  # the run of value bits a..b in one byte
+        pos, run, target = wire_position(a, storage_bytes), b - a + 1, a - low
+        mask = (1 << run) - 1
+        if pos > target:
+            t = f"({word} >> {pos - target})"
+            if wire_position(b, storage_bytes) != top:
+                t = f"({t} & 0x{mask << target:X})"
+        elif pos < target:
+            if truncated and target + run == truncated:
+                t = f"({word} << {target - pos})"
+            else:
+                t = f"(({word} & 0x{mask << pos:X}) << {target - pos})"
+        else:
+            t = f"({word} & 0x{mask << pos:X})"
+        terms.append(t)
+        a = b + 1
+    return terms[0] if len(terms) == 1 else "(" + " | ".join(terms) + ")"
+
+
+def wire_macros(f: P4Format) -> list[str]:
+    """The format's decode and encode straight on the wire word (fewer BMv2
+    operations than a byte swap and slices: docs/p4.md "Speed on BMv2")."""
+    fmt = f.fmt
+    m, e, n = fmt.fraction_bits, fmt.exponent_bits, fmt.storage_bytes
+    word = "(w)" if f.element_bits == 32 else "((bit<32>)(w))"
+    exponent_mask = sum(1 << wire_position(i, n) for i in range(m, m + e))
+    fraction_mask = sum(1 << wire_position(i, n) for i in range(m))
+    sign = wire_position(f.element_bits - 1, n)
+    assert sign == 7  # the value's top byte is the wire word's lowest
+    if f.element_bits == 32:
+        to_wire = "(((x) << 24) | (((x) << 8) & 0x00FF0000) | (((x) >> 8) & 0x0000FF00) | ((x) >> 24))"
+        sign_bit = "((x) & 0x80000000)"
+    else:
+        to_wire = f"((bit<{f.element_bits}>)(((x) << 8) | ((x) >> 8)))"
+        sign_bit = f"(((x) >> {32 - f.element_bits}) & 0x{1 << (f.element_bits - 1):X})"
+    return [
+        "// the element's fields straight from its wire word w (bit<ELEMENT_BITS>, the",
+        "// little-endian bytes read big-endian): no byte swap; the sign is w[7:7]",
+        f"const bit<32> WIRE_EXPONENT = 0x{exponent_mask:X};  // the exponent field's bits in w",
+        f"const bit<32> WIRE_FRACTION = 0x{fraction_mask:X};  // the fraction's",
+        "#define WIRE_IS_SPECIAL(w) ((" + word + " & WIRE_EXPONENT) == WIRE_EXPONENT)  // Inf or NaN",
+        f"#define WIRE_FRACTION_NONZERO(w) (({word} & WIRE_FRACTION) != 0)",
+        "// the biased exponent field (bit<8>), the fraction and 2 * sign (bit<32>)",
+        f"#define WIRE_BIASED(w) ((bit<8>){wire_field(word, m, e, n, truncated=8)})",
+        f"#define WIRE_FRACTION_BITS(w) {wire_field(word, 0, m, n)}",
+        f"#define WIRE_SIGN_TWICE(w) (({word} >> 6) & 2)",
+        "// result: IEEE bits in a bit<32> (the format's width) -> the wire word; the",
+        "// sign bit of a 32-bit two's-complement register value at the format's place",
+        f"#define BITS_TO_WIRE(x) {to_wire}",
+        f"#define RESULT_SIGN(x) {sign_bit}",
+    ]
+
+
 def format_block(f: P4Format) -> list[str]:
     fmt = f.fmt
     m = fmt.fraction_bits
-    swap = " ++ ".join(f"(x)[{8 * i + 7}:{8 * i}]" for i in range(fmt.storage_bytes))
     return [
         f"// {f.name} (fpisa.formats): {fmt.exponent_bits} exponent bits, {m} fraction bits, "
         f"bias {fmt.bias}",
         f"#define ELEMENT_BITS {f.element_bits}",
         f"#define EXPONENT_BITS {fmt.exponent_bits}",
         f"#define FRACTION_BITS {m}",
-        "// little-endian wire order <-> IEEE bits (the switch's byte swap; its own inverse)",
-        f"#define WIRE_ORDER(x) ({swap})",
         f"const bit<8> FORMAT_CODE = {f.code};  // the header's fmt (FMT_{f.name.upper()})",
         f"const bit<16> EXPONENT_ALL_ONES = {fmt.exponent_all_ones};",
         f"const bit<32> FRACTION_MASK = 0x{(1 << m) - 1:X};",
@@ -137,7 +248,7 @@ def format_block(f: P4Format) -> list[str]:
         "// h = W - 1 - p: fpisa_a shifts an incoming value left by at most this much",
         f"const bit<8> HEADROOM_BITS = {f.headroom_bits};",
         f"const bit<16> DATA_UDP_LENGTH = {f.data_udp_length};  // UDP header + agg header + payload",
-    ]
+    ] + wire_macros(f)
 
 
 def format_constants() -> str:
@@ -165,12 +276,35 @@ def _const_entries(entries: list[str]) -> str:
     return "\n".join(f"            {e}" for e in entries)
 
 
-def arithmetic_shift_right(d: int) -> str:
+def arithmetic_shift_right(d: int, bits: int = 32) -> str:
     """P4 statement: value = value >> d, arithmetic, with unsigned operations only
     (a constant shift; the sign bit, 0 or 1, negated gives the fill mask)."""
     if d == 0:
         return "value = value;"
-    return f"value = (value >> {d}) | ((32w0 - (value >> 31)) << {32 - d});"
+    return f"value = (value >> {d}) | (({bits}w0 - (value >> {bits - 1})) << {bits - d});"
+
+
+#: fpisa_a's alignment shifts in two levels (fewer actions per lane: p4c's
+#: time grows with the actions of all 48 lanes): a coarse shift by a multiple
+#: of 8, then a fine one by 0..7, both constant shifts chosen by a table.
+COARSE = 8
+
+
+def _ceil_to_coarse(bits: int) -> int:
+    """The multiple of COARSE at or above bits."""
+    return COARSE * -(-bits // COARSE)
+
+
+def _ternary_at_least(bits: int, low: int) -> list[tuple[int, int]]:
+    """(value, mask) pairs whose union is the bits-wide values >= low."""
+    out, v, top = [], low, 1 << bits
+    while v < top:
+        size = 1
+        while v % (size * 2) == 0 and v + size * 2 <= top:
+            size *= 2
+        out.append((v, (top - 1) & ~(size - 1)))
+        v += size
+    return out
 
 
 def shift_tables(fmt: str = DEFAULT_FORMAT) -> str:
@@ -186,149 +320,327 @@ def shift_tables(fmt: str = DEFAULT_FORMAT) -> str:
         out.append(f"const bit<8> ALIGN_{name} = {code};")
     out.append("")
 
-    # one table per lane: the alignment and its distance select a constant
-    # shift of the incoming value. e <= E: arithmetic right shift by E - e
-    # (0..W-1; the default, distance >= W-1, gives 0 or -1 like any larger
-    # distance); 0 < e - E <= h: left shift into the headroom.
-    right = [f"shift_right_{d}" for d in range(w)]
-    left = [f"shift_left_{d}" for d in range(1, h + 1)]
-    out.append("// fpisa_a: align the incoming signed mantissa to the stored exponent.")
-    out.append("// Tofino has constant shifts only: (alignment, distance) selects an action:")
-    out.append("// ALIGN_RIGHT (e <= E) shifts right by E - e, ALIGN_LEFT (0 < e - E <= headroom)")
-    out.append("// left into the headroom instead of shifting the stored register right.")
-    out.append("// Other alignments do not use the value (the default action).")
-    out.append("control AlignIncoming(inout bit<32> value, in bit<8> alignment, in bit<8> distance) {")
-    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d)} }}" for d in range(w)]
-    out += [f"    action shift_left_{d}() {{ value = value << {d}; }}" for d in range(1, h + 1)]
-    out.append("    table shift_distance {")
-    out.append("        key = { alignment : exact; distance : exact; }")
-    out.append("        actions = { " + "; ".join(right + left) + "; }")
-    out.append(f"        default_action = shift_right_{w - 1}();")
+    # Two tables per lane align the incoming signed mantissa (64 bits, two's
+    # complement) to the stored exponent, with constant shifts only. The key
+    # is the alignment and distance = (E - e) mod 256:
+    #   ALIGN_RIGHT (e <= E): right by E - e: coarse right by 8 * floor(d / 8)
+    #     (any d >= R, R = m + 1 rounded up to a multiple of 8, takes the
+    #     coarse R: the value is then already 0 or -1, |S| < 2^(m+1)), then
+    #     fine right by d mod 8;
+    #   ALIGN_LEFT (0 < k = e - E <= h): d = 256 - k, whose low 3 bits are
+    #     8c - k (c = ceil(k / 8)) and whose top 5 bits are those of 256 - 8c:
+    #     coarse left by 8c, then fine right by 8c - k (= left by k);
+    #   other alignments: no shift (the default actions).
+    max_right = _ceil_to_coarse(m + 1)
+    coarse_right = list(range(COARSE, max_right + 1, COARSE))
+    coarse_left = list(range(COARSE, _ceil_to_coarse(h) + 1, COARSE))
+    out.append("// fpisa_a: align the incoming signed mantissa to the stored exponent with")
+    out.append("// constant shifts chosen by two tables (coarse: a multiple of 8; fine: 0..7).")
+    out.append(f"// ALIGN_RIGHT shifts right by d = E - e (d >= {max_right} gives 0 or -1 like any")
+    out.append("// longer shift); ALIGN_LEFT by k = e - E (d = (E - e) mod 256 = 256 - k):")
+    out.append("// coarse left by 8c (c = ceil(k / 8)), then fine right by 8c - k = d mod 8.")
+    out.append("// Other alignments: no shift. value: 64 bits, two's complement.")
+    out.append("control AlignCoarse(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {")
+    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d, 64)} }}" for d in coarse_right]
+    out += [f"    action shift_left_{d}() {{ value = value << {d}; }}" for d in coarse_left]
+    out.append("    action no_shift() { }")
+    out.append("    table coarse {")
+    out.append("        key = { alignment : exact; distance : ternary; }")
+    out.append("        actions = { " + "; ".join([f"shift_right_{d}" for d in coarse_right]
+                                              + [f"shift_left_{d}" for d in coarse_left]) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
     out.append("        const entries = {")
-    entries = [f"(ALIGN_RIGHT, {d}) : shift_right_{d}();" for d in range(w - 1)]
-    entries += [f"(ALIGN_LEFT, {d}) : shift_left_{d}();" for d in range(1, h + 1)]
+    entries = [f"(ALIGN_RIGHT, {d} &&& 0x{0x100 - COARSE:02X}) : shift_right_{d}();" for d in coarse_right[:-1]]
+    entries += [f"(ALIGN_RIGHT, {v} &&& 0x{mk:02X}) : shift_right_{coarse_right[-1]}();"
+                for v, mk in _ternary_at_least(8, coarse_right[-1])]
+    entries += [f"(ALIGN_LEFT, {0x100 - d} &&& 0x{0x100 - COARSE:02X}) : shift_left_{d}();" for d in coarse_left]
     out.append(_const_entries(entries))
     out.append("        }")
     out.append("    }")
-    out.append("    apply { shift_distance.apply(); }")
+    out.append("    apply { coarse.apply(); }")
+    out.append("}")
+    out.append("")
+    out.append("control AlignFine(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {")
+    out += [f"    action shift_right_{d}() {{ {arithmetic_shift_right(d, 64)} }}" for d in range(1, COARSE)]
+    out.append("    action no_shift() { }")
+    out.append("    table fine {")
+    out.append(f"        key = {{ alignment : exact; distance & {COARSE - 1} : exact; }}")
+    out.append("        actions = { " + "; ".join(f"shift_right_{d}" for d in range(1, COARSE)) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
+    out.append("        const entries = {")
+    entries = [f"(ALIGN_{kind}, {d}) : shift_right_{d}();" for kind in ("RIGHT", "LEFT") for d in range(1, COARSE)]
+    out.append(_const_entries(entries))
+    out.append("        }")
+    out.append("    }")
+    out.append("    apply { fine.apply(); }")
     out.append("}")
     out.append("")
 
-    # read-out: ternary leading-one table (the paper's TCAM), constant shifts
-    out.append("// fpisa_a read-out: a ternary (TCAM) table finds the leading one of the")
-    out.append(f"// magnitude; each action moves it to bit {m} with a constant shift.")
-    out.append("control LeadingOne(in bit<32> magnitude, out bit<32> significand, out bit<8> leading_one) {")
-    for p in range(w):
-        shift = (
-            f"magnitude >> {p - m}" if p > m else f"magnitude << {m - p}" if p < m else "magnitude"
-        )
-        out.append(f"    action leading_one_{p}() {{ significand = {shift}; leading_one = {p}; }}")
-    out.append("    action magnitude_zero() { significand = 0; leading_one = 0; }")
+    # read-out: ternary leading-one table (the paper's TCAM), then the
+    # normalization shift (constant shifts from two tables)
+    out.append("// fpisa_a read-out: a ternary (TCAM) table finds the leading one p of the")
+    out.append("// magnitude (action data: p; 0 for a zero magnitude).")
+    out.append("control LeadingOne(in bit<32> magnitude, out bit<8> leading_one) {")
+    out.append("    action set_leading_one(bit<8> p) { leading_one = p; }")
     out.append("    table leading_one_position {")
     out.append("        key = { magnitude : ternary; }")
-    out.append(
-        "        actions = { " + "; ".join(f"leading_one_{p}" for p in range(w)) + "; magnitude_zero; }"
-    )
-    out.append("        default_action = magnitude_zero();")
+    out.append("        actions = { set_leading_one; }")
+    out.append("        default_action = set_leading_one(0);")
     out.append("        const entries = {")
     ternary = []
     for p in reversed(range(w)):
         value = 1 << p
         mask = (0xFFFFFFFF << p) & 0xFFFFFFFF
-        ternary.append(f"0x{value:08X} &&& 0x{mask:08X} : leading_one_{p}();")
+        ternary.append(f"0x{value:08X} &&& 0x{mask:08X} : set_leading_one({p});")
     out.append(_const_entries(ternary))
     out.append("        }")
     out.append("    }")
     out.append("    apply { leading_one_position.apply(); }")
     out.append("}")
     out.append("")
-
-    # subnormal result: the fraction field is |A| << (E - 1), 0 <= E - 1 < m
-    out.append("// fpisa_a read-out of a subnormal result: fraction = |A| << (E - 1).")
-    out.append("control SubnormalShift(inout bit<32> magnitude, in bit<8> distance) {")
-    out += [f"    action shift_left_{d}() {{ magnitude = magnitude << {d}; }}" for d in range(m)]
-    out.append("    action out_of_range() { magnitude = 0; }")
-    out.append("    table shift_distance {")
-    out.append("        key = { distance : exact; }")
-    out.append("        actions = { " + "; ".join(f"shift_left_{d}" for d in range(m)) + "; out_of_range; }")
-    out.append("        default_action = out_of_range();")
+    # the significand: |A| * 2^s, s = min(m - p, E - 1) in [-(w - 1 - m), m - 1],
+    # keyed as s + NORMALIZE_OFFSET >= 0: fine left by (key mod 8), then coarse
+    # by 8 * floor(key / 8) - NORMALIZE_OFFSET (a right shift for the first).
+    offset = COARSE * -(-(w - 1 - m) // COARSE)
+    keys = range(0, offset + m + 1)
+    out.append(f"// fpisa_a read-out: the significand |A| * 2^s with s = min({m} - p, E - 1) (the")
+    out.append(f"// leading one to bit {m}, or a subnormal's |A| << (E - 1)), by constant shifts: key")
+    out.append(f"// = s + {offset}; fine left by key mod 8, then coarse by 8 * floor(key / 8) - {offset}.")
+    out.append(f"const bit<8> NORMALIZE_OFFSET = {offset};")
+    out.append("control NormalizeFine(inout bit<64> significand, in bit<8> shift_key) {")
+    out += [f"    action shift_left_{d}() {{ significand = significand << {d}; }}" for d in range(1, COARSE)]
+    out.append("    action no_shift() { }")
+    out.append("    table fine {")
+    out.append(f"        key = {{ shift_key & {COARSE - 1} : exact; }}")
+    out.append("        actions = { " + "; ".join(f"shift_left_{d}" for d in range(1, COARSE)) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
     out.append("        const entries = {")
-    out.append(_const_entries([f"{d} : shift_left_{d}();" for d in range(m)]))
+    out.append(_const_entries([f"{d} : shift_left_{d}();" for d in range(1, COARSE)]))
     out.append("        }")
     out.append("    }")
-    out.append("    apply { shift_distance.apply(); }")
+    out.append("    apply { fine.apply(); }")
+    out.append("}")
+    out.append("")
+    coarse_shifts = sorted({COARSE * (k // COARSE) - offset for k in keys})
+    def coarse_name(s: int) -> str:
+        return "no_shift" if s == 0 else (f"shift_left_{s}" if s > 0 else f"shift_right_{-s}")
+    out.append("control NormalizeCoarse(inout bit<64> significand, in bit<8> shift_key) {")
+    for s in coarse_shifts:
+        if s > 0:
+            out.append(f"    action shift_left_{s}() {{ significand = significand << {s}; }}")
+        elif s < 0:
+            out.append(f"    action shift_right_{-s}() {{ significand = significand >> {-s}; }}")
+    out.append("    action no_shift() { }")
+    out.append("    table coarse {")
+    out.append(f"        key = {{ shift_key & 0x{0x100 - COARSE:02X} : exact; }}")
+    out.append("        actions = { " + "; ".join(coarse_name(s) for s in coarse_shifts if s != 0) + "; no_shift; }")
+    out.append("        default_action = no_shift();")
+    out.append("        const entries = {")
+    out.append(_const_entries([f"{s + offset} : {coarse_name(s)}();" for s in coarse_shifts if s != 0]))
+    out.append("        }")
+    out.append("    }")
+    out.append("    apply { coarse.apply(); }")
     out.append("}")
     out.append("")
     out.append("#endif")
     return "\n".join(out) + "\n"
 
 
-#: program -> (lane control, read-out control or None: the lane reads out itself)
-_LANES = {
-    "fpisa": ("FpisaLane", "FpisaReadout"),
-    "fpisa_a": ("FpisaALane", "FpisaAReadout"),
-    "switchml": ("SwitchmlLane", None),
-}
-
-
 def lanes(program: str) -> str:
-    lane, readout = _LANES[program]
-    camel = "".join(part.capitalize() for part in program.split("_"))
+    """generated/<program>_lanes.p4"""
+    return {"fpisa": fpisa_lanes, "fpisa_a": fpisa_a_lanes, "switchml": switchml_lanes}[program]()
+
+
+def _lane_applications(indent: str, call: str) -> list[str]:
+    """One line per lane: ``call`` with ``{i}`` the lane index."""
+    return [indent + call.format(i=i) for i in range(N_ELEMENTS)]
+
+
+def _lane_declarations(registers: list[tuple[str, str]], controls: list[tuple[str, str, str]]) -> list[str]:
+    """Per lane its registers (type, name suffix), then per lane control
+    (type, instance prefix, constructor arguments with {i})."""
+    out = []
+    for i in range(N_ELEMENTS):
+        out += [f"    register<{typ}>(POOL_ROWS) lane_{i}_{what};" for typ, what in registers]
+    for control, name, args in controls:
+        out += [f"    {control}({args.format(i=i)}) {name}_{i};" for i in range(N_ELEMENTS)]
+    return out
+
+
+#: the per-packet choice of the float programs' lanes, for the comments
+_FLOAT_CHOICE = [
+    "// Per packet one choice, for all lanes at once (a BMv2 node, not one per",
+    "// lane): no update (a retransmission): no fold; an Inf/NaN among the",
+    "// elements: the general fold (every case, element flags); else the first",
+    "// arrival's fold or the next arrival's. The working fields t are shared by",
+    "// all lanes (lane_fields.p4); each lane writes them before reading them,",
+    "// which p4c cannot see: hence @noWarn.",
+]
+
+
+def _any_special(indent: str) -> str:
+    specials = f"\n{indent}                 || ".join(
+        f"WIRE_IS_SPECIAL(hdr.elements.value_{i})" for i in range(N_ELEMENTS))
+    return f"{indent}t.any_special = {specials};"
+
+
+def fpisa_lanes() -> str:
+    """fpisa's lanes: each element's registers, the fold variants and read-outs
+    that use them (constructor arguments), and one choice per packet between
+    the variants (one BMv2 node each, for all lanes)."""
+    regs = "lane_{i}_exponent, lane_{i}_mantissa"
+    regs_flags = regs + ", lane_{i}_flags"
+    out = [HEADER]
+    out.append(f"// fpisa's {N_ELEMENTS} lanes, one per payload element. Each element has its own")
+    out.append("// registers (as on a Tofino-class target, where every element needs its")
+    out.append("// own register array and ALU): exponent, mantissa and flags per row. The")
+    out.append("// fold variants (fpisa_registers.p4) and read-outs (normalize.p4) of a lane")
+    out.append("// get them as constructor arguments.")
+    out += _FLOAT_CHOICE
+    out.append("// A read-out takes FpisaReadout, or FpisaReadoutSpecial if the row's flag")
+    out.append("// summary (element_flags.p4) has an Inf/NaN, then the raw registers if asked.")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {")
+    out += _lane_declarations(
+        [("bit<8>", "exponent"), ("bit<32>", "mantissa"), ("bit<8>", "flags")],
+        [("FpisaFirst", "first", regs), ("FpisaNext", "next", regs),
+         ("FpisaGeneral", "general", regs_flags), ("FpisaReadout", "readout", regs),
+         ("FpisaReadoutSpecial", "readout_special", regs_flags), ("FpisaRaw", "raw", regs)])
+    out.append("    // the OR of the row's element flags")
+    out.append("    register<bit<8>>(POOL_ROWS) row_flags;")
+    out.append("    SummarizeFlags() summarize;")
+    out.append("")
+    out.append("    apply {")
+    out.append("        fpisa_lane_t t;")
+    out.append("        if (meta.update) {")
+    out.append(_any_special("            "))
+    out.append("            if (t.any_special) {")
+    out.append("                row_flags.read(t.row_flags, meta.row);")
+    out.append("                t.flags_valid = !meta.first && t.row_flags != 0;")
+    out.append("                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;")
+    out += _lane_applications("                ",
+                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
+    out.append("                row_flags.write(meta.row, t.row_flags);")
+    out.append("            } else if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("                row_flags.write(meta.row, 0);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            }")
+    out.append("        }")
+    out.append("        if (meta.readout) {")
+    out.append("            row_flags.read(t.row_flags, meta.row);")
+    out.append("            summarize.apply(t.row_flags, meta.row_flags);")
+    out.append("            if ((t.row_flags & (ELEMENT_POS_INF | ELEMENT_NEG_INF | ELEMENT_NAN)) != 0) {")
+    out += _lane_applications("                ",
+                              "readout_special_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            }")
+    out += _raw_applications()
+    out.append("        }")
+    out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _raw_applications() -> list[str]:
+    out = ["            if (meta.want_raw) {"]
+    out += [f"                raw_{i}.apply(meta.row, hdr.raw.mantissas_{i // RAW_CHUNK_ELEMENTS}, "
+            f"hdr.raw.exponents, t);" for i in range(N_ELEMENTS)]
+    out.append("            }")
+    return out
+
+
+def fpisa_a_lanes() -> str:
+    """fpisa_a's lanes, as fpisa's: registers, fold variants and read-outs
+    per element, one choice per packet."""
+    regs = "lane_{i}_exponent, lane_{i}_mantissa"
+    out = [HEADER]
+    out.append(f"// fpisa_a's {N_ELEMENTS} lanes, one per payload element. Each element has its")
+    out.append("// own registers (as on a Tofino-class target): the exponent register (E and")
+    out.append("// the element flags) and the mantissa register per row, constructor")
+    out.append("// arguments of the lane's fold variants (fpisa_a_registers.p4) and read-out")
+    out.append("// (normalize.p4); each of those has its own constant-shift tables.")
+    out += _FLOAT_CHOICE
+    out.append("// A read-out collects the row's flags for the result header, then the raw")
+    out.append("// registers if asked.")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control FpisaALanes(inout headers_t hdr, inout metadata_t meta) {")
+    out += _lane_declarations(
+        [("bit<16>", "exponent"), ("bit<32>", "mantissa")],
+        [("FpisaAFirst", "first", regs), ("FpisaANext", "next", regs),
+         ("FpisaAGeneral", "general", regs), ("FpisaAReadout", "readout", regs),
+         ("FpisaARaw", "raw", regs)])
+    out.append("    SummarizeFlags() summarize;")
+    out.append("")
+    out.append("    apply {")
+    out.append("        fpisa_a_lane_t t;")
+    out.append("        if (meta.update) {")
+    out.append(_any_special("            "))
+    out.append("            if (t.any_special) {")
+    out += _lane_applications("                ",
+                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
+    out.append("            } else if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            }")
+    out.append("        }")
+    out.append("        if (meta.readout) {")
+    out.append("            t.row_flags = 0;")
+    out += _lane_applications("            ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            summarize.apply(t.row_flags, meta.row_flags);")
+    out += _raw_applications()
+    out.append("        }")
+    out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def switchml_lanes() -> str:
+    """switchml's lanes: a register per element and one variant per packet
+    (first arrival, sum, max, retransmission) for all lanes."""
     n = N_ELEMENTS
     out = [HEADER]
-    out.append(f"// {n} instances of {lane}, one per payload element: each")
-    out.append("// instance owns its element's registers (as on a Tofino-class target,")
-    out.append("// where every element needs its own register array and ALU).")
-    if readout:
-        out.append(f"// The packet that reads the row out then runs {readout} for every")
-        out.append("// element, the flag summary and (FLAG_RAW) the raw registers, under one")
-        out.append("// condition each: every other packet skips them with one BMv2 node.")
-    out.append(f"control {camel}Lanes(inout headers_t hdr, inout metadata_t meta) {{")
-    for i in range(n):
-        out.append(f"    {lane}() lane_{i};")
-    if readout:
-        for i in range(n):
-            out.append(f"    {readout}() readout_{i};")
-        for i in range(n):
-            out.append(f"    RawRegisters() raw_{i};")
-        out.append("    SummarizeFlags() summarize;")
+    out.append(f"// switchml's {n} lanes, one per payload element, each with its own register")
+    out.append("// (as on a Tofino-class target). Per packet one choice, for all lanes at")
+    out.append("// once (a BMv2 node, not one per lane): first arrival, sum (mode switchml)")
+    out.append("// or signed max (int-max), or on a retransmission the result (lanes.p4).")
+    out.append('@noWarn("uninitialized_use")')
+    out.append("control SwitchmlLanes(inout headers_t hdr, inout metadata_t meta) {")
+    out += _lane_declarations([("bit<32>", "value")],
+                              [(control, name, "lane_{i}_value") for control, name in (
+                                  ("SwitchmlFirst", "first"), ("SwitchmlSum", "sum"), ("SwitchmlMax", "max"),
+                                  ("SwitchmlResult", "result"))])
+    out.append("")
     out.append("    apply {")
-    if not readout:
-        for i in range(n):
-            out.append(f"        lane_{i}.apply(hdr.elements[{i}].value, meta);")
-    else:
-        out.append("        // each lane's registers after this packet")
-        for i in range(n):
-            out.append(f"        bit<16> exponent_{i};")
-            out.append(f"        bit<32> mantissa_{i};")
-            out.append(f"        bit<8> flags_{i};")
-        for i in range(n):
-            out.append(f"        lane_{i}.apply(hdr.elements[{i}].value, meta, exponent_{i}, mantissa_{i}, flags_{i});")
-        out.append("        if (meta.readout) {")
-        for i in range(n):
-            out.append(f"            readout_{i}.apply(exponent_{i}, mantissa_{i}, flags_{i}, hdr.elements[{i}].value);")
-        all_flags = " | ".join(f"flags_{i}" for i in range(n))
-        out.append(f"            summarize.apply({all_flags}, meta.row_flags);")
-        out.append("            if (meta.want_raw) {")
-        for i in range(n):
-            out.append(f"                raw_{i}.apply(exponent_{i}, mantissa_{i}, "
-                       f"hdr.raw_mantissa[{i}].value, hdr.raw_exponent[{i}].value);")
-        out.append("            }")
-        out.append("        }")
+    out.append("        bit<32> stored;  // shared by all lanes")
+    out.append("        if (meta.update) {")
+    out.append("            if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row);")
+    out.append("            } else if (meta.int_max_mode) {")
+    out += _lane_applications("                ", "max_{i}.apply(hdr.elements.value_{i}, meta.row, stored);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "sum_{i}.apply(hdr.elements.value_{i}, meta.row, stored);")
+    out.append("            }")
+    out.append("        } else if (meta.readout) {")
+    out += _lane_applications("            ", "result_{i}.apply(hdr.elements.value_{i}, meta.row);")
+    out.append("        }")
     out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"
 
 
 def raw_headers() -> str:
-    out = [HEADER, "// Results with FLAG_RAW: make the raw-register headers valid (constant"]
-    out.append("// indices: P4 has no loops).")
+    out = [HEADER, "// Results with FLAG_RAW: make the raw-register header valid, its fields 0"]
+    out.append("// (the lanes shift each element's registers in).")
     out.append("control SetRawHeadersValid(inout headers_t hdr) {")
     out.append("    apply {")
-    for i in range(N_ELEMENTS):
-        out.append(f"        hdr.raw_mantissa[{i}].setValid();")
-    for i in range(N_ELEMENTS):
-        out.append(f"        hdr.raw_exponent[{i}].setValid();")
+    out.append("        hdr.raw.setValid();")
+    for c in range(N_ELEMENTS // RAW_CHUNK_ELEMENTS):
+        out.append(f"        hdr.raw.mantissas_{c} = 0;")
+    out.append("        hdr.raw.exponents = 0;")
     out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -364,9 +676,9 @@ def minimal_register_add() -> str:
     for i in range(n):
         out.append(f"        bit<32> sum_{i};")
         out.append(f"        value_{i}.read(sum_{i}, row);")
-        out.append(f"        sum_{i} = sum_{i} + hdr.elements[{i}].value;")
+        out.append(f"        sum_{i} = sum_{i} + hdr.elements.value_{i};")
         out.append(f"        value_{i}.write(row, sum_{i});")
-        out.append(f"        hdr.elements[{i}].value = sum_{i};")
+        out.append(f"        hdr.elements.value_{i} = sum_{i};")
     out.append("        standard_metadata.egress_spec = standard_metadata.ingress_port;")
     out.append("    }")
     out.append("}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-__all__ = ["write_pcap", "read_pcap"]
+__all__ = ["write_pcap", "read_pcap", "read_pcap_records"]
 
 _MAGIC = 0xA1B2C3D4
 _GLOBAL = struct.Struct("<IHHiIII")
@@ -26,6 +26,12 @@ def write_pcap(path: Path, frames: list[bytes], start_us: int = 0, gap_us: int =
 def read_pcap(path: Path) -> list[bytes]:
     """Frames of a pcap file; a file cut short mid-record (still being
     written) yields the complete records only."""
+    return [frame for _, frame in read_pcap_records(path)]
+
+
+def read_pcap_records(path: Path) -> list[tuple[float, bytes]]:
+    """(timestamp in seconds, frame) of every complete record of a pcap file
+    (simple_switch stamps an output frame with the time it writes it)."""
     data = Path(path).read_bytes()
     if len(data) < _GLOBAL.size:
         return []
@@ -37,12 +43,12 @@ def read_pcap(path: Path) -> list[bytes]:
     else:
         raise ValueError(f"{path}: not a pcap file (magic 0x{magic:08x})")
     record = struct.Struct(endian + "IIII")
-    frames, offset = [], _GLOBAL.size
+    records, offset = [], _GLOBAL.size
     while offset + record.size <= len(data):
-        _, _, caplen, _ = record.unpack_from(data, offset)
+        seconds, micros, caplen, _ = record.unpack_from(data, offset)
         offset += record.size
         if offset + caplen > len(data):
             break
-        frames.append(data[offset:offset + caplen])
+        records.append((seconds + micros / 1e6, data[offset:offset + caplen]))
         offset += caplen
-    return frames
+    return records

@@ -2,34 +2,61 @@
 // build's format (generated/format.p4: fp32, fp16 or bf16): the switch does
 // the byte swap (FPISA's proposal), so hosts send their memory as it is.
 //
-// Written as straight-line assignments with masks (SEL, headers.p4), not
-// if-trees: p4c turns every `if` (and `?:`) in an apply block into a BMv2
-// pipeline node (a conditional, and a table per run of statements), which
-// BMv2 walks per packet and lane; straight-line code is one action.
+// The fields are taken straight from the wire word w (a big-endian header
+// field, so w's lowest byte is the value's top byte), which saves the byte
+// swap: format.p4's WIRE_* macros (generated per format; fp32: sign w[7:7],
+// exponent field w[6:0] ++ w[15:15], fraction w[14:8] ++ w[23:16] ++ w[31:24]).
+//
+// BMv2 cost (docs/p4.md "Speed on BMv2"): every assignment is an interpreted
+// primitive and every operator an interpreted operation (p4c adds a mask
+// after each arithmetic operator and cast), so these are single expressions
+// without temporaries, written with as few operators as the bits allow.
 #ifndef FPISA_DECODE_P4
 #define FPISA_DECODE_P4
 
 #include "headers.p4"
 
-// exponent: biased exponent, 1 for zeros and subnormals, 0 for Inf/NaN;
-// mantissa: the signed mantissa S (two's complement, 32 bit);
-// special: ELEMENT_POS_INF / NEG_INF / NAN or 0;
-// implied_one: the value is normal (fpisa-a flushes the others to zero).
-control DecodeElement(in bit<ELEMENT_BITS> wire_value, out bit<16> exponent, out bit<32> mantissa,
-                      out bit<8> special, out bool implied_one) {
+// A value that is not Inf/NaN (WIRE_IS_SPECIAL false; the caller checks):
+// exponent = the biased exponent, 1 for zeros and subnormals; mantissa = the
+// signed mantissa S, two's complement (the lanes keep signed values in
+// bit<W> fields and registers and cast to int<W> where the sign matters:
+// BMv2 reads a register into a field without sign-extending it).
+control DecodeElement(in bit<ELEMENT_BITS> w, out bit<8> exponent, out bit<32> mantissa) {
     apply {
-        bit<ELEMENT_BITS> bits = WIRE_ORDER(wire_value);
-        bit<EXPONENT_BITS> biased = bits[ELEMENT_BITS - 2:FRACTION_BITS];
-        bool is_special = biased == (bit<EXPONENT_BITS>)EXPONENT_ALL_ONES;
-        special = MASK(8, is_special)
-                & SEL(8, bits[FRACTION_BITS - 1:0] != 0, ELEMENT_NAN,
-                      SEL(8, bits[ELEMENT_BITS - 1:ELEMENT_BITS - 1] == 1, ELEMENT_NEG_INF, ELEMENT_POS_INF));
-        implied_one = !is_special && biased != 0;
-        exponent = ~MASK(16, is_special) & ((bit<16>)biased | (bit<16>)(bit<1>)(biased == 0));
-        // the magnitude with the implied one of a normal value
-        bit<32> magnitude = ((bit<32>)bits & FRACTION_MASK) | ((bit<32>)(bit<1>)implied_one << FRACTION_BITS);
-        mantissa = ~MASK(32, is_special) & SEL(32, bits[ELEMENT_BITS - 1:ELEMENT_BITS - 1] == 1,
-                                               0 - magnitude, magnitude);
+        exponent = WIRE_BIASED(w) | (bit<8>)(bit<1>)((w & (bit<ELEMENT_BITS>)WIRE_EXPONENT) == 0);
+        // the magnitude with the implied one of a normal value, times 1 or
+        // -1 (1 - 2 * sign, wrapping)
+        mantissa = (WIRE_FRACTION_BITS(w)
+                    | ((bit<32>)(bit<1>)((w & (bit<ELEMENT_BITS>)WIRE_EXPONENT) != 0) << FRACTION_BITS))
+                 * (1 - WIRE_SIGN_TWICE(w));
+    }
+}
+
+// special: ELEMENT_POS_INF / NEG_INF / NAN, or 0 for a finite value
+control SpecialElement(in bit<ELEMENT_BITS> w, out bit<8> special) {
+    apply {
+        special = (bit<8>)(bit<1>)WIRE_IS_SPECIAL(w)
+                * SELECT(8, WIRE_FRACTION_NONZERO(w), ELEMENT_NAN,
+                         SELECT(8, w[7:7] == 1, ELEMENT_NEG_INF, ELEMENT_POS_INF));
+    }
+}
+
+// fpisa-a (numerics section 3) keeps normal values only: exponent = the biased
+// exponent, 0 for zeros and subnormals (flushed); mantissa = S as 64-bit two's
+// complement (the alignment tables shift it), 0 if flushed. Not for Inf/NaN.
+control DecodeNormalElement(in bit<ELEMENT_BITS> w, out bit<16> exponent, out bit<64> mantissa) {
+    apply {
+        exponent = (bit<16>)WIRE_BIASED(w);
+        mantissa = (bit<64>)(WIRE_FRACTION_BITS(w) | (32w1 << FRACTION_BITS))
+                 * (1 - (bit<64>)WIRE_SIGN_TWICE(w))
+                 * (bit<64>)(bit<1>)((w & (bit<ELEMENT_BITS>)WIRE_EXPONENT) != 0);
+    }
+}
+
+// IEEE bits of the build's format (in a bit<32>) -> the wire element
+control WireOrder(in bit<32> bits, out bit<ELEMENT_BITS> value) {
+    apply {
+        value = BITS_TO_WIRE(bits);
     }
 }
 

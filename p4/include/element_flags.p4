@@ -1,9 +1,22 @@
 // Sticky per-element flags (Inf, NaN, overflow, overwrite) of a row, and
 // their summary as the result header's FLAG_* bits.
+//
+// fpisa keeps, besides a flag register per lane, the OR of all the row's
+// element flags in one register per row (row_flags, generated/fpisa_lanes.p4).
+// Only packets with an Inf/NaN set element flags (FpisaGeneral), so:
+//   - a first arrival without Inf/NaN clears the row's summary only; the lane
+//     flag registers then hold an earlier round's flags, and count as 0 while
+//     the summary is 0 (t.flags_valid);
+//   - FpisaGeneral writes every lane's flags and ORs them into the summary,
+//     which is then nonzero (the packet had an Inf/NaN): the lane registers
+//     are this round's;
+//   - the read-out takes the result's FLAG_* bits from the summary, and reads
+//     the lane flags only if the summary has an Inf/NaN (FpisaReadoutSpecial).
 #ifndef FPISA_ELEMENT_FLAGS_P4
 #define FPISA_ELEMENT_FLAGS_P4
 
 #include "headers.p4"
+#include "lane_fields.p4"
 
 // Straight-line (no pipeline nodes of its own): the register is always read
 // and written; without an update the value written back is the value read
@@ -29,14 +42,33 @@ control SummarizeFlags(in bit<8> flags, inout bit<8> row_flags) {
     }
 }
 
-// The raw registers appended to results with FLAG_RAW (big-endian on the
-// wire, which is the header field order).
-control RawRegisters(in bit<16> exponent, in bit<32> mantissa,
-                     inout bit<64> raw_mantissa, inout bit<16> raw_exponent) {
+// The raw registers of a FLAG_RAW result (big-endian on the wire, the header
+// field order), read again per lane and shifted into the raw-register header
+// (generated/configuration.p4: a few wide fields): the lanes in order, so
+// element 0 ends up first.
+#define RAW_SHIFT_IN(mantissas, exponents, mantissa, exponent) \
+    mantissas = (mantissas << 64) | (raw_mantissas_t)(bit<64>)(int<64>)(int<32>)(mantissa); \
+    exponents = (exponents << 16) | (raw_exponents_t)(exponent)
+
+// fpisa
+control FpisaRaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
+                 inout fpisa_lane_t t)
+                (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
     apply {
-        // sign extension
-        raw_mantissa = (bit<64>)mantissa | (64w0xFFFFFFFF00000000 & MASK(64, mantissa[31:31] == 1));
-        raw_exponent = exponent;
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        RAW_SHIFT_IN(mantissas, exponents, t.stored_mantissa, t.stored_exponent);
+    }
+}
+
+// fpisa_a: the same (the exponent register's bits 7..0 are E).
+control FpisaARaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
+                  inout fpisa_a_lane_t t)
+                 (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    apply {
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        RAW_SHIFT_IN(mantissas, exponents, t.stored_mantissa, t.stored_exponent & 0xFF);
     }
 }
 

@@ -1,67 +1,114 @@
 // FPISA-A (numerics section 3): what a Tofino-class switch can do. A stored
 // register cannot be shifted before the add, and shifts are constant: the
-// shift distance selects one constant-shift action in a table
-// (generated/shift_tables.p4). So only the incoming value moves:
+// shift distance selects constant-shift actions in tables
+// (generated/shift_tables.p4: a coarse and a fine table per lane). So only
+// the incoming value moves:
 //   E == 0 (no value yet)  -> write: E = e, A = S
-//   e <= E                 -> A += S >> (E - e)            (table-selected shift)
+//   e <= E                 -> A += S >> (E - e)            (table-selected shifts)
 //   0 < e - E <= headroom  -> A += S << (e - E), E stays   (into the headroom)
 //   e - E > headroom       -> overwrite: E = e, A = S      (the stored value is lost)
 // Adds saturate; subnormals and zeros are flushed (contribute nothing).
 //
-// Apart from the shift table, straight-line code (no pipeline nodes of its
-// own): each register is read and written on every packet that reaches the
-// lanes; without an update the value written back is the value read.
+// Per lane two registers per row: the exponent register holds E in bits 7..0
+// (0: no value yet) and the element's sticky flags (ELEMENT_*) in bits
+// 15..8, so the fold keeps the flags without a register of their own; the
+// mantissa register holds A. As in fpisa (fpisa_registers.p4) one fold
+// variant per packet, straight-line apart from the shift tables, with the
+// lanes' shared working fields (lane_fields.p4):
+//   FpisaAFirst    first arrival of a round, no Inf/NaN in the packet
+//   FpisaANext     later arrival, no Inf/NaN in the packet
+//   FpisaAGeneral  any packet with an Inf/NaN
 #ifndef FPISA_FPISA_A_REGISTERS_P4
 #define FPISA_FPISA_A_REGISTERS_P4
 
 #include "headers.p4"
+#include "lane_fields.p4"
+#include "decode.p4"
 #include "generated/shift_tables.p4"
 
-control FpisaAExponentRegister(in bit<32> row, in bool first, in bool update, in bool contributes,
-                               in bit<16> incoming, out bit<8> alignment, out bit<8> distance,
-                               out bit<16> stored_after) {
-    register<bit<16>>(POOL_ROWS) exponent_register;
+// The first arrival resets to "no value" and applies the rules to its own
+// value: E = e, A = S (E = 0, A = 0 for a flushed zero or subnormal), flags 0.
+control FpisaAFirst(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
+                   (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    DecodeNormalElement() decode;
 
     apply {
-        bit<16> stored;  // 0: no value yet
-        exponent_register.read(stored, row);
-        stored = stored & ~MASK(16, first);
-        alignment = SEL(8, !(update && contributes), ALIGN_NONE,
-                    SEL(8, stored == 0, ALIGN_WRITE,
-                    SEL(8, incoming > stored && incoming - stored > (bit<16>)HEADROOM_BITS, ALIGN_OVERWRITE,
-                    SEL(8, incoming <= stored, ALIGN_RIGHT, ALIGN_LEFT))));
-        // right: the table's default action covers >= 31 (255 stands for more)
-        distance = SEL(8, alignment == ALIGN_RIGHT,
-                       SEL(8, stored - incoming > 255, 255, (bit<8>)(stored - incoming)),
-                       MASK(8, alignment == ALIGN_LEFT) & (bit<8>)(incoming - stored));
-        stored_after = SEL(16, alignment == ALIGN_WRITE || alignment == ALIGN_OVERWRITE, incoming, stored);
-        exponent_register.write(row, stored_after);
+        decode.apply(value, t.exponent, t.addend);
+        exponent_register.write(row, t.exponent);
+        t.new_mantissa = (bit<32>)t.addend;
+        mantissa_register.write(row, t.new_mantissa);
     }
 }
 
-control FpisaAMantissaRegister(in bit<32> row, in bool first, in bit<8> alignment, in bit<8> distance,
-                               in bit<32> incoming_mantissa, out bit<32> stored_after,
-                               out bool overflow) {
-    register<bit<32>>(POOL_ROWS) mantissa_register;
-    AlignIncoming() align;
+// The exponent register decides, the mantissa register follows, from the
+// registers in t.stored_exponent / t.stored_mantissa and the incoming
+// t.exponent / t.addend (e = 0, S = 0 contributes nothing: it is aligned
+// right like a smaller value and adds 0).
+control FpisaAFold(in bit<32> row, inout fpisa_a_lane_t t)
+                  (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    AlignCoarse() coarse;
+    AlignFine() fine;
 
     apply {
-        // the incoming value, shifted by the action the table picks for
-        // (alignment, distance); only right and left alignments use it
-        bit<32> addend = incoming_mantissa;
-        align.apply(addend, alignment, distance);
-        bit<32> stored;
-        mantissa_register.read(stored, row);
-        stored = stored & ~MASK(32, first);
-        bool adds = alignment == ALIGN_RIGHT || alignment == ALIGN_LEFT;
-        bit<32> sum = stored + addend;
-        overflow = adds && stored[31:31] == addend[31:31] && sum[31:31] != stored[31:31];
-        // an overflowing add saturates to the largest magnitude of the sign
-        // (0x7FFFFFFF + the sign bit)
-        stored_after = SEL(32, alignment == ALIGN_WRITE || alignment == ALIGN_OVERWRITE, incoming_mantissa,
-                       SEL(32, !adds, stored,
-                       SEL(32, !overflow, sum, 32w0x7FFFFFFF + (stored >> 31))));
-        mantissa_register.write(row, stored_after);
+        t.alignment = SELECT(8, t.exponent > (t.stored_exponent & 0xFF),
+                          SELECT(8, (t.stored_exponent & 0xFF) == 0, ALIGN_WRITE,
+                              SELECT(8, t.exponent - (t.stored_exponent & 0xFF) > (bit<16>)HEADROOM_BITS,
+                                     ALIGN_OVERWRITE, ALIGN_LEFT)),
+                          ALIGN_RIGHT);
+        // (E - e) mod 256, the tables' distance (E's flag bits do not reach the low byte)
+        t.distance = (bit<8>)(t.stored_exponent - t.exponent);
+        coarse.apply(t.addend, t.alignment, t.distance);
+        fine.apply(t.addend, t.alignment, t.distance);
+        // an add (ALIGN_RIGHT, ALIGN_LEFT) or the incoming value alone (a write)
+        t.new_mantissa = (bit<32>)t.addend
+                       + t.stored_mantissa * (bit<32>)(bit<1>)(t.alignment >= ALIGN_RIGHT);
+        // overflow: the sum's sign differs from both addends' (in a write the
+        // incoming value equals the sum, so nothing is flagged)
+        t.flags = ELEMENT_OVERFLOW * (bit<8>)(((t.stored_mantissa ^ t.new_mantissa)
+                                               & ((bit<32>)t.addend ^ t.new_mantissa)) >> 31)
+                | ELEMENT_OVERWRITE * (bit<8>)(bit<1>)(t.alignment == ALIGN_OVERWRITE);
+        // saturate to the largest magnitude of the operands' sign
+        t.new_mantissa = SELECT(32, (t.flags & ELEMENT_OVERFLOW) != 0,
+                                32w0x7FFFFFFF + (t.stored_mantissa >> 31), t.new_mantissa);
+        t.stored_exponent = (t.stored_exponent & 0xFF00) | ((bit<16>)t.flags << 8)
+                          | SELECT(16, t.alignment == ALIGN_WRITE || t.alignment == ALIGN_OVERWRITE,
+                                   t.exponent, t.stored_exponent & 0xFF);
+        exponent_register.write(row, t.stored_exponent);
+        mantissa_register.write(row, t.new_mantissa);
+    }
+}
+
+control FpisaANext(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
+                  (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    DecodeNormalElement() decode;
+    FpisaAFold(exponent_register, mantissa_register) fold;
+
+    apply {
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        decode.apply(value, t.exponent, t.addend);
+        fold.apply(row, t);
+    }
+}
+
+// Every case: the first arrival starts from E = 0, A = 0, no flags; an
+// Inf/NaN contributes nothing and sets its flag.
+control FpisaAGeneral(in bit<ELEMENT_BITS> value, in bit<32> row, in bool first, inout fpisa_a_lane_t t)
+                     (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    DecodeNormalElement() decode;
+    SpecialElement() special;
+    FpisaAFold(exponent_register, mantissa_register) fold;
+
+    apply {
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        decode.apply(value, t.exponent, t.addend);
+        special.apply(value, t.special);
+        t.exponent = t.exponent * (bit<16>)(bit<1>)(t.special == 0);
+        t.addend = t.addend * (bit<64>)(bit<1>)(t.special == 0);
+        t.stored_exponent = (t.stored_exponent * (bit<16>)(bit<1>)!first) | ((bit<16>)t.special << 8);
+        t.stored_mantissa = t.stored_mantissa * (bit<32>)(bit<1>)!first;
+        fold.apply(row, t);
     }
 }
 

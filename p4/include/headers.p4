@@ -15,6 +15,10 @@
 // a and b (W bits each), c twice.
 #define MASK(W, c) ((bit<W>)0 - (bit<W>)(bit<1>)(c))
 #define SEL(W, c, a, b) ((((bit<W>)(a)) & MASK(W, c)) | (((bit<W>)(b)) & ~MASK(W, c)))
+// The same select by a multiplication: b + (a - b) * c (c 0 or 1, W-bit
+// wrapping arithmetic). Fewer BMv2 operations than SEL (each operand and c
+// once, no masks), which the lanes use.
+#define SELECT(W, c, a, b) ((b) + ((a) - (b)) * (bit<W>)(bit<1>)(c))
 
 header ethernet_t {
     bit<48> dst_addr;
@@ -44,35 +48,16 @@ header udp_t {
     bit<16> checksum;
 }
 
-// One payload element as it is on the wire: the build's float format
-// (generated/format.p4: fp32, fp16 or bf16), little-endian (fpisa, fpisa-a:
-// the switch does the byte swap), or int32 big-endian (switchml, int-max;
-// built with the default, 32-bit elements).
-header element_t {
-    bit<ELEMENT_BITS> value;
-}
-
-// Results with FLAG_RAW: the registers before normalization, big-endian.
-header raw_mantissa_t {
-    bit<64> value;  // the W=32-bit mantissa register, sign-extended
-}
-
-header raw_exponent_t {
-    bit<16> value;
-}
-
 struct headers_t {
     ethernet_t ethernet;
     ipv4_t ipv4;
     udp_t udp;
     agg_t agg;
-    element_t[N_ELEMENTS] elements;
-    raw_mantissa_t[N_ELEMENTS] raw_mantissa;
-    raw_exponent_t[N_ELEMENTS] raw_exponent;
+    payload_t elements;  // the N_ELEMENTS elements (generated/configuration.p4)
+    raw_registers_t raw;  // FLAG_RAW results (generated/configuration.p4)
 }
 
 struct metadata_t {
-    bit<8>  parsed_elements;
     // why the packet stops here (an index into switch_counter), 0 = goes on
     bit<32> drop_counter;
     // from the job table

@@ -20,84 +20,41 @@
 #include "fpisa_a_registers.p4"
 #include "normalize.p4"
 
-// exponent, mantissa, flags: the row's registers after this packet (the
-// read-out's input)
-control FpisaLane(in bit<ELEMENT_BITS> value, in metadata_t meta, out bit<16> exponent,
-                  out bit<32> mantissa, out bit<8> flags) {
-    DecodeElement() decode;
-    FpisaExponentRegister() exponent_register;
-    FpisaMantissaRegister() mantissa_register;
-    ElementFlags() element_flags;
-
-    apply {
-        bit<16> incoming_exponent;
-        bit<32> incoming_mantissa;
-        bit<8> special;
-        bool implied_one;
-        decode.apply(value, incoming_exponent, incoming_mantissa, special, implied_one);
-        bool contributes = special == 0;
-
-        bit<16> exponent_before;
-        exponent_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, exponent_before, exponent);
-        bool overflow;
-        mantissa_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, incoming_mantissa, exponent_before,
-                                mantissa, overflow);
-        element_flags.apply(meta.row, meta.first, meta.update,
-                            special | (ELEMENT_OVERFLOW & MASK(8, overflow)), flags);
-    }
-}
-
-control FpisaALane(in bit<ELEMENT_BITS> value, in metadata_t meta, out bit<16> exponent,
-                   out bit<32> mantissa, out bit<8> flags) {
-    DecodeElement() decode;
-    FpisaAExponentRegister() exponent_register;
-    FpisaAMantissaRegister() mantissa_register;
-    ElementFlags() element_flags;
-
-    apply {
-        bit<16> incoming_exponent;
-        bit<32> incoming_mantissa;
-        bit<8> special;
-        bool implied_one;
-        decode.apply(value, incoming_exponent, incoming_mantissa, special, implied_one);
-        // zeros and subnormals are flushed: only normal values contribute
-        bool contributes = special == 0 && implied_one;
-
-        bit<8> alignment;
-        bit<8> distance;
-        exponent_register.apply(meta.row, meta.first, meta.update, contributes,
-                                incoming_exponent, alignment, distance, exponent);
-        bool overflow;
-        mantissa_register.apply(meta.row, meta.first, alignment, distance,
-                                incoming_mantissa, mantissa, overflow);
-        element_flags.apply(meta.row, meta.first, meta.update,
-                            special | (ELEMENT_OVERFLOW & MASK(8, overflow))
-                                    | (ELEMENT_OVERWRITE & MASK(8, alignment == ALIGN_OVERWRITE)),
-                            flags);
-    }
-}
-
 // SwitchML: int32 (big-endian on the wire, the header field order) wrapping
-// sum, or signed max for the exponent exchange (mode int-max). The register
-// is read and written on every packet that reaches the lanes (without an
-// update the value read is written back); a read-out writes the sum.
-control SwitchmlLane(inout bit<32> value, in metadata_t meta) {
-    register<bit<32>>(POOL_ROWS) value_register;
-
+// sum, or signed max for the exponent exchange (mode int-max). One register
+// per element (a constructor argument); generated/switchml_lanes.p4 picks
+// one variant per packet for all lanes. The folds compute into the packet's
+// element and write that to the register: the packet that completes the row
+// then carries the result, and any other packet is dropped after the lanes.
+control SwitchmlFirst(in bit<32> value, in bit<32> row)(register<bit<32>> value_register) {
     apply {
-        bit<32> stored;
-        value_register.read(stored, meta.row);
-        // the first arrival writes (the implicit reset); signed max on
-        // unsigned bits: flipping the sign bits orders them; the add wraps
-        // like the switch's ALU
-        stored = SEL(32, !meta.update, stored,
-                 SEL(32, meta.first, value,
-                 SEL(32, !meta.int_max_mode, stored + value,
-                 SEL(32, (value ^ 0x80000000) > (stored ^ 0x80000000), value, stored))));
-        value_register.write(meta.row, stored);
-        value = SEL(32, meta.readout, stored, value);
+        value_register.write(row, value);  // the implicit reset
+    }
+}
+
+control SwitchmlSum(inout bit<32> value, in bit<32> row, inout bit<32> stored)
+                   (register<bit<32>> value_register) {
+    apply {
+        value_register.read(stored, row);
+        value = value + stored;  // wraps like the switch's ALU
+        value_register.write(row, value);
+    }
+}
+
+control SwitchmlMax(inout bit<32> value, in bit<32> row, inout bit<32> stored)
+                   (register<bit<32>> value_register) {
+    apply {
+        value_register.read(stored, row);
+        // signed max on unsigned bits: flipping the sign bits orders them
+        value = SELECT(32, (value ^ 0x80000000) > (stored ^ 0x80000000), value, stored);
+        value_register.write(row, value);
+    }
+}
+
+// a retransmission: the row's result again
+control SwitchmlResult(out bit<32> value, in bit<32> row)(register<bit<32>> value_register) {
+    apply {
+        value_register.read(value, row);
     }
 }
 

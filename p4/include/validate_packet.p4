@@ -19,7 +19,7 @@ control ValidatePacket(inout headers_t hdr, inout metadata_t meta)
             SEL(32, hdr.agg.mode != mode_a && hdr.agg.mode != mode_b, C_DROP_WRONG_MODE,
             // another format: another build aggregates it
             SEL(32, float_modes && hdr.agg.fmt != FORMAT_CODE, C_DROP_WRONG_MODE,
-            MASK(32, !hdr.elements[N_ELEMENTS - 1].isValid() || hdr.udp.length != DATA_UDP_LENGTH)
+            MASK(32, !hdr.elements.isValid() || hdr.udp.length != DATA_UDP_LENGTH)
                 & C_DROP_BAD_LENGTH)))));
     }
 }

@@ -6,7 +6,7 @@ import pytest
 
 import p4
 from emulator.bmv2 import control_plane as cp
-from emulator.bmv2.pcap import read_pcap, write_pcap
+from emulator.bmv2.pcap import read_pcap, read_pcap_records, write_pcap
 from emulator.bmv2.switch import SimpleSwitch
 
 
@@ -155,8 +155,10 @@ def test_row_index_matches_worker_check():
 def test_pcap_round_trip(tmp_path):
     frames = [bytes(range(i, i + 60)) for i in range(5)]
     path = tmp_path / "x.pcap"
-    write_pcap(path, frames)
+    write_pcap(path, frames, start_us=2_500_000, gap_us=1000)
     assert read_pcap(path) == frames
+    # each record's timestamp (simple_switch stamps its output frames)
+    assert [round(t, 6) for t, _ in read_pcap_records(path)] == [2.5, 2.501, 2.502, 2.503, 2.504]
     # a record cut short (file still being written) is left out
     path.write_bytes(path.read_bytes()[:-10])
     assert read_pcap(path) == frames[:-1]

@@ -3,6 +3,8 @@
 #ifndef FPISA_CONFIGURATION_P4
 #define FPISA_CONFIGURATION_P4
 
+#include "format.p4"  // ELEMENT_BITS
+
 // elements per packet (p4/__init__.py N_ELEMENTS)
 #define N_ELEMENTS 48
 const bit<32> POOL_ROWS = 1024;  // slots x 2 shadow sets
@@ -51,6 +53,71 @@ header agg_t {
     bit<15> slot;  // bit 15: shadow set; bits 14-0: slot
     bit<16> block_exponent;  // switchml: block exponent; result: max over workers
     bit<32> packet_id;  // opaque id chosen by the workers, echoed in results
+}
+
+// One packet's elements as they are on the wire: the build's float format
+// (format.p4: fp32, fp16 or bf16), little-endian (fpisa, fpisa-a: the switch
+// does the byte swap), or int32 big-endian (switchml, int-max; built with the
+// default, 32-bit elements). value_<i> is element i.
+header payload_t {
+    bit<ELEMENT_BITS> value_0;
+    bit<ELEMENT_BITS> value_1;
+    bit<ELEMENT_BITS> value_2;
+    bit<ELEMENT_BITS> value_3;
+    bit<ELEMENT_BITS> value_4;
+    bit<ELEMENT_BITS> value_5;
+    bit<ELEMENT_BITS> value_6;
+    bit<ELEMENT_BITS> value_7;
+    bit<ELEMENT_BITS> value_8;
+    bit<ELEMENT_BITS> value_9;
+    bit<ELEMENT_BITS> value_10;
+    bit<ELEMENT_BITS> value_11;
+    bit<ELEMENT_BITS> value_12;
+    bit<ELEMENT_BITS> value_13;
+    bit<ELEMENT_BITS> value_14;
+    bit<ELEMENT_BITS> value_15;
+    bit<ELEMENT_BITS> value_16;
+    bit<ELEMENT_BITS> value_17;
+    bit<ELEMENT_BITS> value_18;
+    bit<ELEMENT_BITS> value_19;
+    bit<ELEMENT_BITS> value_20;
+    bit<ELEMENT_BITS> value_21;
+    bit<ELEMENT_BITS> value_22;
+    bit<ELEMENT_BITS> value_23;
+    bit<ELEMENT_BITS> value_24;
+    bit<ELEMENT_BITS> value_25;
+    bit<ELEMENT_BITS> value_26;
+    bit<ELEMENT_BITS> value_27;
+    bit<ELEMENT_BITS> value_28;
+    bit<ELEMENT_BITS> value_29;
+    bit<ELEMENT_BITS> value_30;
+    bit<ELEMENT_BITS> value_31;
+    bit<ELEMENT_BITS> value_32;
+    bit<ELEMENT_BITS> value_33;
+    bit<ELEMENT_BITS> value_34;
+    bit<ELEMENT_BITS> value_35;
+    bit<ELEMENT_BITS> value_36;
+    bit<ELEMENT_BITS> value_37;
+    bit<ELEMENT_BITS> value_38;
+    bit<ELEMENT_BITS> value_39;
+    bit<ELEMENT_BITS> value_40;
+    bit<ELEMENT_BITS> value_41;
+    bit<ELEMENT_BITS> value_42;
+    bit<ELEMENT_BITS> value_43;
+    bit<ELEMENT_BITS> value_44;
+    bit<ELEMENT_BITS> value_45;
+    bit<ELEMENT_BITS> value_46;
+    bit<ELEMENT_BITS> value_47;
+}
+
+// results with FLAG_RAW: the registers before normalization, big-endian: the
+// int64 mantissas 24 elements per field (element 0 first), then the uint16 exponents
+typedef bit<1536> raw_mantissas_t;
+typedef bit<768> raw_exponents_t;
+header raw_registers_t {
+    raw_mantissas_t mantissas_0;
+    raw_mantissas_t mantissas_1;
+    raw_exponents_t exponents;
 }
 
 #endif

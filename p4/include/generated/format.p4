@@ -14,8 +14,6 @@
 #define ELEMENT_BITS 16
 #define EXPONENT_BITS 5
 #define FRACTION_BITS 10
-// little-endian wire order <-> IEEE bits (the switch's byte swap; its own inverse)
-#define WIRE_ORDER(x) ((x)[7:0] ++ (x)[15:8])
 const bit<8> FORMAT_CODE = 1;  // the header's fmt (FMT_FP16)
 const bit<16> EXPONENT_ALL_ONES = 31;
 const bit<32> FRACTION_MASK = 0x3FF;
@@ -25,13 +23,25 @@ const bit<32> RESULT_NEG_INF = 0xFC00;
 // h = W - 1 - p: fpisa_a shifts an incoming value left by at most this much
 const bit<8> HEADROOM_BITS = 20;
 const bit<16> DATA_UDP_LENGTH = 120;  // UDP header + agg header + payload
+// the element's fields straight from its wire word w (bit<ELEMENT_BITS>, the
+// little-endian bytes read big-endian): no byte swap; the sign is w[7:7]
+const bit<32> WIRE_EXPONENT = 0x7C;  // the exponent field's bits in w
+const bit<32> WIRE_FRACTION = 0xFF03;  // the fraction's
+#define WIRE_IS_SPECIAL(w) ((((bit<32>)(w)) & WIRE_EXPONENT) == WIRE_EXPONENT)  // Inf or NaN
+#define WIRE_FRACTION_NONZERO(w) ((((bit<32>)(w)) & WIRE_FRACTION) != 0)
+// the biased exponent field (bit<8>), the fraction and 2 * sign (bit<32>)
+#define WIRE_BIASED(w) ((bit<8>)((((bit<32>)(w)) >> 2) & 0x1F))
+#define WIRE_FRACTION_BITS(w) ((((bit<32>)(w)) >> 8) | ((((bit<32>)(w)) & 0x3) << 8))
+#define WIRE_SIGN_TWICE(w) ((((bit<32>)(w)) >> 6) & 2)
+// result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
+// sign bit of a 32-bit two's-complement register value at the format's place
+#define BITS_TO_WIRE(x) ((bit<16>)(((x) << 8) | ((x) >> 8)))
+#define RESULT_SIGN(x) (((x) >> 16) & 0x8000)
 #elif defined(FPISA_FORMAT_BF16)
 // bf16 (fpisa.formats): 8 exponent bits, 7 fraction bits, bias 127
 #define ELEMENT_BITS 16
 #define EXPONENT_BITS 8
 #define FRACTION_BITS 7
-// little-endian wire order <-> IEEE bits (the switch's byte swap; its own inverse)
-#define WIRE_ORDER(x) ((x)[7:0] ++ (x)[15:8])
 const bit<8> FORMAT_CODE = 2;  // the header's fmt (FMT_BF16)
 const bit<16> EXPONENT_ALL_ONES = 255;
 const bit<32> FRACTION_MASK = 0x7F;
@@ -41,13 +51,25 @@ const bit<32> RESULT_NEG_INF = 0xFF80;
 // h = W - 1 - p: fpisa_a shifts an incoming value left by at most this much
 const bit<8> HEADROOM_BITS = 23;
 const bit<16> DATA_UDP_LENGTH = 120;  // UDP header + agg header + payload
+// the element's fields straight from its wire word w (bit<ELEMENT_BITS>, the
+// little-endian bytes read big-endian): no byte swap; the sign is w[7:7]
+const bit<32> WIRE_EXPONENT = 0x807F;  // the exponent field's bits in w
+const bit<32> WIRE_FRACTION = 0x7F00;  // the fraction's
+#define WIRE_IS_SPECIAL(w) ((((bit<32>)(w)) & WIRE_EXPONENT) == WIRE_EXPONENT)  // Inf or NaN
+#define WIRE_FRACTION_NONZERO(w) ((((bit<32>)(w)) & WIRE_FRACTION) != 0)
+// the biased exponent field (bit<8>), the fraction and 2 * sign (bit<32>)
+#define WIRE_BIASED(w) ((bit<8>)((((bit<32>)(w)) >> 15) | (((bit<32>)(w)) << 1)))
+#define WIRE_FRACTION_BITS(w) ((((bit<32>)(w)) >> 8) & 0x7F)
+#define WIRE_SIGN_TWICE(w) ((((bit<32>)(w)) >> 6) & 2)
+// result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
+// sign bit of a 32-bit two's-complement register value at the format's place
+#define BITS_TO_WIRE(x) ((bit<16>)(((x) << 8) | ((x) >> 8)))
+#define RESULT_SIGN(x) (((x) >> 16) & 0x8000)
 #else  // fp32, the default
 // fp32 (fpisa.formats): 8 exponent bits, 23 fraction bits, bias 127
 #define ELEMENT_BITS 32
 #define EXPONENT_BITS 8
 #define FRACTION_BITS 23
-// little-endian wire order <-> IEEE bits (the switch's byte swap; its own inverse)
-#define WIRE_ORDER(x) ((x)[7:0] ++ (x)[15:8] ++ (x)[23:16] ++ (x)[31:24])
 const bit<8> FORMAT_CODE = 0;  // the header's fmt (FMT_FP32)
 const bit<16> EXPONENT_ALL_ONES = 255;
 const bit<32> FRACTION_MASK = 0x7FFFFF;
@@ -57,6 +79,20 @@ const bit<32> RESULT_NEG_INF = 0xFF800000;
 // h = W - 1 - p: fpisa_a shifts an incoming value left by at most this much
 const bit<8> HEADROOM_BITS = 7;
 const bit<16> DATA_UDP_LENGTH = 216;  // UDP header + agg header + payload
+// the element's fields straight from its wire word w (bit<ELEMENT_BITS>, the
+// little-endian bytes read big-endian): no byte swap; the sign is w[7:7]
+const bit<32> WIRE_EXPONENT = 0x807F;  // the exponent field's bits in w
+const bit<32> WIRE_FRACTION = 0xFFFF7F00;  // the fraction's
+#define WIRE_IS_SPECIAL(w) (((w) & WIRE_EXPONENT) == WIRE_EXPONENT)  // Inf or NaN
+#define WIRE_FRACTION_NONZERO(w) (((w) & WIRE_FRACTION) != 0)
+// the biased exponent field (bit<8>), the fraction and 2 * sign (bit<32>)
+#define WIRE_BIASED(w) ((bit<8>)((((w) >> 15) & 0x1) | ((w) << 1)))
+#define WIRE_FRACTION_BITS(w) (((w) >> 24) | (((w) >> 8) & 0xFF00) | (((w) & 0x7F00) << 8))
+#define WIRE_SIGN_TWICE(w) (((w) >> 6) & 2)
+// result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
+// sign bit of a 32-bit two's-complement register value at the format's place
+#define BITS_TO_WIRE(x) (((x) << 24) | (((x) << 8) & 0x00FF0000) | (((x) >> 8) & 0x0000FF00) | ((x) >> 24))
+#define RESULT_SIGN(x) ((x) & 0x80000000)
 #endif
 
 #endif

@@ -11,70 +11,51 @@ const bit<8> ALIGN_OVERWRITE = 2;
 const bit<8> ALIGN_RIGHT = 3;
 const bit<8> ALIGN_LEFT = 4;
 
-// fpisa_a: align the incoming signed mantissa to the stored exponent.
-// Tofino has constant shifts only: (alignment, distance) selects an action:
-// ALIGN_RIGHT (e <= E) shifts right by E - e, ALIGN_LEFT (0 < e - E <= headroom)
-// left into the headroom instead of shifting the stored register right.
-// Other alignments do not use the value (the default action).
-control AlignIncoming(inout bit<32> value, in bit<8> alignment, in bit<8> distance) {
-    action shift_right_0() { value = value; }
-    action shift_right_1() { value = (value >> 1) | ((32w0 - (value >> 31)) << 31); }
-    action shift_right_2() { value = (value >> 2) | ((32w0 - (value >> 31)) << 30); }
-    action shift_right_3() { value = (value >> 3) | ((32w0 - (value >> 31)) << 29); }
-    action shift_right_4() { value = (value >> 4) | ((32w0 - (value >> 31)) << 28); }
-    action shift_right_5() { value = (value >> 5) | ((32w0 - (value >> 31)) << 27); }
-    action shift_right_6() { value = (value >> 6) | ((32w0 - (value >> 31)) << 26); }
-    action shift_right_7() { value = (value >> 7) | ((32w0 - (value >> 31)) << 25); }
-    action shift_right_8() { value = (value >> 8) | ((32w0 - (value >> 31)) << 24); }
-    action shift_right_9() { value = (value >> 9) | ((32w0 - (value >> 31)) << 23); }
-    action shift_right_10() { value = (value >> 10) | ((32w0 - (value >> 31)) << 22); }
-    action shift_right_11() { value = (value >> 11) | ((32w0 - (value >> 31)) << 21); }
-    action shift_right_12() { value = (value >> 12) | ((32w0 - (value >> 31)) << 20); }
-    action shift_right_13() { value = (value >> 13) | ((32w0 - (value >> 31)) << 19); }
-    action shift_right_14() { value = (value >> 14) | ((32w0 - (value >> 31)) << 18); }
-    action shift_right_15() { value = (value >> 15) | ((32w0 - (value >> 31)) << 17); }
-    action shift_right_16() { value = (value >> 16) | ((32w0 - (value >> 31)) << 16); }
-    action shift_right_17() { value = (value >> 17) | ((32w0 - (value >> 31)) << 15); }
-    action shift_right_18() { value = (value >> 18) | ((32w0 - (value >> 31)) << 14); }
-    action shift_right_19() { value = (value >> 19) | ((32w0 - (value >> 31)) << 13); }
-    action shift_right_20() { value = (value >> 20) | ((32w0 - (value >> 31)) << 12); }
-    action shift_right_21() { value = (value >> 21) | ((32w0 - (value >> 31)) << 11); }
-    action shift_right_22() { value = (value >> 22) | ((32w0 - (value >> 31)) << 10); }
-    action shift_right_23() { value = (value >> 23) | ((32w0 - (value >> 31)) << 9); }
-    action shift_right_24() { value = (value >> 24) | ((32w0 - (value >> 31)) << 8); }
-    action shift_right_25() { value = (value >> 25) | ((32w0 - (value >> 31)) << 7); }
-    action shift_right_26() { value = (value >> 26) | ((32w0 - (value >> 31)) << 6); }
-    action shift_right_27() { value = (value >> 27) | ((32w0 - (value >> 31)) << 5); }
-    action shift_right_28() { value = (value >> 28) | ((32w0 - (value >> 31)) << 4); }
-    action shift_right_29() { value = (value >> 29) | ((32w0 - (value >> 31)) << 3); }
-    action shift_right_30() { value = (value >> 30) | ((32w0 - (value >> 31)) << 2); }
-    action shift_right_31() { value = (value >> 31) | ((32w0 - (value >> 31)) << 1); }
-    action shift_left_1() { value = value << 1; }
-    action shift_left_2() { value = value << 2; }
-    action shift_left_3() { value = value << 3; }
-    action shift_left_4() { value = value << 4; }
-    action shift_left_5() { value = value << 5; }
-    action shift_left_6() { value = value << 6; }
-    action shift_left_7() { value = value << 7; }
+// fpisa_a: align the incoming signed mantissa to the stored exponent with
+// constant shifts chosen by two tables (coarse: a multiple of 8; fine: 0..7).
+// ALIGN_RIGHT shifts right by d = E - e (d >= 16 gives 0 or -1 like any
+// longer shift); ALIGN_LEFT by k = e - E (d = (E - e) mod 256 = 256 - k):
+// coarse left by 8c (c = ceil(k / 8)), then fine right by 8c - k = d mod 8.
+// Other alignments: no shift. value: 64 bits, two's complement.
+control AlignCoarse(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {
+    action shift_right_8() { value = (value >> 8) | ((64w0 - (value >> 63)) << 56); }
+    action shift_right_16() { value = (value >> 16) | ((64w0 - (value >> 63)) << 48); }
     action shift_left_8() { value = value << 8; }
-    action shift_left_9() { value = value << 9; }
-    action shift_left_10() { value = value << 10; }
-    action shift_left_11() { value = value << 11; }
-    action shift_left_12() { value = value << 12; }
-    action shift_left_13() { value = value << 13; }
-    action shift_left_14() { value = value << 14; }
-    action shift_left_15() { value = value << 15; }
     action shift_left_16() { value = value << 16; }
-    action shift_left_17() { value = value << 17; }
-    action shift_left_18() { value = value << 18; }
-    action shift_left_19() { value = value << 19; }
-    action shift_left_20() { value = value << 20; }
-    table shift_distance {
-        key = { alignment : exact; distance : exact; }
-        actions = { shift_right_0; shift_right_1; shift_right_2; shift_right_3; shift_right_4; shift_right_5; shift_right_6; shift_right_7; shift_right_8; shift_right_9; shift_right_10; shift_right_11; shift_right_12; shift_right_13; shift_right_14; shift_right_15; shift_right_16; shift_right_17; shift_right_18; shift_right_19; shift_right_20; shift_right_21; shift_right_22; shift_right_23; shift_right_24; shift_right_25; shift_right_26; shift_right_27; shift_right_28; shift_right_29; shift_right_30; shift_right_31; shift_left_1; shift_left_2; shift_left_3; shift_left_4; shift_left_5; shift_left_6; shift_left_7; shift_left_8; shift_left_9; shift_left_10; shift_left_11; shift_left_12; shift_left_13; shift_left_14; shift_left_15; shift_left_16; shift_left_17; shift_left_18; shift_left_19; shift_left_20; }
-        default_action = shift_right_31();
+    action shift_left_24() { value = value << 24; }
+    action no_shift() { }
+    table coarse {
+        key = { alignment : exact; distance : ternary; }
+        actions = { shift_right_8; shift_right_16; shift_left_8; shift_left_16; shift_left_24; no_shift; }
+        default_action = no_shift();
         const entries = {
-            (ALIGN_RIGHT, 0) : shift_right_0();
+            (ALIGN_RIGHT, 8 &&& 0xF8) : shift_right_8();
+            (ALIGN_RIGHT, 16 &&& 0xF0) : shift_right_16();
+            (ALIGN_RIGHT, 32 &&& 0xE0) : shift_right_16();
+            (ALIGN_RIGHT, 64 &&& 0xC0) : shift_right_16();
+            (ALIGN_RIGHT, 128 &&& 0x80) : shift_right_16();
+            (ALIGN_LEFT, 248 &&& 0xF8) : shift_left_8();
+            (ALIGN_LEFT, 240 &&& 0xF8) : shift_left_16();
+            (ALIGN_LEFT, 232 &&& 0xF8) : shift_left_24();
+        }
+    }
+    apply { coarse.apply(); }
+}
+
+control AlignFine(inout bit<64> value, in bit<8> alignment, in bit<8> distance) {
+    action shift_right_1() { value = (value >> 1) | ((64w0 - (value >> 63)) << 63); }
+    action shift_right_2() { value = (value >> 2) | ((64w0 - (value >> 63)) << 62); }
+    action shift_right_3() { value = (value >> 3) | ((64w0 - (value >> 63)) << 61); }
+    action shift_right_4() { value = (value >> 4) | ((64w0 - (value >> 63)) << 60); }
+    action shift_right_5() { value = (value >> 5) | ((64w0 - (value >> 63)) << 59); }
+    action shift_right_6() { value = (value >> 6) | ((64w0 - (value >> 63)) << 58); }
+    action shift_right_7() { value = (value >> 7) | ((64w0 - (value >> 63)) << 57); }
+    action no_shift() { }
+    table fine {
+        key = { alignment : exact; distance & 7 : exact; }
+        actions = { shift_right_1; shift_right_2; shift_right_3; shift_right_4; shift_right_5; shift_right_6; shift_right_7; no_shift; }
+        default_action = no_shift();
+        const entries = {
             (ALIGN_RIGHT, 1) : shift_right_1();
             (ALIGN_RIGHT, 2) : shift_right_2();
             (ALIGN_RIGHT, 3) : shift_right_3();
@@ -82,151 +63,82 @@ control AlignIncoming(inout bit<32> value, in bit<8> alignment, in bit<8> distan
             (ALIGN_RIGHT, 5) : shift_right_5();
             (ALIGN_RIGHT, 6) : shift_right_6();
             (ALIGN_RIGHT, 7) : shift_right_7();
-            (ALIGN_RIGHT, 8) : shift_right_8();
-            (ALIGN_RIGHT, 9) : shift_right_9();
-            (ALIGN_RIGHT, 10) : shift_right_10();
-            (ALIGN_RIGHT, 11) : shift_right_11();
-            (ALIGN_RIGHT, 12) : shift_right_12();
-            (ALIGN_RIGHT, 13) : shift_right_13();
-            (ALIGN_RIGHT, 14) : shift_right_14();
-            (ALIGN_RIGHT, 15) : shift_right_15();
-            (ALIGN_RIGHT, 16) : shift_right_16();
-            (ALIGN_RIGHT, 17) : shift_right_17();
-            (ALIGN_RIGHT, 18) : shift_right_18();
-            (ALIGN_RIGHT, 19) : shift_right_19();
-            (ALIGN_RIGHT, 20) : shift_right_20();
-            (ALIGN_RIGHT, 21) : shift_right_21();
-            (ALIGN_RIGHT, 22) : shift_right_22();
-            (ALIGN_RIGHT, 23) : shift_right_23();
-            (ALIGN_RIGHT, 24) : shift_right_24();
-            (ALIGN_RIGHT, 25) : shift_right_25();
-            (ALIGN_RIGHT, 26) : shift_right_26();
-            (ALIGN_RIGHT, 27) : shift_right_27();
-            (ALIGN_RIGHT, 28) : shift_right_28();
-            (ALIGN_RIGHT, 29) : shift_right_29();
-            (ALIGN_RIGHT, 30) : shift_right_30();
-            (ALIGN_LEFT, 1) : shift_left_1();
-            (ALIGN_LEFT, 2) : shift_left_2();
-            (ALIGN_LEFT, 3) : shift_left_3();
-            (ALIGN_LEFT, 4) : shift_left_4();
-            (ALIGN_LEFT, 5) : shift_left_5();
-            (ALIGN_LEFT, 6) : shift_left_6();
-            (ALIGN_LEFT, 7) : shift_left_7();
-            (ALIGN_LEFT, 8) : shift_left_8();
-            (ALIGN_LEFT, 9) : shift_left_9();
-            (ALIGN_LEFT, 10) : shift_left_10();
-            (ALIGN_LEFT, 11) : shift_left_11();
-            (ALIGN_LEFT, 12) : shift_left_12();
-            (ALIGN_LEFT, 13) : shift_left_13();
-            (ALIGN_LEFT, 14) : shift_left_14();
-            (ALIGN_LEFT, 15) : shift_left_15();
-            (ALIGN_LEFT, 16) : shift_left_16();
-            (ALIGN_LEFT, 17) : shift_left_17();
-            (ALIGN_LEFT, 18) : shift_left_18();
-            (ALIGN_LEFT, 19) : shift_left_19();
-            (ALIGN_LEFT, 20) : shift_left_20();
+            (ALIGN_LEFT, 1) : shift_right_1();
+            (ALIGN_LEFT, 2) : shift_right_2();
+            (ALIGN_LEFT, 3) : shift_right_3();
+            (ALIGN_LEFT, 4) : shift_right_4();
+            (ALIGN_LEFT, 5) : shift_right_5();
+            (ALIGN_LEFT, 6) : shift_right_6();
+            (ALIGN_LEFT, 7) : shift_right_7();
         }
     }
-    apply { shift_distance.apply(); }
+    apply { fine.apply(); }
 }
 
-// fpisa_a read-out: a ternary (TCAM) table finds the leading one of the
-// magnitude; each action moves it to bit 10 with a constant shift.
-control LeadingOne(in bit<32> magnitude, out bit<32> significand, out bit<8> leading_one) {
-    action leading_one_0() { significand = magnitude << 10; leading_one = 0; }
-    action leading_one_1() { significand = magnitude << 9; leading_one = 1; }
-    action leading_one_2() { significand = magnitude << 8; leading_one = 2; }
-    action leading_one_3() { significand = magnitude << 7; leading_one = 3; }
-    action leading_one_4() { significand = magnitude << 6; leading_one = 4; }
-    action leading_one_5() { significand = magnitude << 5; leading_one = 5; }
-    action leading_one_6() { significand = magnitude << 4; leading_one = 6; }
-    action leading_one_7() { significand = magnitude << 3; leading_one = 7; }
-    action leading_one_8() { significand = magnitude << 2; leading_one = 8; }
-    action leading_one_9() { significand = magnitude << 1; leading_one = 9; }
-    action leading_one_10() { significand = magnitude; leading_one = 10; }
-    action leading_one_11() { significand = magnitude >> 1; leading_one = 11; }
-    action leading_one_12() { significand = magnitude >> 2; leading_one = 12; }
-    action leading_one_13() { significand = magnitude >> 3; leading_one = 13; }
-    action leading_one_14() { significand = magnitude >> 4; leading_one = 14; }
-    action leading_one_15() { significand = magnitude >> 5; leading_one = 15; }
-    action leading_one_16() { significand = magnitude >> 6; leading_one = 16; }
-    action leading_one_17() { significand = magnitude >> 7; leading_one = 17; }
-    action leading_one_18() { significand = magnitude >> 8; leading_one = 18; }
-    action leading_one_19() { significand = magnitude >> 9; leading_one = 19; }
-    action leading_one_20() { significand = magnitude >> 10; leading_one = 20; }
-    action leading_one_21() { significand = magnitude >> 11; leading_one = 21; }
-    action leading_one_22() { significand = magnitude >> 12; leading_one = 22; }
-    action leading_one_23() { significand = magnitude >> 13; leading_one = 23; }
-    action leading_one_24() { significand = magnitude >> 14; leading_one = 24; }
-    action leading_one_25() { significand = magnitude >> 15; leading_one = 25; }
-    action leading_one_26() { significand = magnitude >> 16; leading_one = 26; }
-    action leading_one_27() { significand = magnitude >> 17; leading_one = 27; }
-    action leading_one_28() { significand = magnitude >> 18; leading_one = 28; }
-    action leading_one_29() { significand = magnitude >> 19; leading_one = 29; }
-    action leading_one_30() { significand = magnitude >> 20; leading_one = 30; }
-    action leading_one_31() { significand = magnitude >> 21; leading_one = 31; }
-    action magnitude_zero() { significand = 0; leading_one = 0; }
+// fpisa_a read-out: a ternary (TCAM) table finds the leading one p of the
+// magnitude (action data: p; 0 for a zero magnitude).
+control LeadingOne(in bit<32> magnitude, out bit<8> leading_one) {
+    action set_leading_one(bit<8> p) { leading_one = p; }
     table leading_one_position {
         key = { magnitude : ternary; }
-        actions = { leading_one_0; leading_one_1; leading_one_2; leading_one_3; leading_one_4; leading_one_5; leading_one_6; leading_one_7; leading_one_8; leading_one_9; leading_one_10; leading_one_11; leading_one_12; leading_one_13; leading_one_14; leading_one_15; leading_one_16; leading_one_17; leading_one_18; leading_one_19; leading_one_20; leading_one_21; leading_one_22; leading_one_23; leading_one_24; leading_one_25; leading_one_26; leading_one_27; leading_one_28; leading_one_29; leading_one_30; leading_one_31; magnitude_zero; }
-        default_action = magnitude_zero();
+        actions = { set_leading_one; }
+        default_action = set_leading_one(0);
         const entries = {
-            0x80000000 &&& 0x80000000 : leading_one_31();
-            0x40000000 &&& 0xC0000000 : leading_one_30();
-            0x20000000 &&& 0xE0000000 : leading_one_29();
-            0x10000000 &&& 0xF0000000 : leading_one_28();
-            0x08000000 &&& 0xF8000000 : leading_one_27();
-            0x04000000 &&& 0xFC000000 : leading_one_26();
-            0x02000000 &&& 0xFE000000 : leading_one_25();
-            0x01000000 &&& 0xFF000000 : leading_one_24();
-            0x00800000 &&& 0xFF800000 : leading_one_23();
-            0x00400000 &&& 0xFFC00000 : leading_one_22();
-            0x00200000 &&& 0xFFE00000 : leading_one_21();
-            0x00100000 &&& 0xFFF00000 : leading_one_20();
-            0x00080000 &&& 0xFFF80000 : leading_one_19();
-            0x00040000 &&& 0xFFFC0000 : leading_one_18();
-            0x00020000 &&& 0xFFFE0000 : leading_one_17();
-            0x00010000 &&& 0xFFFF0000 : leading_one_16();
-            0x00008000 &&& 0xFFFF8000 : leading_one_15();
-            0x00004000 &&& 0xFFFFC000 : leading_one_14();
-            0x00002000 &&& 0xFFFFE000 : leading_one_13();
-            0x00001000 &&& 0xFFFFF000 : leading_one_12();
-            0x00000800 &&& 0xFFFFF800 : leading_one_11();
-            0x00000400 &&& 0xFFFFFC00 : leading_one_10();
-            0x00000200 &&& 0xFFFFFE00 : leading_one_9();
-            0x00000100 &&& 0xFFFFFF00 : leading_one_8();
-            0x00000080 &&& 0xFFFFFF80 : leading_one_7();
-            0x00000040 &&& 0xFFFFFFC0 : leading_one_6();
-            0x00000020 &&& 0xFFFFFFE0 : leading_one_5();
-            0x00000010 &&& 0xFFFFFFF0 : leading_one_4();
-            0x00000008 &&& 0xFFFFFFF8 : leading_one_3();
-            0x00000004 &&& 0xFFFFFFFC : leading_one_2();
-            0x00000002 &&& 0xFFFFFFFE : leading_one_1();
-            0x00000001 &&& 0xFFFFFFFF : leading_one_0();
+            0x80000000 &&& 0x80000000 : set_leading_one(31);
+            0x40000000 &&& 0xC0000000 : set_leading_one(30);
+            0x20000000 &&& 0xE0000000 : set_leading_one(29);
+            0x10000000 &&& 0xF0000000 : set_leading_one(28);
+            0x08000000 &&& 0xF8000000 : set_leading_one(27);
+            0x04000000 &&& 0xFC000000 : set_leading_one(26);
+            0x02000000 &&& 0xFE000000 : set_leading_one(25);
+            0x01000000 &&& 0xFF000000 : set_leading_one(24);
+            0x00800000 &&& 0xFF800000 : set_leading_one(23);
+            0x00400000 &&& 0xFFC00000 : set_leading_one(22);
+            0x00200000 &&& 0xFFE00000 : set_leading_one(21);
+            0x00100000 &&& 0xFFF00000 : set_leading_one(20);
+            0x00080000 &&& 0xFFF80000 : set_leading_one(19);
+            0x00040000 &&& 0xFFFC0000 : set_leading_one(18);
+            0x00020000 &&& 0xFFFE0000 : set_leading_one(17);
+            0x00010000 &&& 0xFFFF0000 : set_leading_one(16);
+            0x00008000 &&& 0xFFFF8000 : set_leading_one(15);
+            0x00004000 &&& 0xFFFFC000 : set_leading_one(14);
+            0x00002000 &&& 0xFFFFE000 : set_leading_one(13);
+            0x00001000 &&& 0xFFFFF000 : set_leading_one(12);
+            0x00000800 &&& 0xFFFFF800 : set_leading_one(11);
+            0x00000400 &&& 0xFFFFFC00 : set_leading_one(10);
+            0x00000200 &&& 0xFFFFFE00 : set_leading_one(9);
+            0x00000100 &&& 0xFFFFFF00 : set_leading_one(8);
+            0x00000080 &&& 0xFFFFFF80 : set_leading_one(7);
+            0x00000040 &&& 0xFFFFFFC0 : set_leading_one(6);
+            0x00000020 &&& 0xFFFFFFE0 : set_leading_one(5);
+            0x00000010 &&& 0xFFFFFFF0 : set_leading_one(4);
+            0x00000008 &&& 0xFFFFFFF8 : set_leading_one(3);
+            0x00000004 &&& 0xFFFFFFFC : set_leading_one(2);
+            0x00000002 &&& 0xFFFFFFFE : set_leading_one(1);
+            0x00000001 &&& 0xFFFFFFFF : set_leading_one(0);
         }
     }
     apply { leading_one_position.apply(); }
 }
 
-// fpisa_a read-out of a subnormal result: fraction = |A| << (E - 1).
-control SubnormalShift(inout bit<32> magnitude, in bit<8> distance) {
-    action shift_left_0() { magnitude = magnitude << 0; }
-    action shift_left_1() { magnitude = magnitude << 1; }
-    action shift_left_2() { magnitude = magnitude << 2; }
-    action shift_left_3() { magnitude = magnitude << 3; }
-    action shift_left_4() { magnitude = magnitude << 4; }
-    action shift_left_5() { magnitude = magnitude << 5; }
-    action shift_left_6() { magnitude = magnitude << 6; }
-    action shift_left_7() { magnitude = magnitude << 7; }
-    action shift_left_8() { magnitude = magnitude << 8; }
-    action shift_left_9() { magnitude = magnitude << 9; }
-    action out_of_range() { magnitude = 0; }
-    table shift_distance {
-        key = { distance : exact; }
-        actions = { shift_left_0; shift_left_1; shift_left_2; shift_left_3; shift_left_4; shift_left_5; shift_left_6; shift_left_7; shift_left_8; shift_left_9; out_of_range; }
-        default_action = out_of_range();
+// fpisa_a read-out: the significand |A| * 2^s with s = min(10 - p, E - 1) (the
+// leading one to bit 10, or a subnormal's |A| << (E - 1)), by constant shifts: key
+// = s + 24; fine left by key mod 8, then coarse by 8 * floor(key / 8) - 24.
+const bit<8> NORMALIZE_OFFSET = 24;
+control NormalizeFine(inout bit<64> significand, in bit<8> shift_key) {
+    action shift_left_1() { significand = significand << 1; }
+    action shift_left_2() { significand = significand << 2; }
+    action shift_left_3() { significand = significand << 3; }
+    action shift_left_4() { significand = significand << 4; }
+    action shift_left_5() { significand = significand << 5; }
+    action shift_left_6() { significand = significand << 6; }
+    action shift_left_7() { significand = significand << 7; }
+    action no_shift() { }
+    table fine {
+        key = { shift_key & 7 : exact; }
+        actions = { shift_left_1; shift_left_2; shift_left_3; shift_left_4; shift_left_5; shift_left_6; shift_left_7; no_shift; }
+        default_action = no_shift();
         const entries = {
-            0 : shift_left_0();
             1 : shift_left_1();
             2 : shift_left_2();
             3 : shift_left_3();
@@ -234,11 +146,29 @@ control SubnormalShift(inout bit<32> magnitude, in bit<8> distance) {
             5 : shift_left_5();
             6 : shift_left_6();
             7 : shift_left_7();
-            8 : shift_left_8();
-            9 : shift_left_9();
         }
     }
-    apply { shift_distance.apply(); }
+    apply { fine.apply(); }
+}
+
+control NormalizeCoarse(inout bit<64> significand, in bit<8> shift_key) {
+    action shift_right_24() { significand = significand >> 24; }
+    action shift_right_16() { significand = significand >> 16; }
+    action shift_right_8() { significand = significand >> 8; }
+    action shift_left_8() { significand = significand << 8; }
+    action no_shift() { }
+    table coarse {
+        key = { shift_key & 0xF8 : exact; }
+        actions = { shift_right_24; shift_right_16; shift_right_8; shift_left_8; no_shift; }
+        default_action = no_shift();
+        const entries = {
+            0 : shift_right_24();
+            8 : shift_right_16();
+            16 : shift_right_8();
+            32 : shift_left_8();
+        }
+    }
+    apply { coarse.apply(); }
 }
 
 #endif
