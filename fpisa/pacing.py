@@ -39,6 +39,8 @@ from typing import Callable, Hashable, Iterable
 
 import numpy as np
 
+from .protocol import assemble_packets
+
 __all__ = [
     "LinkPacer",
     "PacedTransport",
@@ -274,13 +276,7 @@ def _paced_send_packets(self, address: Hashable, heads: np.ndarray, payloads: np
                         index: np.ndarray) -> None:
     """The datagrams of ``ShmTransport.send_packets``, assembled (a copy) and
     paced like :meth:`PacedTransport.send_train`."""
-    index = np.asarray(index, np.int64)
-    H = heads.shape[1]
-    rows = np.empty((index.size, H + payloads.shape[1]), np.uint8)
-    rows[:, :H] = heads[index]
-    whole = index < payloads.shape[0]
-    rows[whole, H:] = payloads[index[whole]]
-    rows[~whole, H:] = tail
+    rows = assemble_packets(heads, payloads, tail, index)
     self.send_train(address, rows, rows.shape[1])
 
 

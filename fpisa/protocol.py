@@ -32,6 +32,7 @@ from .formats import Format, get_format
 
 __all__ = [
     "UDP_PORT",
+    "assemble_packets",
     "VERSION",
     "HEADER_FIELDS",
     "HEADER_DTYPE",
@@ -230,6 +231,31 @@ def payload_bytes(mode: WireMode, fmt_code: int, num_elements: int) -> int:
 
 def raw_bytes(num_elements: int) -> int:
     return num_elements * (8 + 2)
+
+
+def assemble_packets(heads: np.ndarray, payloads: np.ndarray, tail: np.ndarray,
+                     index: np.ndarray | None = None) -> np.ndarray:
+    """Datagrams as rows, each a header row followed by its payload row:
+    ``heads[i] + payloads[i]``, or ``heads[i] + tail`` for ``i ==
+    len(payloads)`` (a padded last payload), for every ``i`` of ``heads``
+    or those of ``index`` in that order. What
+    ``ShmTransport.send_packets`` writes straight into its ring, built here
+    for transports that need the rows."""
+    H = heads.shape[1]
+    if index is None:
+        rows = np.empty((heads.shape[0], H + tail.size), np.uint8)
+        rows[:, :H] = heads
+        full = payloads.shape[0]
+        rows[:full, H:] = payloads
+        rows[full:, H:] = tail
+        return rows
+    index = np.asarray(index, np.int64)
+    rows = np.empty((index.size, H + tail.size), np.uint8)
+    rows[:, :H] = heads[index]
+    whole = index < payloads.shape[0]
+    rows[whole, H:] = payloads[index[whole]]
+    rows[~whole, H:] = tail
+    return rows
 
 
 RAW_MANTISSA_DTYPE = np.dtype(">i8")

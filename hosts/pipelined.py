@@ -46,7 +46,7 @@ from fpisa import switchml
 from fpisa.codec import normalize
 from fpisa.protocol import HEADER_BYTES, WireMode
 
-from .worker import AllreduceClient, WorkerConfig
+from .worker import AllreduceClient, WorkerConfig, deliver
 
 __all__ = ["PipelinedClient", "PipelineStats", "check_conversion_threads", "default_chunk_elements"]
 
@@ -254,11 +254,7 @@ class PipelinedClient(AllreduceClient):
         result, raw = self._run_pass(c.data_wire_mode, wire, bexp=0, want_raw=c.raw_registers)
         if raw is None:
             t0 = time.thread_time_ns()
-            values = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
-            if out is None:
-                out = values
-            else:
-                out[...] = values
+            out = deliver(result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False), out)
             self.conversion.decode_ns += time.thread_time_ns() - t0
         else:
             mantissa, exponent = raw

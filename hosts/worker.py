@@ -39,6 +39,7 @@ from fpisa.protocol import (
     RAW_EXPONENT_DTYPE,
     RAW_MANTISSA_DTYPE,
     WireMode,
+    assemble_packets,
     raw_bytes,
     sequence_pool_index,
 )
@@ -58,6 +59,14 @@ _COALESCE_PACKETS, _COALESCE_S = 32, 0.5e-3
 _REORDER_MIN_S = 1e-3
 #: ... in units of the smoothed round trip: RACK's quarter at first, up to two
 _REORDER_MIN_FRACTION, _REORDER_MAX_FRACTION = 0.25, 2.0
+
+
+def deliver(values: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """The sum for the caller: ``values`` itself, or copied into ``out``."""
+    if out is None:
+        return values
+    out[...] = values
+    return out
 
 
 class AllreduceTimeout(RuntimeError):
@@ -254,17 +263,9 @@ class AllreduceClient:
         if raw is not None:
             # host-side normalization with the rounding the switch cannot do
             normalized = normalize(raw[1].astype(np.int64), raw[0], self._fmt, c.rounding)
-            normalized = np.asarray(normalized, self._fmt.bits_dtype)
-            if out is None:
-                out = normalized
-            else:
-                out[...] = normalized
+            out = deliver(np.asarray(normalized, self._fmt.bits_dtype), out)
         elif into is None:
-            values = result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False)
-            if out is None:
-                out = values
-            else:
-                out[...] = values
+            out = deliver(result.view(wire.dtype).astype(self._fmt.bits_dtype, copy=False), out)
         t3 = time.thread_time_ns()
         self.conversion.encode_ns += t1 - t0
         self.conversion.decode_ns += t3 - t2
@@ -315,15 +316,7 @@ class AllreduceClient:
 
     def _packets(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
         """All of a pass's DATA packets, built at once: (num_packets, bytes)."""
-        heads = self._headers(mode, wire, bexp, flags, base)
-        payloads, tail = self._payloads(wire)
-        packets = np.empty((heads.shape[0], HEADER_BYTES + tail.size), np.uint8)
-        packets[:, :HEADER_BYTES] = heads
-        full = payloads.shape[0]
-        packets[:full, HEADER_BYTES:] = payloads
-        if full < heads.shape[0]:
-            packets[full, HEADER_BYTES:] = tail
-        return packets
+        return assemble_packets(self._headers(mode, wire, bexp, flags, base), *self._payloads(wire))
 
     def _headers(self, mode: WireMode, wire: np.ndarray, bexp, flags: int, base: int) -> np.ndarray:
         """The headers of a pass's DATA packets: (num_packets, HEADER_BYTES)."""
