@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from fpisa.protocol import ALL_RANKS, FIELD_OFFSETS, RESULT_VT, RETX_VT
+from fpisa.shm import copy_bytes as _copy
 
 __all__ = ["take_results", "clean_samples", "mark_sent", "overdue"]
 
@@ -31,12 +32,6 @@ _MODE = FIELD_OFFSETS["mode"]
 _JOB = FIELD_OFFSETS["job"]
 _RANK = FIELD_OFFSETS["rank"]
 _PID = FIELD_OFFSETS["packet_id"]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _copy(src, dst):
-    for b in range(dst.shape[0]):
-        dst[b] = src[b]
 
 
 @njit(cache=True, nogil=True)
@@ -53,7 +48,8 @@ def take_results(buf, mode, job, rank, base, pending, payload_start, result, res
     packet ``k`` that is still pending is *fresh*: its payload (bytes
     ``payload_start`` .. ``payload_start + result.shape[1]``) goes to
     ``result[k]`` (to ``result_tail`` for ``k == len(result)``: the padded
-    last packet of an array that ``result`` is a view of), with a non-empty ``raw_mantissa`` its raw registers (the
+    last packet of an array that ``result`` is a view of), with a non-empty
+    ``raw_mantissa`` its raw registers (the
     ``raw_mantissa.shape[1] + raw_exponent.shape[1]`` bytes from
     ``raw_start``) go to ``raw_mantissa[k]`` and ``raw_exponent[k]`` (byte
     views), ``pending[k]`` is cleared and ``k`` is appended to ``fresh`` at
@@ -84,9 +80,7 @@ def take_results(buf, mode, job, rank, base, pending, payload_start, result, res
         if not pending[k]:
             continue
         pending[k] = False
-        # copies between row slices, indexed by the loop counter alone: LLVM
-        # then sees non-negative indices (no wrap-around select per byte)
-        # and moves whole vectors
+        # copies between row slices (copy_bytes: vectorized)
         if k < full:
             _copy(buf[i, payload_start:payload_start + P], result[k])
         else:

@@ -950,8 +950,11 @@ def _min_tail(ctrl, words):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _copy(src, dst):
-    # indexed by the loop counter alone: LLVM moves whole vectors
+def copy_bytes(src, dst):
+    """``dst[:] = src[:len(dst)]`` for 1-D arrays, as a loop indexed by its
+    counter alone: LLVM then sees non-negative indices (no wrap-around
+    select per byte) and moves whole vectors. Numba's slice assignment
+    guards against overlap with a temporary instead."""
     for b in range(dst.shape[0]):
         dst[b] = src[b]
 
@@ -996,11 +999,11 @@ def _write_slots(ctrl, words, asleep_words, slots, lengths, masks, head, heads, 
             src = index[done + j] if gather else done + j
             slot = slots[at]
             if H:
-                _copy(heads[src], slot[:H])
+                copy_bytes(heads[src], slot[:H])
             if src < num_rows:
-                _copy(rows[src], slot[H:size])
+                copy_bytes(rows[src], slot[H:size])
             else:
-                _copy(tail, slot[H:size])
+                copy_bytes(tail, slot[H:size])
             lengths[at] = size
             if has_masks:
                 masks[at] = row_masks[done + j] if per_row else all_mask
