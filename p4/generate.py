@@ -512,22 +512,12 @@ def fpisa_lanes() -> str:
     out.append("")
     out.append("    apply {")
     out.append("        fpisa_lane_t t;")
-    out.append("        if (meta.update) {")
-    out.append(_any_special("            "))
-    out.append("            if (t.any_special) {")
-    out.append("                row_flags.read(t.row_flags, meta.row);")
-    out.append("                t.flags_valid = !meta.first && t.row_flags != 0;")
-    out.append("                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;")
-    out += _lane_applications("                ",
-                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
-    out.append("                row_flags.write(meta.row, t.row_flags);")
-    out.append("            } else if (meta.first) {")
-    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
-    out.append("                row_flags.write(meta.row, 0);")
-    out.append("            } else {")
-    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
-    out.append("            }")
-    out.append("        }")
+    out += _fold_applications(
+        before_general=["                row_flags.read(t.row_flags, meta.row);",
+                        "                t.flags_valid = !meta.first && t.row_flags != 0;",
+                        "                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;"],
+        after_general=["                row_flags.write(meta.row, t.row_flags);"],
+        after_first=["                row_flags.write(meta.row, 0);"])
     out.append("        if (meta.readout) {")
     out.append("            row_flags.read(t.row_flags, meta.row);")
     out.append("            summarize.apply(t.row_flags, meta.row_flags);")
@@ -542,6 +532,26 @@ def fpisa_lanes() -> str:
     out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _fold_applications(before_general=(), after_general=(), after_first=()) -> list[str]:
+    """The fold of a packet in the float programs' lanes: the variant is
+    chosen once per packet (an Inf/NaN in it: the general fold; else the
+    first or the next arrival's), then applied on every lane; the extra
+    lines (a program's flag register) go around the variants' lanes."""
+    out = ["        if (meta.update) {", _any_special("            "), "            if (t.any_special) {"]
+    out += before_general
+    out += _lane_applications("                ",
+                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
+    out += after_general
+    out.append("            } else if (meta.first) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out += after_first
+    out.append("            } else {")
+    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            }")
+    out.append("        }")
+    return out
 
 
 def _raw_applications() -> list[str]:
@@ -576,17 +586,7 @@ def fpisa_a_lanes() -> str:
     out.append("")
     out.append("    apply {")
     out.append("        fpisa_a_lane_t t;")
-    out.append("        if (meta.update) {")
-    out.append(_any_special("            "))
-    out.append("            if (t.any_special) {")
-    out += _lane_applications("                ",
-                              "general_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
-    out.append("            } else if (meta.first) {")
-    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
-    out.append("            } else {")
-    out += _lane_applications("                ", "next_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
-    out.append("            }")
-    out.append("        }")
+    out += _fold_applications()
     out.append("        if (meta.readout) {")
     out.append("            t.row_flags = 0;")
     out += _lane_applications("            ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
