@@ -59,6 +59,9 @@ _COALESCE_PACKETS, _COALESCE_S = 32, 0.5e-3
 _REORDER_MIN_S = 1e-3
 #: ... in units of the smoothed round trip: RACK's quarter at first, up to two
 _REORDER_MIN_FRACTION, _REORDER_MAX_FRACTION = 0.25, 2.0
+#: the tail loss probe's timeout (RFC 8985's PTO): this many smoothed round
+#: trips without a result, at least _PROBE_MIN_S, doubled per probe in a row
+_PROBE_RTTS, _PROBE_MIN_S = 2.0, 2e-3
 
 
 def deliver(values: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -142,12 +145,15 @@ class ClientCounters(Counters):
     (on a timeout, or as a fast retransmit); fast_retransmitted: those sent
     again before their timer because the result of a packet sent later came
     back and they were overdue by a reordering margin (RACK);
-    results: packets whose result arrived; duplicate_results: results that
-    arrived again; ignored: packets not a result of ours (other job or rank,
-    malformed); receive_batches: receive calls that returned results."""
+    tail_probes: those sent again because, with every packet of the pass
+    sent and no result for two round trips, nothing sent later could show
+    them lost (a tail loss probe); results: packets whose result arrived;
+    duplicate_results: results that arrived again; ignored: packets not a
+    result of ours (other job or rank, malformed); receive_batches: receive
+    calls that returned results."""
 
-    NAMES = ("sent", "retransmitted", "fast_retransmitted", "results", "duplicate_results", "ignored",
-             "receive_batches")
+    NAMES = ("sent", "retransmitted", "fast_retransmitted", "tail_probes", "results", "duplicate_results",
+             "ignored", "receive_batches")
 
 
 class RetransmitTimer:
@@ -462,6 +468,8 @@ class AllreduceClient:
                 transport.send_batch(queue)
 
         now = clock()
+        sent_before = counters.sent  # the first copies of this pass: counters.sent - sent_before
+        last_probe = -np.inf
         first = np.arange(min(W, num_packets))
         sent_at[first] = now
         send(first, now)
@@ -473,11 +481,20 @@ class AllreduceClient:
         # call, which releases them: everything below copies what it keeps
         recv_arrays = getattr(transport, "recv_arrays", None)
         rack_deadline = None
+        # tail loss probe (RACK-TLP, RFC 8985): once the pass's last packet is
+        # out, a lost copy among the last ones sent has no later one whose
+        # result could show it lost; without results for two round trips the
+        # packets still pending go again (the retransmission timer, floored
+        # at timeout_ms for the bulk of a pass, would wait far longer)
+        probes = 0
+        probe_deadline = None
         while done < num_packets:
             now = clock()
             wait = timers[0][0] - now if timers else rto.timeout
             if rack_deadline is not None:
                 wait = min(wait, rack_deadline - now)
+            if probe_deadline is not None:
+                wait = min(wait, probe_deadline - now)
             if injector is not None:
                 deadline = injector.next_deadline()
                 if deadline is not None:
@@ -547,6 +564,7 @@ class AllreduceClient:
                     send(nxt, now)
                     if self._progress is not None:
                         self._progress.value = self._progress_base + done
+                    probes = 0
             # a copy sent before the latest-sent packet whose result is back,
             # and out longer than that one's round trip plus a reordering
             # window, is lost (or its result is): send it again now instead of
@@ -573,6 +591,23 @@ class AllreduceClient:
                     # eighth of a round trip from now: one wake-up then
                     # re-sends all that fell due meanwhile
                     rack_deadline = max(next_due, now + max(_REORDER_MIN_S, (rto.srtt or 0.0) / 8))
+            probe_deadline = None
+            if rto.srtt is not None and done < num_packets and counters.sent - sent_before == num_packets:
+                pto = max(_PROBE_MIN_S, _PROBE_RTTS * rto.srtt) * (1 << min(probes, 16))
+                if now >= last_progress + pto and now >= last_probe + pto:
+                    # the pending packets are the ones the slots carry now
+                    carried = in_slot[in_slot >= 0]
+                    late = carried[pending[carried] & (copy_sent_at[carried] <= now - pto)]
+                    if late.size:
+                        late = np.sort(late)
+                        attempts[late] += 1
+                        counters.retransmitted += late.size
+                        counters.tail_probes += late.size
+                        send(late, now)
+                    probes += 1
+                    last_probe = now
+                    pto *= 2
+                probe_deadline = max(last_progress, last_probe) + pto
             while timers and timers[0][0] <= now:
                 _, _, ks, snapshot = heapq.heappop(timers)
                 late = ks[pending[ks] & (attempts[ks] == snapshot)]

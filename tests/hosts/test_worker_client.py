@@ -176,6 +176,37 @@ def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
     assert p.counters.retransmitted >= 4
 
 
+def test_losses_at_the_end_of_a_pass_are_recovered_by_a_tail_probe():
+    # worker 1 loses the results of the pass's last four packets (once each).
+    # No packet is sent after them, so no later result can show them lost
+    # (fast retransmit cannot fire), and the timers would fire only after a
+    # minute while the client gives up after 20 s: only the tail loss probe
+    # (every packet out, no result for two round trips) recovers them
+    lost = {96: 1, 97: 1, 98: 1, 99: 1}
+
+    def drop(items):
+        keep = []
+        for address, data in items:
+            header = unpack(data)[0]
+            if header.rank == 1 and lost.get(header.packet_id, 0) > 0:
+                lost[header.packet_id] -= 1
+                continue
+            keep.append((address, data))
+        return keep
+
+    data, results, clients, p = run_workers(
+        200, window=8, tamper=drop,
+        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+    assert lost == {96: 0, 97: 0, 98: 0, 99: 0}
+    assert np.array_equal(results[0], results[1])
+    orders = p.recorded_orders()
+    per_element = np.repeat(np.array([orders[g] for g in range(100)]), 2, axis=0)
+    assert np.array_equal(results[1], fpisa.aggregate(np.stack(data), "fpisa", order=per_element))
+    assert clients[1].counters.tail_probes >= 1
+    assert clients[1].counters.retransmitted >= clients[1].counters.tail_probes
+    assert p.counters.retransmitted >= 4  # the switch answered the probes (RESULT_RETX)
+
+
 def test_passes_continue_the_sequence():
     # switchml: exponent exchange then data; packet ids (and so slots) run on
     data, results, clients, p = run_workers(10, mode="switchml")
