@@ -31,6 +31,10 @@ __all__ = ["serve", "launch", "SwitchProcess", "SwitchStartError", "warm_up"]
 
 #: how often the loop looks at its stop condition / stats timer
 _CHECK_INTERVAL_S = 0.02
+#: shared memory: results are held back (copied out of the kernel's buffer)
+#: while more packets wait in the rings, up to this many rows, and sent when
+#: the rings are drained (see relay)
+HOLD_ROWS = 256
 
 
 def warm_up(config: SwitchConfig) -> None:
@@ -81,10 +85,22 @@ def _send_multicast(send, rows: np.ndarray, injector: FaultInjector | None, num_
         send(rows, twice, again[twice])
 
 
+def _grouped(held: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+    """Held ``(rank, rows)`` blocks as one block per destination and row
+    length, in order within each (the kernel's own output keeps that order
+    too: rows of one length per destination in order)."""
+    groups: dict = {}
+    for rank, rows in held:
+        groups.setdefault((rank, rows.shape[1]), []).append(rows)
+    return [(rank, blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
+            for (rank, _), blocks in groups.items()]
+
+
 def relay(transport, process_batch: Callable, *, injector: FaultInjector | None = None,
           process_trains: Callable | None = None, process_arrays: Callable | None = None,
           addresses: list | None = None, should_stop: Callable[[], bool] = lambda: False,
-          on_check: Callable[[float], None] | None = None, batch: int = 256) -> None:
+          on_check: Callable[[float], None] | None = None, batch: int = 256,
+          hold_rows: int = HOLD_ROWS) -> None:
     """A switch node's loop: receive a batch, process it, inject faults, send.
 
     ``process_batch`` maps received (bytes, source) packets to (destination,
@@ -94,6 +110,16 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
     packets where they lie in the rings (``recv_arrays``) and sends rows to
     ``addresses[rank]``, and results for every worker once into the
     transport's multicast ring if it has one (``send_multicast``).
+    There, while more packets wait in the rings (``transport.waiting()``),
+    the results are held back, up to ``hold_rows`` of them (0: never), and
+    go out when the rings are drained: transmit batching, as a NIC's
+    interrupt moderation. Under loss the workers fall out of step, each
+    batch completes a few slots, and sending each batch's few results wakes
+    every worker for them; held, they go as one batch per backlog (at K = 4,
+    1% loss, in alternating A/B runs: 12-20% less worker CPU, 2-10% less
+    wall time; no change without loss, where a batch completes its slots
+    together anyway). They wait at most for the backlog the switch is
+    working through.
     Every _CHECK_INTERVAL_S: ``on_check(now)``, then stop if ``should_stop()``.
     """
     clock = time.monotonic
@@ -102,6 +128,21 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
     # multicast ring (what the kernel returns as destination K)
     send_multicast = getattr(transport, "send_multicast", None) if process_arrays is not None else None
     everyone = len(addresses) if addresses is not None else -1
+    def send_rows(outputs: list[tuple[int, np.ndarray]]) -> None:
+        for rank, rows in outputs:
+            if rank == everyone:
+                _send_multicast(send_multicast, rows, injector, everyone)
+            elif injector is not None:  # loss/duplication only (injector.vectorizable)
+                # the survivors gathered straight into the ring
+                index = injector.filter_index(rows.shape[0])
+                if index.size:
+                    transport.send_rows(addresses[rank], rows, index)
+            elif rows.shape[0]:
+                transport.send_train(addresses[rank], rows, rows.shape[1])
+
+    holding = process_arrays is not None and hold_rows > 0 and hasattr(transport, "waiting")
+    held: list = []  # results held back: (rank, rows) copies
+    held_rows = 0
     while True:
         timeout = _CHECK_INTERVAL_S
         if injector is not None:
@@ -109,20 +150,28 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - clock()))
         if process_arrays is not None:
-            received = transport.recv_arrays(timeout, batch)
+            # with results held, only take what is there now, then send them
+            received = transport.recv_arrays(0.0 if held else timeout, batch)
+            outputs = None
             if received:
                 outputs = (process_arrays(received, multicast=True) if send_multicast is not None
                            else process_arrays(received))
-                for rank, rows in outputs:
-                    if rank == everyone:
-                        _send_multicast(send_multicast, rows, injector, everyone)
-                    elif injector is not None:  # loss/duplication only (injector.vectorizable)
-                        # the survivors gathered straight into the ring
-                        index = injector.filter_index(rows.shape[0])
-                        if index.size:
-                            transport.send_rows(addresses[rank], rows, index)
-                    elif rows.shape[0]:
-                        transport.send_train(addresses[rank], rows, rows.shape[1])
+                if holding:
+                    # the outputs are in the kernel's buffer, not the rings
+                    transport.release_arrays()
+                    more = transport.waiting()
+                    if held or more:  # hold them (copies: the buffer is reused)
+                        held += [(rank, rows.copy()) for rank, rows in outputs if rows.shape[0]]
+                        held_rows += sum(rows.shape[0] for _, rows in outputs)
+                        outputs = None
+                        if held_rows >= hold_rows or not more:
+                            outputs = _grouped(held)
+                            held, held_rows = [], 0
+            elif held:  # the rings ran dry meanwhile
+                outputs = _grouped(held)
+                held, held_rows = [], 0
+            if outputs is not None:
+                send_rows(outputs)
                 transport.release_arrays()
             out = []
         elif process_trains is not None:
@@ -149,6 +198,8 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
                 on_check(now)
             if should_stop():
                 break
+    if held:
+        send_rows(_grouped(held))
     if injector is not None:
         transport.send_batch(injector.flush())
 

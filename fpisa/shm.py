@@ -1192,6 +1192,11 @@ class _ShmTransport:
     def _waiting(self) -> int:
         return int(_pending(self._ctrl, self._rx_first, self._rx_count, self._rx_stride, self._counts))
 
+    def waiting(self) -> int:
+        """Datagrams waiting in this end's receive rings now (those of the
+        last ``recv_arrays`` count until they are released)."""
+        return self._waiting()
+
     def wait(self, timeout: float | None) -> bool:
         """True once something is waiting; False after ``timeout`` s (None:
         no limit). Spins ``spin_s``, then sleeps on the doorbell."""
