@@ -128,6 +128,7 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
     # multicast ring (what the kernel returns as destination K)
     send_multicast = getattr(transport, "send_multicast", None) if process_arrays is not None else None
     everyone = len(addresses) if addresses is not None else -1
+
     def send_rows(outputs: list[tuple[int, np.ndarray]]) -> None:
         for rank, rows in outputs:
             if rank == everyone:
