@@ -149,13 +149,10 @@ def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
     assert p.counters.retransmitted >= 1  # the switch answered the re-sent packet (RESULT_RETX)
 
 
-def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
-    # worker 1 loses packet 5's result three times (the result, then the
-    # answers to two re-sent copies), and meanwhile the result of packet 30,
-    # whose slot has run ahead of packet 5's by three rounds. Each copy counts
-    # anew, and losses are looked for in every slot, not in ids 5..5+W: with
-    # minute-long timers, both must come back through fast retransmits
-    lost = {5: 3, 30: 1}
+def run_with_minute_timers(n, lost):
+    """run_workers(n) on a window of 8 in which worker 1 loses the results of
+    packet ids ``lost`` (id -> how many times; counted down) and whose timers
+    fire only after a minute (the client gives up after 20 s without progress)."""
 
     def drop(items):
         keep = []
@@ -167,9 +164,18 @@ def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
             keep.append((address, data))
         return keep
 
-    data, results, clients, p = run_workers(
-        400, window=8, tamper=drop,
-        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+    return run_workers(n, window=8, tamper=drop,
+                       worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+
+
+def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
+    # worker 1 loses packet 5's result three times (the result, then the
+    # answers to two re-sent copies), and meanwhile the result of packet 30,
+    # whose slot has run ahead of packet 5's by three rounds. Each copy counts
+    # anew, and losses are looked for in every slot, not in ids 5..5+W: with
+    # minute-long timers, both must come back through fast retransmits
+    lost = {5: 3, 30: 1}
+    data, results, clients, p = run_with_minute_timers(400, lost)
     assert lost == {5: 0, 30: 0}
     assert np.array_equal(results[0], results[1])
     assert clients[1].counters.fast_retransmitted >= 4
@@ -183,20 +189,7 @@ def test_losses_at_the_end_of_a_pass_are_recovered_by_a_tail_probe():
     # minute while the client gives up after 20 s: only the tail loss probe
     # (every packet out, no result for two round trips) recovers them
     lost = {96: 1, 97: 1, 98: 1, 99: 1}
-
-    def drop(items):
-        keep = []
-        for address, data in items:
-            header = unpack(data)[0]
-            if header.rank == 1 and lost.get(header.packet_id, 0) > 0:
-                lost[header.packet_id] -= 1
-                continue
-            keep.append((address, data))
-        return keep
-
-    data, results, clients, p = run_workers(
-        200, window=8, tamper=drop,
-        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
+    data, results, clients, p = run_with_minute_timers(200, lost)
     assert lost == {96: 0, 97: 0, 98: 0, 99: 0}
     assert np.array_equal(results[0], results[1])
     orders = p.recorded_orders()
