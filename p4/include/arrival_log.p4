@@ -44,7 +44,10 @@ control ArrivalLog(in headers_t hdr, in metadata_t meta) {
             | ((bit<64>)(bit<1>)meta.first << 61)
             | ((bit<64>)(bit<1>)meta.update << 62);
         arrival_log.write(count & (ARRIVAL_LOG_ENTRIES - 1), entry);
-        arrival_count.write(0, count + (bit<32>)(bit<1>)meta.update);
+        // the count updated in its own field (an expression passed to write()
+        // would be one more metadata field)
+        count = count + (bit<32>)(bit<1>)meta.update;
+        arrival_count.write(0, count);
     }
 }
 

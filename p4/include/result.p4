@@ -68,10 +68,9 @@ control ResultHeader(inout headers_t hdr, inout metadata_t meta,
         // asker only, a completed row to the job's multicast group
         hdr.agg.msg_type = SEL(4, meta.retransmit, MSG_RESULT_RETX, MSG_RESULT);
         hdr.agg.flags = meta.row_flags | (FLAG_RAW & MASK(8, meta.want_raw));
-        bit<16> udp_length = DATA_UDP_LENGTH + (RAW_BYTES & MASK(16, meta.want_raw));
-        hdr.udp.length = udp_length;
+        hdr.udp.length = DATA_UDP_LENGTH + (RAW_BYTES & MASK(16, meta.want_raw));
         hdr.udp.checksum = 0;
-        hdr.ipv4.total_len = udp_length + 20;
+        hdr.ipv4.total_len = hdr.udp.length + 20;  // (no local: one metadata field less)
 
         // the switch answers from the address the workers sent to
         bit<48> switch_mac = hdr.ethernet.dst_addr;

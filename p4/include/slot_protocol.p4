@@ -32,7 +32,6 @@ control SlotProtocol(inout headers_t hdr, inout metadata_t meta) {
     ArrivalLog() log;
 
     apply {
-        bit<32> worker_bit = (bit<32>)1 << meta.rank;
         bit<32> other_row = meta.row ^ 1;
         bit<32> this_set;
         bit<32> other_set;
@@ -48,30 +47,43 @@ control SlotProtocol(inout headers_t hdr, inout metadata_t meta) {
         // The table above as straight-line code (SEL, headers.p4: no BMv2
         // pipeline nodes):
         // every register is written back, with the value read unless the
-        // packet proceeds.
-        bool complete = count == meta.job_num_workers;
-        bit<32> age = held_round - hdr.agg.packet_id;
-        bool duplicate = (this_set & worker_bit) != 0;
-        bool same_round = count != 0 && age == 0;
-        meta.first = count == 0 || (age != 0 && age >= 0x80000000);
-        meta.retransmit = same_round && duplicate && complete;
+        // packet proceeds. The conditions are written out where they are used
+        // (macros below), and each register is written from the field it was
+        // read into: a local or an expression passed to write() would each be
+        // one more metadata field, which BMv2 creates, resets and copies with
+        // every packet (docs/p4.md, "Speed on BMv2").
+#define SP_WORKER_BIT ((bit<32>)1 << meta.rank)
+#define SP_AGE (held_round - hdr.agg.packet_id)
+#define SP_COMPLETE (count == meta.job_num_workers)
+#define SP_DUPLICATE ((this_set & SP_WORKER_BIT) != 0)
+#define SP_SAME_ROUND (count != 0 && SP_AGE == 0)
+        meta.first = count == 0 || (SP_AGE != 0 && SP_AGE >= 0x80000000);
+        meta.retransmit = SP_SAME_ROUND && SP_DUPLICATE && SP_COMPLETE;
         meta.drop_counter = ~MASK(32, count == 0)
-            & SEL(32, age == 0,
-                  SEL(32, duplicate, ~MASK(32, complete) & C_DROP_DUPLICATE_INCOMPLETE,
-                  SEL(32, complete, C_DROP_STALE,
+            & SEL(32, SP_AGE == 0,
+                  SEL(32, SP_DUPLICATE, ~MASK(32, SP_COMPLETE) & C_DROP_DUPLICATE_INCOMPLETE,
+                  SEL(32, SP_COMPLETE, C_DROP_STALE,
                       MASK(32, hdr.agg.mode != held_mode) & C_DROP_MODE_MISMATCH)),
-                  MASK(32, age < 0x80000000) & C_DROP_STALE);
-        bool proceed = meta.first
-            || (same_round && !duplicate && !complete && hdr.agg.mode == held_mode);
-        bit<32> arriving = worker_bit & MASK(32, proceed);
-        worker_bitmap.write(meta.row, this_set | arriving);
-        worker_bitmap.write(other_row, other_set & ~arriving);
-        round_id.write(meta.row, SEL(32, meta.first, hdr.agg.packet_id, held_round));
-        round_mode.write(meta.row, SEL(8, meta.first, hdr.agg.mode, held_mode));
-        count = SEL(8, !proceed, count, SEL(8, meta.first, 1, count + 1));
+                  MASK(32, SP_AGE < 0x80000000) & C_DROP_STALE);
+        // the packet proceeds (is folded)
+        meta.update = meta.first
+            || (SP_SAME_ROUND && !SP_DUPLICATE && !SP_COMPLETE && hdr.agg.mode == held_mode);
+        this_set = this_set | (SP_WORKER_BIT & MASK(32, meta.update));
+        other_set = other_set & ~(SP_WORKER_BIT & MASK(32, meta.update));
+        worker_bitmap.write(meta.row, this_set);
+        worker_bitmap.write(other_row, other_set);
+        held_round = SEL(32, meta.first, hdr.agg.packet_id, held_round);
+        round_id.write(meta.row, held_round);
+        held_mode = SEL(8, meta.first, hdr.agg.mode, held_mode);
+        round_mode.write(meta.row, held_mode);
+        count = SEL(8, !meta.update, count, SEL(8, meta.first, 1, count + 1));
         worker_count.write(meta.row, count);
-        meta.update = proceed;
-        meta.readout = meta.retransmit || (proceed && count == meta.job_num_workers);
+        meta.readout = meta.retransmit || (meta.update && count == meta.job_num_workers);
+#undef SP_WORKER_BIT
+#undef SP_AGE
+#undef SP_COMPLETE
+#undef SP_DUPLICATE
+#undef SP_SAME_ROUND
         log.apply(hdr, meta);
     }
 }

@@ -52,8 +52,8 @@ control WorkerCheck(inout headers_t hdr, inout metadata_t meta) {
         job.apply();
         worker.apply();
         // two rows per slot, one per shadow set
-        bit<32> slot = (bit<32>)meta.job_pool_base + (bit<32>)hdr.agg.slot;
-        meta.row = (slot << 1) | (bit<32>)hdr.agg.shadow_set;
+        meta.row = (((bit<32>)meta.job_pool_base + (bit<32>)hdr.agg.slot) << 1)
+            | (bit<32>)hdr.agg.shadow_set;
         meta.drop_counter = SEL(32, !job_known, C_DROP_UNKNOWN_JOB,
             SEL(32, hdr.agg.num_workers != meta.job_num_workers, C_DROP_BAD_HEADER,
             SEL(32, !worker_known, C_DROP_UNKNOWN_WORKER,
