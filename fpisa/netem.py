@@ -136,6 +136,24 @@ class FaultInjector:
                 index = np.repeat(index, 1 + twice.astype(np.int64))
         return index
 
+    def draws(self, n: int) -> np.ndarray:
+        """``n`` uniform draws in [0, 1) from the stream :meth:`filter_index`
+        uses, for a sender that applies loss and duplication itself (the
+        worker's compiled loop on shared memory: a copy is lost if its draw
+        is below ``loss``; a survivor, drawing again, is sent twice if that
+        draw is below ``duplicate``). Count what it did with
+        :meth:`count_filtered`."""
+        if not self.vectorizable:
+            raise ValueError("draws: reordering and delay need submit(), packet by packet")
+        return self._np_rng.random(n)
+
+    def count_filtered(self, offered: int, dropped: int, duplicated: int) -> None:
+        """Add what a sender filtering with :meth:`draws` offered, lost and duplicated."""
+        c = self.counters
+        c.offered += offered
+        c.dropped += dropped
+        c.duplicated += duplicated
+
     def filter_masks(self, n: int, receivers: int) -> tuple[np.ndarray, np.ndarray]:
         """Loss and duplication for ``n`` packets each sent to ``receivers``
         receivers at once (a multicast, one link per receiver), drawn in bulk:

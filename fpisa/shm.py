@@ -81,7 +81,7 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Hashable, Iterable
+from typing import Hashable, Iterable, NamedTuple
 
 import numpy as np
 from numba import njit, types
@@ -1546,6 +1546,32 @@ class ShmSwitchTransport(_ShmTransport):
         return self._peer_bound(f"w{address[1]}")
 
 
+class WorkerRings(NamedTuple):
+    """A worker's rings as arrays (:meth:`ShmWorkerTransport.step_rings`):
+    the control words, its down ring and its end of the multicast ring
+    (control word, slots, lengths; the multicast ring's rank masks and this
+    worker's bit), its up ring (control word and asleep flag as 1-element
+    arrays, as ``_write_slots`` takes them; slots, lengths), and where they
+    stand: the up ring's head, the other two's tails."""
+
+    ctrl: np.ndarray
+    down_word: int
+    down_slots: np.ndarray
+    down_lengths: np.ndarray
+    mcast_word: int
+    mcast_slots: np.ndarray
+    mcast_lengths: np.ndarray
+    mcast_masks: np.ndarray
+    bit: np.uint64
+    up_words: np.ndarray
+    up_asleep: np.ndarray
+    up_slots: np.ndarray
+    up_lengths: np.ndarray
+    up_head: int
+    down_tail: int
+    mcast_tail: int
+
+
 class ShmWorkerTransport(_ShmTransport):
     """Worker ``rank``'s end: sends to ``("shm", "switch")``, receives the
     results of its own ring (source ``("shm", "switch")``)."""
@@ -1560,6 +1586,36 @@ class ShmWorkerTransport(_ShmTransport):
                          fabric.layout.ring_word(fabric.num_workers + rank) + _R_ASLEEP, spin_s,
                          owns_fabric)
         self._tx[SWITCH_ADDRESS] = fabric.up_ring(rank, _Bell(self._sock, fabric._doorbell("switch")))
+
+    def step_rings(self) -> "WorkerRings":
+        """The arrays of this end's rings for a compiled loop that consumes and
+        produces in place (``fpisa._client_kernels.worker_step``), with where
+        each ring stands now. Gives back what the last ``recv_arrays`` held.
+        Hand the positions the loop reached back with :meth:`sync_rings`
+        before using the other methods again."""
+        self.release_arrays()
+        down, mcast = self._rx
+        up = self._tx[SWITCH_ADDRESS]
+        ctrl = self._ctrl
+        return WorkerRings(ctrl, down._word, down.slots, down.lengths, mcast._word, mcast.slots, mcast.lengths,
+                           mcast.masks, mcast._bit, up._words, up._asleep_words, up.slots, up.lengths,
+                           up._head, int(_load(ctrl, down._word + _R_TAIL)),
+                           int(_load(ctrl, mcast._word + _R_TAIL)))
+
+    def sync_rings(self, up_head: int, down_tail: int, mcast_tail: int, ring_full: int = 0) -> None:
+        """Where a compiled loop left the rings (see :meth:`step_rings`), and
+        how many datagrams it could not write because the up ring was full."""
+        down, mcast = self._rx
+        up = self._tx[SWITCH_ADDRESS]
+        up._head = int(up_head)
+        for ring, tail in ((down, down_tail), (mcast, mcast_tail)):
+            ring._tail = ring._head = int(tail)
+        if ring_full:
+            self._dropped(up, int(ring_full))
+
+    def ring_switch_bell(self) -> None:
+        """Wake the switch (a compiled loop found it asleep after a write)."""
+        self._tx[SWITCH_ADDRESS]._ring_bell()
 
     @classmethod
     def attach(cls, descriptor, rank: int, *, spin_s: float | None = None) -> "ShmWorkerTransport":

@@ -1,6 +1,10 @@
 """AllreduceClient against switches in this process: the slot/shadow-set
-sequence, stale and duplicated results, re-sent packets, validation."""
+sequence, stale and duplicated results, re-sent packets, validation.
 
+The recovery tests run on UDP (the Python loop of ``_run_pass``) and on
+shared memory (its compiled loop, ``worker_step``), with the same faults."""
+
+import dataclasses
 import threading
 
 import numpy as np
@@ -10,8 +14,10 @@ import fpisa
 from emulator.pipeline import SwitchConfig, SwitchPipeline
 from emulator.server import serve
 from fpisa.net import UdpTransport
+from fpisa.shm import SWITCH_ADDRESS, ShmFabric
 from fpisa.protocol import unpack
 from fpisa.job import JobSpec
+from fpisa.netem import LinkFaults
 from hosts.worker import AllreduceClient, WorkerConfig
 
 
@@ -32,8 +38,8 @@ class Switch:
     """The emulator serving on loopback in a thread; ``tamper`` may rewrite
     what it sends (list of (address, bytes)) to play a misbehaving network."""
 
-    def __init__(self, workers, job: JobSpec, tamper=None):
-        self.transport = UdpTransport.bind()
+    def __init__(self, workers, job: JobSpec, tamper=None, transport=None):
+        self.transport = UdpTransport.bind() if transport is None else transport
         self.pipeline = SwitchPipeline(SwitchConfig(job, workers, record_orders=True))
         self.stop = False
         served = self.transport if tamper is None else Tampered(self.transport, tamper)
@@ -50,14 +56,29 @@ class Switch:
         self.transport.close()
 
 
-def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=None, in_place=False, **kw):
-    transports = [UdpTransport.bind() for _ in range(K)]
+def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=None, in_place=False,
+                transport="udp", faults=None, **kw):
+    """K clients and a switch, in threads; ``transport``: "udp" or "shm" (the
+    switch's ``tamper`` then sees its sends to the workers' down rings)."""
     data = [np.random.default_rng(r).standard_normal(n).astype(np.float32).view(np.uint32) for r in range(K)]
     results = [None] * K
     job = JobSpec(mode=mode, num_workers=K, packet_elements=elements, window=window, **kw)
-    with Switch([t.address for t in transports], job, tamper=tamper) as switch:
+    fabric = None
+    if transport == "shm":
+        fabric = ShmFabric.create(K, job.max_data_packet_bytes, 4 * window + 64,
+                                  result_slot_bytes=job.max_result_bytes)
+        transports = [fabric.worker_transport(r) for r in range(K)]
+        addresses, switch_transport, switch_address = fabric.worker_addresses, fabric.switch_transport(), SWITCH_ADDRESS
+    else:
+        transports = [UdpTransport.bind() for _ in range(K)]
+        addresses, switch_transport = [t.address for t in transports], None
+    with Switch(addresses, job, tamper=tamper, transport=switch_transport) as switch:
+        if switch_transport is None:
+            switch_address = switch.transport.address
         clients = [AllreduceClient(WorkerConfig(job, rank=r, **(worker or {"timeout_ms": 5})),
-                                   transports[r], switch.transport.address) for r in range(K)]
+                                   transports[r], switch_address,
+                                   faults=None if faults is None else dataclasses.replace(faults, seed=faults.seed + r))
+                   for r in range(K)]
 
         def work(r):
             bits = data[r].copy() if in_place else data[r]
@@ -71,7 +92,13 @@ def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=
             t.join(60)
     for t in transports:
         t.close()
+    if fabric is not None:
+        fabric.close()
+        fabric.unlink()
     return data, results, clients, switch.pipeline
+
+
+both = pytest.mark.parametrize("transport", ["udp", "shm"])
 
 
 def test_packet_sequence_alternates_shadow_sets_per_slot():
@@ -88,7 +115,8 @@ def test_packet_sequence_alternates_shadow_sets_per_slot():
     assert multicast == {g: (g % 4, (g // 4) % 2) for g in range(11)}
 
 
-def test_duplicated_and_stale_results_are_ignored():
+@both
+def test_duplicated_and_stale_results_are_ignored(transport):
     previous = []
 
     def duplicate_and_replay(items):
@@ -97,7 +125,7 @@ def test_duplicated_and_stale_results_are_ignored():
         previous.extend(items)
         return out
 
-    data, results, clients, p = run_workers(40, tamper=duplicate_and_replay)
+    data, results, clients, p = run_workers(40, tamper=duplicate_and_replay, transport=transport)
     orders = p.recorded_orders()
     per_element = np.repeat(np.array([orders[g] for g in range(20)]), 2, axis=0)
     expected = fpisa.aggregate(np.stack(data), "fpisa", order=per_element)
@@ -105,7 +133,8 @@ def test_duplicated_and_stale_results_are_ignored():
     assert sum(c.counters.duplicate_results for c in clients) >= 40
 
 
-def test_lost_results_are_recovered_by_re_sending():
+@both
+def test_lost_results_are_recovered_by_re_sending(transport):
     dropped = []
 
     def drop_some_results(items):
@@ -118,13 +147,14 @@ def test_lost_results_are_recovered_by_re_sending():
             keep.append((address, data))
         return keep
 
-    data, results, clients, p = run_workers(30, tamper=drop_some_results)
+    data, results, clients, p = run_workers(30, tamper=drop_some_results, transport=transport)
     assert np.array_equal(results[0], results[1])
     assert clients[1].counters.retransmitted >= len(dropped) > 0
     assert p.counters.retransmitted >= len(dropped)
 
 
-def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
+@both
+def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer(transport):
     # the timers would fire only after a minute and the client gives up after
     # 20 s without progress: only a fast retransmit (a packet sent later has
     # its result back, and this one is overdue) can recover the lost result in time
@@ -141,7 +171,7 @@ def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
         return keep
 
     data, results, clients, p = run_workers(
-        200, window=8, tamper=drop_one_result,
+        200, window=8, tamper=drop_one_result, transport=transport,
         worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
     assert dropped == [5]
     assert np.array_equal(results[0], results[1])
@@ -149,7 +179,7 @@ def test_a_lost_result_is_recovered_by_fast_retransmit_not_the_timer():
     assert p.counters.retransmitted >= 1  # the switch answered the re-sent packet (RESULT_RETX)
 
 
-def run_with_minute_timers(n, lost):
+def run_with_minute_timers(n, lost, transport="udp"):
     """run_workers(n) on a window of 8 in which worker 1 loses the results of
     packet ids ``lost`` (id -> how many times; counted down) and whose timers
     fire only after a minute (the client gives up after 20 s without progress)."""
@@ -164,32 +194,34 @@ def run_with_minute_timers(n, lost):
             keep.append((address, data))
         return keep
 
-    return run_workers(n, window=8, tamper=drop,
+    return run_workers(n, window=8, tamper=drop, transport=transport,
                        worker={"timeout_ms": 60_000, "max_timeout_ms": 60_000, "stall_s": 20.0})
 
 
-def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers():
+@both
+def test_repeated_losses_and_losses_far_ahead_are_recovered_without_timers(transport):
     # worker 1 loses packet 5's result three times (the result, then the
     # answers to two re-sent copies), and meanwhile the result of packet 30,
     # whose slot has run ahead of packet 5's by three rounds. Each copy counts
     # anew, and losses are looked for in every slot, not in ids 5..5+W: with
     # minute-long timers, both must come back through fast retransmits
     lost = {5: 3, 30: 1}
-    data, results, clients, p = run_with_minute_timers(400, lost)
+    data, results, clients, p = run_with_minute_timers(400, lost, transport)
     assert lost == {5: 0, 30: 0}
     assert np.array_equal(results[0], results[1])
     assert clients[1].counters.fast_retransmitted >= 4
     assert p.counters.retransmitted >= 4
 
 
-def test_losses_at_the_end_of_a_pass_are_recovered_by_a_tail_probe():
+@both
+def test_losses_at_the_end_of_a_pass_are_recovered_by_a_tail_probe(transport):
     # worker 1 loses the results of the pass's last four packets (once each).
     # No packet is sent after them, so no later result can show them lost
     # (fast retransmit cannot fire), and the timers would fire only after a
     # minute while the client gives up after 20 s: only the tail loss probe
     # (every packet out, no result for two round trips) recovers them
     lost = {96: 1, 97: 1, 98: 1, 99: 1}
-    data, results, clients, p = run_with_minute_timers(200, lost)
+    data, results, clients, p = run_with_minute_timers(200, lost, transport)
     assert lost == {96: 0, 97: 0, 98: 0, 99: 0}
     assert np.array_equal(results[0], results[1])
     orders = p.recorded_orders()
@@ -200,12 +232,33 @@ def test_losses_at_the_end_of_a_pass_are_recovered_by_a_tail_probe():
     assert p.counters.retransmitted >= 4  # the switch answered the probes (RESULT_RETX)
 
 
-def test_passes_continue_the_sequence():
+@both
+def test_passes_continue_the_sequence(transport):
     # switchml: exponent exchange then data; packet ids (and so slots) run on
-    data, results, clients, p = run_workers(10, mode="switchml")
+    data, results, clients, p = run_workers(10, mode="switchml", transport=transport)
     exchange, data_packets = JobSpec(mode="switchml", packet_elements=2).pass_packets(10)
     assert clients[0].packet_ids == exchange + data_packets == 3 + 5
     assert np.array_equal(results[0], fpisa.aggregate(np.stack(data), "switchml", block_size=2))
+
+
+@both
+def test_the_workers_link_loses_and_duplicates_what_it_is_told_to(transport):
+    # loss and duplication on the way to the switch, applied by the client
+    # (on shared memory inside its compiled loop, from the injector's draws)
+    faults = LinkFaults(loss=0.2, duplicate=0.2, seed=7)
+    data, results, clients, p = run_workers(400, K=3, window=8, faults=faults, transport=transport)
+    orders = p.recorded_orders()
+    per_element = np.repeat(np.array([orders[g] for g in range(200)]), 2, axis=0)
+    expected = fpisa.aggregate(np.stack(data), "fpisa", order=per_element)
+    for client, result in zip(clients, results):
+        assert np.array_equal(result, expected)
+        link = client._injector.counters
+        copies = client.counters.sent + client.counters.retransmitted
+        assert link.offered == copies
+        # 20% of them each: far from 0 and from all
+        assert 0.1 * copies < link.dropped < 0.3 * copies
+        assert 0.1 * (copies - link.dropped) < link.duplicated < 0.3 * (copies - link.dropped)
+    assert p.counters.dropped.get("duplicate_incomplete", 0) + p.counters.retransmitted > 0
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -224,8 +277,9 @@ def test_worker_config_round_trips_through_a_dict():
     assert WorkerConfig.from_dict(config.as_dict()) == config
 
 
+@both
 @pytest.mark.parametrize("mode", ["fpisa", "fpisa-a", "switchml"])
-def test_in_place_sums_are_bit_exact_under_loss(mode):
+def test_in_place_sums_are_bit_exact_under_loss(mode, transport):
     # 21 elements, 5 per packet: the last packet padded; the sums overwrite the inputs
     seen = [0]
 
@@ -238,7 +292,7 @@ def test_in_place_sums_are_bit_exact_under_loss(mode):
         return keep
 
     data, results, clients, p = run_workers(21, mode=mode, elements=5, in_place=True,
-                                            tamper=drop_every_fifth_result)
+                                            tamper=drop_every_fifth_result, transport=transport)
     assert sum(c.counters.retransmitted for c in clients) > 0
     if mode == "switchml":
         expected = fpisa.aggregate(np.stack(data), "switchml", block_size=5)
