@@ -24,7 +24,7 @@ from fpisa.net import transport_for
 
 from fpisa.protocol import FIELD_OFFSETS, Header, MsgType, element_dtype, pack
 
-from .fastpath import BatchProcessor
+from .fastpath import BatchProcessor, RingStep
 from .pipeline import SwitchConfig, SwitchPipeline
 
 __all__ = ["serve", "launch", "SwitchProcess", "SwitchStartError", "warm_up"]
@@ -68,6 +68,25 @@ def warm_up(config: SwitchConfig) -> None:
                 batch.process_arrays([(r, np.frombuffer(d, np.uint8).reshape(1, -1))])
 
 
+def warm_up_rings(config: SwitchConfig, batch: int = 256) -> None:
+    """Load :class:`RingStep`'s compiled pass for ``config``'s worker count
+    (its rings are a tuple per worker, so the count is part of the compiled
+    types): one pass on the empty rings of a small fabric of its own."""
+    from fpisa.shm import ShmFabric
+
+    job = config.job
+    probe = SwitchPipeline(config.replace(job=job.replace(window=1)))
+    with ShmFabric.create(job.num_workers, job.max_data_packet_bytes, 4,
+                          result_slot_bytes=job.max_result_bytes) as fabric:
+        try:
+            with fabric.switch_transport() as transport:
+                step = RingStep(BatchProcessor(probe, max_batch=batch), transport)
+                step.step()
+                step.close()
+        finally:
+            fabric.unlink()
+
+
 def _send_multicast(send, rows: np.ndarray, injector: FaultInjector | None, num_workers: int) -> None:
     """One copy of ``rows`` for every worker; with faults, what each worker's
     link loses or duplicates (``FaultInjector.filter_masks``: drawn per
@@ -100,7 +119,7 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
           process_trains: Callable | None = None, process_arrays: Callable | None = None,
           addresses: list | None = None, should_stop: Callable[[], bool] = lambda: False,
           on_check: Callable[[float], None] | None = None, batch: int = 256,
-          hold_rows: int = HOLD_ROWS) -> None:
+          hold_rows: int = HOLD_ROWS, ring_step: RingStep | None = None) -> None:
     """A switch node's loop: receive a batch, process it, inject faults, send.
 
     ``process_batch`` maps received (bytes, source) packets to (destination,
@@ -120,6 +139,10 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
     wall time; no change without loss, where a batch completes its slots
     together anyway). They wait at most for the backlog the switch is
     working through.
+    ``ring_step`` (shared memory, loss and duplication only): each pass is
+    one compiled call of it instead (:class:`~emulator.fastpath.RingStep`:
+    the same kernel, drops, faults and batching, no Python per pass); rows
+    only the reference path takes go through ``process_arrays`` as above.
     Every _CHECK_INTERVAL_S: ``on_check(now)``, then stop if ``should_stop()``.
     """
     clock = time.monotonic
@@ -141,6 +164,9 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
             elif rows.shape[0]:
                 transport.send_train(addresses[rank], rows, rows.shape[1])
 
+    if ring_step is not None:
+        _relay_rings(transport, ring_step, process_arrays, send_rows, should_stop, on_check, batch)
+        return
     holding = process_arrays is not None and hold_rows > 0 and hasattr(transport, "waiting")
     held: list = []  # results held back: (rank, rows) copies
     held_rows = 0
@@ -205,6 +231,40 @@ def relay(transport, process_batch: Callable, *, injector: FaultInjector | None 
         transport.send_batch(injector.flush())
 
 
+def _relay_rings(transport, ring_step: RingStep, process_arrays, send_rows, should_stop, on_check,
+                 batch: int) -> None:
+    """relay's loop with a RingStep: a pass is one call; the loop waits on
+    the doorbell when the rings are empty. A pass processes everything
+    waiting (up to the step's budget) before it writes, so results are
+    batched per backlog as relay's holding does."""
+    clock = time.monotonic
+    next_check = clock() + _CHECK_INTERVAL_S
+    try:
+        while True:
+            n, odd = ring_step.step()
+            if odd:  # a row only the reference path takes: the Python path, once
+                ring_step.release()
+                try:
+                    received = transport.recv_arrays(0.0, batch)
+                    if received:
+                        send_rows(process_arrays(received, multicast=True))
+                    transport.release_arrays()
+                finally:
+                    ring_step.resume()
+            elif n == 0:
+                transport.wait(max(0.0, next_check - clock()))
+            now = clock()
+            if now >= next_check:
+                next_check = now + _CHECK_INTERVAL_S
+                ring_step.count_links()
+                if on_check is not None:
+                    on_check(now)
+                if should_stop():
+                    break
+    finally:
+        ring_step.close()
+
+
 def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = None,
           should_stop: Callable[[], bool] = lambda: False,
           on_stats: Callable[[dict], None] | None = None, stats_interval_s: float | None = None,
@@ -224,11 +284,14 @@ def serve(pipeline: SwitchPipeline, transport, *, faults: LinkFaults | None = No
             on_stats(statistics(pipeline, transport, injector))
 
     arrays = not per_packet and hasattr(transport, "recv_arrays")
+    # shared memory with a multicast ring: each pass one compiled call
+    ring_step = (RingStep(processor, transport, injector)
+                 if arrays and hasattr(transport, "step_rings") and hasattr(transport, "send_multicast") else None)
     relay(transport, processor.process, injector=injector,
           process_trains=processor.process_trains if trains and not arrays else None,
           process_arrays=processor.process_arrays if arrays else None,
           addresses=list(pipeline.config.workers), should_stop=should_stop, on_check=on_check,
-          batch=batch)
+          batch=batch, ring_step=ring_step)
     return statistics(pipeline, transport, injector)
 
 
@@ -245,6 +308,8 @@ def statistics(pipeline: SwitchPipeline, transport, injector: FaultInjector | No
 def _process_main(config: SwitchConfig, endpoint, faults: LinkFaults | None, conn) -> None:
     try:
         warm_up(config)
+        if getattr(endpoint, "switch_transport", None) is not None:  # shared memory
+            warm_up_rings(config)
         pipeline = SwitchPipeline(config)
         transport = transport_for(endpoint, "switch")
     except Exception as e:  # report, don't hang the parent

@@ -1516,6 +1516,51 @@ class ShmSwitchTransport(_ShmTransport):
             self.send_errors += lost
             self.multicast.count_drops(lost)
 
+    def step_rings(self) -> "SwitchRings":
+        """The arrays of the switch's rings for a compiled loop that consumes
+        and produces in place (``emulator.fastpath.RingStep``), with where
+        each ring stands now. Gives back what the last ``recv_arrays`` held.
+        Hand the positions back with :meth:`sync_rings` before using the
+        other methods again."""
+        self.release_arrays()
+        K = self.fabric.num_workers
+        up = self._rx
+        down = [self._tx[worker_address(r)] for r in range(K)]
+        mc = self.multicast
+        ctrl = self._ctrl
+        return SwitchRings(ctrl, np.array([ring._word for ring in up], np.int64),
+                           tuple(ring.slots for ring in up), tuple(ring.lengths for ring in up),
+                           np.array([int(_load(ctrl, ring._word + _R_TAIL)) for ring in up], np.int64),
+                           np.array([ring._words for ring in down], np.int64).reshape(K, 1),
+                           np.array([ring._asleep_words for ring in down], np.int64).reshape(K, 1),
+                           tuple(ring.slots for ring in down), tuple(ring.lengths for ring in down),
+                           np.array([ring._head for ring in down], np.int64), mc._words, mc._asleep, mc.slots,
+                           mc.lengths, mc.masks, np.array([mc._head], np.int64),
+                           [ring._bell for ring in down])
+
+    def sync_rings(self, rings: "SwitchRings", full=None) -> None:
+        """Where a compiled loop left the rings (see :meth:`step_rings`), and
+        per rank (the last entry: the multicast ring) how many datagrams it
+        could not write because the ring was full."""
+        K = self.fabric.num_workers
+        for ring, tail in zip(self._rx, rings.up_tails.tolist()):
+            ring._tail = ring._head = tail
+        for r, head in enumerate(rings.down_heads.tolist()):
+            self._tx[worker_address(r)]._head = head
+        self.multicast._head = int(rings.mc_head[0])
+        if full is not None:
+            for who, n in enumerate(full.tolist()):
+                if n:
+                    ring = self.multicast if who == K else self._tx[worker_address(who)]
+                    self.send_errors += n
+                    ring.count_drops(n)
+
+    def load_rings(self, rings: "SwitchRings") -> None:
+        """The other way: where the Python methods left the rings, into ``rings``."""
+        rings.up_tails[:] = [ring._tail for ring in self._rx]
+        rings.down_heads[:] = [self._tx[worker_address(r)]._head for r in range(self.fabric.num_workers)]
+        rings.mc_head[0] = self.multicast._head
+
     def ring_stats(self) -> dict:
         out = super().ring_stats()
         out[self.multicast.name] = {"pending": self.multicast.pending(), "dropped": self.multicast.dropped}
@@ -1544,6 +1589,33 @@ class ShmSwitchTransport(_ShmTransport):
         """Worker ``address`` has attached and its process still holds its end."""
         self.tx_ring(address)
         return self._peer_bound(f"w{address[1]}")
+
+
+class SwitchRings(NamedTuple):
+    """The switch's rings as arrays (:meth:`ShmSwitchTransport.step_rings`):
+    the control words; the up rings (control words, slots and lengths per
+    rank, their tails); the down rings (control word and asleep flag per
+    rank as ``(K, 1)``, slots, lengths, heads); the multicast ring (its K
+    consumers' control words and asleep flags, slots, lengths, rank masks,
+    its head as a 1-element array); the down rings' doorbells."""
+
+    ctrl: np.ndarray
+    up_words: np.ndarray
+    up_slots: tuple
+    up_lengths: tuple
+    up_tails: np.ndarray
+    down_words: np.ndarray
+    down_asleep: np.ndarray
+    down_slots: tuple
+    down_lengths: tuple
+    down_heads: np.ndarray
+    mc_words: np.ndarray
+    mc_asleep: np.ndarray
+    mc_slots: np.ndarray
+    mc_lengths: np.ndarray
+    mc_masks: np.ndarray
+    mc_head: np.ndarray
+    bells: list
 
 
 class WorkerRings(NamedTuple):

@@ -12,7 +12,7 @@ import pytest
 
 import fpisa
 from emulator.pipeline import SwitchConfig, SwitchPipeline
-from emulator.server import serve
+from emulator.server import serve, warm_up_rings
 from fpisa.net import UdpTransport
 from fpisa.shm import SWITCH_ADDRESS, ShmFabric
 from fpisa.protocol import unpack
@@ -40,7 +40,10 @@ class Switch:
 
     def __init__(self, workers, job: JobSpec, tamper=None, transport=None):
         self.transport = UdpTransport.bind() if transport is None else transport
-        self.pipeline = SwitchPipeline(SwitchConfig(job, workers, record_orders=True))
+        config = SwitchConfig(job, workers, record_orders=True)
+        if transport is not None:
+            warm_up_rings(config)  # the shared-memory pass, compiled before the clients wait for it
+        self.pipeline = SwitchPipeline(config)
         self.stop = False
         served = self.transport if tamper is None else Tampered(self.transport, tamper)
         self.thread = threading.Thread(target=serve, args=(self.pipeline, served),
@@ -79,6 +82,8 @@ def run_workers(n, K=2, tamper=None, mode="fpisa", window=4, elements=2, worker=
                                    transports[r], switch_address,
                                    faults=None if faults is None else dataclasses.replace(faults, seed=faults.seed + r))
                    for r in range(K)]
+        for client in clients:
+            client.warm_up()
 
         def work(r):
             bits = data[r].copy() if in_place else data[r]
