@@ -122,9 +122,6 @@ class Registers(NamedTuple):
     bits_bytes: np.ndarray
     out_bytes: np.ndarray
     ints: np.ndarray
-    #: int64 copies of a row's registers for the read-out (the registers may be int32)
-    exponent64: np.ndarray
-    mantissa64: np.ndarray
 
 
 class Outputs(NamedTuple):
@@ -217,7 +214,6 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
     E0, A0, F0, OW0, A1 = regs.exponent, regs.mantissa, regs.flags, regs.overwrites, regs.int_max
     scratch_bits, scratch_out = regs.bits, regs.out
     scratch_in_bytes, scratch_out_bytes, scratch_int = regs.bits_bytes, regs.out_bytes, regs.ints
-    E64, A64 = regs.exponent64, regs.mantissa64
     log_pid, log_mode, log_order, log_count = log.packet_id, log.wire_mode, log.order, log.count
     n_out = 0
     all_workers = K
@@ -324,10 +320,9 @@ def _kernel(pkts, ranks, defer, out, counters, cfg, st, regs, log):
         # -- the last arrival: read out, keep for retransmissions, multicast
         rflags = np.int64(0)
         if float_job:
-            for j in range(E):
-                E64[j] = E0[row, j]
-                A64[j] = A0[row, j]
-            kernels.normalize_array(E64, A64, F0[row], eb, fb, nearest, scratch_out)
+            # on the registers as they are (int32 where W <= 32: the read-out
+            # takes int32 lanes then anyway, no int64 copies on the way)
+            kernels.normalize_array(E0[row], A0[row], F0[row], eb, fb, nearest, scratch_out)
             acc = np.int64(0)
             for j in range(E):
                 acc |= F0[row, j]
@@ -439,8 +434,7 @@ class BatchProcessor:
         self._registers = Registers(
             data.exponent_register, data.mantissa_register, data.element_flags, data.overwrites,
             int_max.mantissa_register if int_max is not None else np.zeros((1, 1), data.mantissa_register.dtype),
-            *self._scratch(E, fmt.bits_dtype), np.zeros(E, np.int64), np.zeros(E, np.int64),
-            np.zeros(E, np.int64))
+            *self._scratch(E, fmt.bits_dtype), np.zeros(E, np.int64))
 
     @staticmethod
     def _scratch(n: int, dtype) -> tuple:
