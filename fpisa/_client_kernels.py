@@ -14,7 +14,10 @@ checks them against the numpy formulas they replace.
 - :func:`clean_samples`: the round-trip sample and the latest-sent packet
   among the fresh results (Karn: none from retransmitted packets);
 - :func:`mark_sent`: the bookkeeping of a send;
-- :func:`overdue`: RACK's scan of the packets in flight for lost ones.
+- :func:`overdue`: RACK's scan of the packets in flight for lost ones;
+- :func:`worker_step`: on shared memory, a whole pass of the loop (the
+  steps above, the timers, the link's faults, the ring reads and writes)
+  in one call (docs/shm_transport.md, "Compiled loops").
 """
 
 from __future__ import annotations
