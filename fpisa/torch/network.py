@@ -22,6 +22,7 @@ the switch pairs the ranks' packets by slot and sequence.
 
 # no `from __future__ import annotations`: DDP compares the hook's return
 # annotation with the real torch.futures.Future[torch.Tensor] object
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -63,6 +64,13 @@ class NetworkHookState:
             raise ValueError("NetworkHookState: client.config.num_workers is required (the divisor)")
         if self.parameters is not None and self.layout is None:
             self.layout = CanonicalLayout(self.parameters)
+        try:
+            params = inspect.signature(self.client.allreduce).parameters
+        except (TypeError, ValueError):  # a builtin without a signature
+            params = {}
+        #: the client can sum into the array it is given (``out=``, as
+        #: AllreduceClient), so the bucket's bits are summed in place
+        self.in_place = "out" in params
 
     @classmethod
     def for_model(cls, model, client, **kwargs) -> "NetworkHookState":
@@ -94,12 +102,20 @@ def network_allreduce_hook(state: NetworkHookState, bucket) -> torch.futures.Fut
         flat = flat[index]
     bits = flat.view(int_dtype).numpy().view(bits_dtype)
     start = time.perf_counter()
-    summed_bits = np.asarray(state.client.allreduce(bits), dtype=bits_dtype)
+    if state.in_place:
+        # into the bucket's own (host) memory, as gloo's all_reduce: no
+        # result array and no copy of it (``flat`` is the bucket's buffer, or
+        # already a copy of it when it is on a GPU or laid out anew)
+        summed_bits = state.client.allreduce(bits, out=bits)
+    else:
+        summed_bits = np.asarray(state.client.allreduce(bits), dtype=bits_dtype)
     state.seconds += time.perf_counter() - start
     if summed_bits.shape != bits.shape:
         raise RuntimeError(f"the allreduce client returned {summed_bits.shape} elements for "
                            f"a bucket of {bits.shape}")
-    summed = torch.from_numpy(summed_bits.view(np.dtype(f"i{np.dtype(bits_dtype).itemsize}")).copy())
+    summed = summed_bits.view(np.dtype(f"i{np.dtype(bits_dtype).itemsize}"))
+    # a result of the client's own keeps to itself; in place it is the bucket's memory
+    summed = torch.from_numpy(summed if state.in_place else summed.copy())
     summed = summed.view(tensor.dtype)
     if index is not None:
         summed = torch.empty_like(summed).index_copy_(0, index, summed)
