@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, typeof
 
 from fpisa import _kernels as kernels
+from fpisa.netem import LINK_DROPPED, LINK_DUPLICATED, LINK_OFFERED, draw_copies
 from fpisa.shm import _R_HEAD, _R_TAIL, PUBLISH_SLOTS, _atomic_load, _atomic_store, _write_slots
 from fpisa.registers import protocol_flags
 from fpisa.protocol import (
@@ -639,30 +640,6 @@ class BatchProcessor:
 
 # -- the switch's loop on shared memory: one call per pass ----------------------------
 
-#: _ring_step's link counters: offered, dropped, duplicated (the emulated
-#: links to the workers)
-_L_OFFERED, _L_DROPPED, _L_DUPLICATED = 0, 1, 2
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _draw_copies(draws, d, loss, duplicate, link):
-    """One copy over one emulated link: (new draw position, sent, sent twice)."""
-    link[_L_OFFERED] += 1
-    if loss > 0:
-        u = draws[d]
-        d += 1
-        if u < loss:
-            link[_L_DROPPED] += 1
-            return d, False, False
-    if duplicate > 0:
-        u = draws[d]
-        d += 1
-        if u < duplicate:
-            link[_L_DUPLICATED] += 1
-            return d, True, True
-    return d, True, False
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _write_block(ctrl, words, asleep_words, slots, lengths, masks, head, rows, length, index, row_masks, n, full,
                  who):
@@ -743,7 +720,7 @@ def _ring_step(ctrl, up_words, up_slots, up_lengths, up_tails, start, L, budget,
         for i in range(c):
             mask, again = np.uint64(0), np.uint64(0)
             for w in range(K):
-                d, sent, dup = _draw_copies(draws, d, loss, duplicate, link)
+                d, sent, dup = draw_copies(draws, d, loss, duplicate, link)
                 if sent:
                     mask |= np.uint64(1) << np.uint64(w)
                 if dup:
@@ -772,7 +749,7 @@ def _ring_step(ctrl, up_words, up_slots, up_lengths, up_tails, start, L, budget,
             continue
         n = 0
         for i in range(c):
-            d, sent, dup = _draw_copies(draws, d, loss, duplicate, link)
+            d, sent, dup = draw_copies(draws, d, loss, duplicate, link)
             if sent:
                 index[n] = i
                 n += 1
@@ -879,7 +856,7 @@ class RingStep:
         """Add what the emulated links did so far to the injector's counters."""
         if self.injector is not None and self._link.any():
             link = self._link.tolist()
-            self.injector.count_filtered(link[_L_OFFERED], link[_L_DROPPED], link[_L_DUPLICATED])
+            self.injector.count_filtered(link[LINK_OFFERED], link[LINK_DROPPED], link[LINK_DUPLICATED])
             self._link[:] = 0
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from fpisa.netem import draw_copies
 from fpisa.protocol import ALL_RANKS, FIELD_OFFSETS, RESULT_VT, RETX_VT
 from fpisa.shm import _R_HEAD, _R_TAIL, PUBLISH_SLOTS, _atomic_load, _atomic_store, _write_slots
 from fpisa.shm import copy_bytes as _copy
@@ -399,23 +400,15 @@ def worker_step(now, start, ctrl, down_word, down_slots, down_lengths, mcast_wor
         loss, duplicate = fs[FS_LOSS], fs[FS_DUPLICATE]
         n = 0
         d = iv[IV_DRAW]
-        cnt[C_OFFERED] += n_ks
+        link = cnt[C_OFFERED:C_OFFERED + 3]  # offered, dropped, duplicated: draw_copies' order
         for i in range(n_ks):
-            if loss > 0:
-                u = draws[d]
-                d += 1
-                if u < loss:
-                    cnt[C_DROPPED] += 1
-                    continue
-            index[n] = ks[i]
-            n += 1
-            if duplicate > 0:
-                u = draws[d]
-                d += 1
-                if u < duplicate:
-                    index[n] = ks[i]
-                    n += 1
-                    cnt[C_DUPLICATED] += 1
+            d, sent, twice = draw_copies(draws, d, loss, duplicate, link)
+            if sent:
+                index[n] = ks[i]
+                n += 1
+            if twice:
+                index[n] = ks[i]
+                n += 1
         iv[IV_DRAW] = d
         if n:
             none = mcast_masks[:0]  # no masks: the up ring has none

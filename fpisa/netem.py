@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .counters import Counters
 from typing import Any
@@ -275,3 +276,30 @@ def add_fault_arguments(parser, direction: str) -> None:
 def faults_from_args(args, seed: int) -> LinkFaults:
     return LinkFaults(loss=args.loss, duplicate=args.dup, reorder=args.reorder,
                       delay_ms=args.delay_ms, seed=seed)
+
+
+#: the counters of :func:`draw_copies`: copies offered, dropped, duplicated
+LINK_OFFERED, LINK_DROPPED, LINK_DUPLICATED = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def draw_copies(draws, d, loss, duplicate, link):
+    """One copy over one emulated link, in compiled code, from a
+    :meth:`FaultInjector.draws` stream at position ``d``: lost if its draw is
+    below ``loss``; a survivor, drawing again, goes twice if that draw is
+    below ``duplicate`` (no draw for a probability of 0). Counts into
+    ``link`` (LINK_*); returns (new position, sent, sent twice)."""
+    link[LINK_OFFERED] += 1
+    if loss > 0:
+        u = draws[d]
+        d += 1
+        if u < loss:
+            link[LINK_DROPPED] += 1
+            return d, False, False
+    if duplicate > 0:
+        u = draws[d]
+        d += 1
+        if u < duplicate:
+            link[LINK_DUPLICATED] += 1
+            return d, True, True
+    return d, True, False
