@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
 from .exitcodes import EPILOG, ExitCode
@@ -58,14 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.USAGE
+    # SIGTERM (kill, a job scheduler, a test harness) unwinds like Ctrl-C, so
+    # every command's cleanup (child processes, shared memory, namespaces)
+    # runs; without a handler Python would exit at once and leave it
+    previous = signal.signal(signal.SIGTERM, _terminate) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # configuration errors are validated into ValueErrors
         print(f"fpisa {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so cleanup runs as after Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

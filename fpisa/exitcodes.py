@@ -4,6 +4,7 @@
 switch died, a simulation disagreeing with the numerics core). 2: bad usage
 or configuration (a ValueError with a message). 3: a required external
 tool (p4c, BMv2, Mininet, torch) is missing. 130: interrupted (Ctrl-C).
+143: terminated (SIGTERM; cleaned up as after Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     TOOL_MISSING = 3
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 #: the line every --help ends with
-EPILOG = "exit codes: 0 ok, 1 check failed, 2 bad usage/config, 3 required tool missing, 130 interrupted"
+EPILOG = ("exit codes: 0 ok, 1 check failed, 2 bad usage/config, 3 required tool missing, 130 interrupted, "
+          "143 terminated")

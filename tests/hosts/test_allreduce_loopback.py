@@ -104,8 +104,10 @@ def test_shared_memory_is_removed_after_success_and_failure():
     assert not _ours(before)
 
 
-def test_ctrl_c_removes_shared_memory_and_processes():
-    """SIGINT to a running `fpisa allreduce`: exit 130, no segment, no process left."""
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_remove_shared_memory_and_processes(signame, code):
+    """SIGINT (Ctrl-C) or SIGTERM to a running `fpisa allreduce`: exit 130 or
+    143, no segment, no process left."""
     import signal
     import subprocess
     import sys
@@ -122,12 +124,12 @@ def test_ctrl_c_removes_shared_memory_and_processes():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         time.sleep(1.0)  # into the run (200 M elements take far longer than this)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert not any(n.startswith(prefix) for n in _segments())
     assert not _children(proc.pid)
 
