@@ -490,24 +490,24 @@ def fpisa_lanes() -> str:
     """fpisa's lanes: each element's registers, the fold variants and read-outs
     that use them (constructor arguments), and one choice per packet between
     the variants (one BMv2 node each, for all lanes)."""
-    regs = "lane_{i}_state"
+    regs = "lane_{i}_exponent, lane_{i}_mantissa"
+    regs_flags = regs + ", lane_{i}_flags"
     out = [HEADER]
     out.append(f"// fpisa's {N_ELEMENTS} lanes, one per payload element. Each element has its own")
-    out.append("// register (as on a Tofino-class target, where every element needs its")
-    out.append("// own register array and ALU): the lane's state per row (element flags,")
-    out.append("// exponent and mantissa: fpisa_registers.p4). The fold variants")
-    out.append("// (fpisa_registers.p4) and read-outs (normalize.p4) of a lane get it as a")
-    out.append("// constructor argument.")
+    out.append("// registers (as on a Tofino-class target, where every element needs its")
+    out.append("// own register array and ALU): exponent, mantissa and flags per row. The")
+    out.append("// fold variants (fpisa_registers.p4) and read-outs (normalize.p4) of a lane")
+    out.append("// get them as constructor arguments.")
     out += _FLOAT_CHOICE
     out.append("// A read-out takes FpisaReadout, or FpisaReadoutSpecial if the row's flag")
     out.append("// summary (element_flags.p4) has an Inf/NaN, then the raw registers if asked.")
     out.append('@noWarn("uninitialized_use")')
     out.append("control FpisaLanes(inout headers_t hdr, inout metadata_t meta) {")
     out += _lane_declarations(
-        [("bit<48>", "state")],
+        [("bit<8>", "exponent"), ("bit<32>", "mantissa"), ("bit<8>", "flags")],
         [("FpisaFirst", "first", regs), ("FpisaNext", "next", regs),
-         ("FpisaGeneral", "general", regs), ("FpisaReadout", "readout", regs),
-         ("FpisaReadoutSpecial", "readout_special", regs), ("FpisaRaw", "raw", regs)])
+         ("FpisaGeneral", "general", regs_flags), ("FpisaReadout", "readout", regs),
+         ("FpisaReadoutSpecial", "readout_special", regs_flags), ("FpisaRaw", "raw", regs)])
     out.append("    // the OR of the row's element flags")
     out.append("    register<bit<8>>(POOL_ROWS) row_flags;")
     out.append("    SummarizeFlags() summarize;")
@@ -516,6 +516,7 @@ def fpisa_lanes() -> str:
     out.append("        fpisa_lane_t t;")
     out += _fold_applications(
         before_general=["                row_flags.read(t.row_flags, meta.row);",
+                        "                t.flags_valid = !meta.first && t.row_flags != 0;",
                         "                t.row_flags = t.row_flags * (bit<8>)(bit<1>)!meta.first;"],
         after_general=["                row_flags.write(meta.row, t.row_flags);"],
         after_first=["                row_flags.write(meta.row, 0);"])

@@ -1,15 +1,17 @@
 // Sticky per-element flags (Inf, NaN, overflow, overwrite) of a row, and
 // their summary as the result header's FLAG_* bits.
 //
-// fpisa keeps the element flags in each lane's register (with E and A,
-// fpisa_registers.p4), and the OR of all the row's element flags in one
-// register per row (row_flags, generated/fpisa_lanes.p4). Only packets with
-// an Inf/NaN set element flags (FpisaGeneral), so:
-//   - a first arrival writes its lanes' flags 0 and clears the row's summary;
+// fpisa keeps, besides a flag register per lane, the OR of all the row's
+// element flags in one register per row (row_flags, generated/fpisa_lanes.p4).
+// Only packets with an Inf/NaN set element flags (FpisaGeneral), so:
+//   - a first arrival without Inf/NaN clears the row's summary only; the lane
+//     flag registers then hold an earlier round's flags, and count as 0 while
+//     the summary is 0 (t.flags_valid);
 //   - FpisaGeneral writes every lane's flags and ORs them into the summary,
-//     which is then nonzero (the packet had an Inf/NaN);
-//   - the read-out takes the result's FLAG_* bits from the summary, and looks
-//     at the lane flags only if the summary has an Inf/NaN (FpisaReadoutSpecial).
+//     which is then nonzero (the packet had an Inf/NaN): the lane registers
+//     are this round's;
+//   - the read-out takes the result's FLAG_* bits from the summary, and reads
+//     the lane flags only if the summary has an Inf/NaN (FpisaReadoutSpecial).
 #ifndef FPISA_ELEMENT_FLAGS_P4
 #define FPISA_ELEMENT_FLAGS_P4
 
@@ -51,13 +53,15 @@ control SummarizeFlags(in bit<8> flags, inout bit<8> row_flags) {
 // fpisa
 control FpisaRaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
                  inout fpisa_lane_t t)
-                (register<bit<48>> state_register) {
+                (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
     apply {
-        state_register.read(t.state, row);
-        RAW_SHIFT_IN(mantissas, exponents, STATE_MANTISSA(t.state), STATE_EXPONENT(t.state));
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        RAW_SHIFT_IN(mantissas, exponents, t.stored_mantissa, t.stored_exponent);
     }
 }
 
+// fpisa_a: the same (the exponent register's bits 7..0 are E).
 control FpisaARaw(in bit<32> row, inout raw_mantissas_t mantissas, inout raw_exponents_t exponents,
                   inout fpisa_a_lane_t t)
                  (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {

@@ -14,13 +14,13 @@
 struct fpisa_lane_t {
     // per packet
     bool    any_special;      // an Inf/NaN among the packet's elements
+    bool    flags_valid;      // the per-lane flag registers hold this round's flags
     bit<8>  row_flags;        // OR of the row's element flags (ELEMENT_*)
     // the incoming element
     bit<8>  exponent;
     bit<32> mantissa;
     bit<8>  special;
-    // the lane's register (fpisa_registers.p4: flags, E, A) and its parts
-    bit<48> state;
+    // the registers
     bit<8>  stored_exponent;
     bit<32> stored_mantissa;
     bit<8>  flags;
@@ -34,13 +34,6 @@ struct fpisa_lane_t {
     bit<16> exponent_plus_p;
     bit<32> bits;
 }
-
-// fpisa's lane register (fpisa_registers.p4) from its parts, and its parts
-#define FPISA_STATE(flags, e, a) (((bit<48>)(flags) << 40) | ((bit<48>)(e) << 32) | (bit<48>)(a))
-#define STATE_FLAGS(s) ((bit<8>)((s) >> 40))
-#define STATE_EXPONENT(s) ((bit<8>)((s) >> 32))
-#define STATE_MANTISSA(s) ((bit<32>)(s))
-const bit<48> STATE_FLAGS_MASK = 0xFF0000000000;
 
 // fpisa_a's (fpisa_a_registers.p4, normalize.p4)
 struct fpisa_a_lane_t {

@@ -68,15 +68,15 @@ control FpisaFinite(inout fpisa_lane_t t) {
 }
 
 // fpisa read-out of one lane of a row without Inf/NaN (the row's flag
-// summary says so: element_flags.p4): register -> IEEE bits -> wire order.
+// summary says so: element_flags.p4): registers -> IEEE bits -> wire order.
 control FpisaReadout(inout bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_lane_t t)
-                    (register<bit<48>> state_register) {
+                    (register<bit<8>> exponent_register, register<bit<32>> mantissa_register) {
     FpisaFinite() finite;
     WireOrder() swap;
+
     apply {
-        state_register.read(t.state, row);
-        t.stored_exponent = STATE_EXPONENT(t.state);
-        t.stored_mantissa = STATE_MANTISSA(t.state);
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
         finite.apply(t);
         swap.apply(t.bits, value);
     }
@@ -85,15 +85,16 @@ control FpisaReadout(inout bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_
 // The same for a row in which an Inf or NaN was seen: the element's flags
 // decide first (NaN if NaN or both infinities, else the infinity seen).
 control FpisaReadoutSpecial(inout bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_lane_t t)
-                           (register<bit<48>> state_register) {
+                           (register<bit<8>> exponent_register, register<bit<32>> mantissa_register,
+                            register<bit<8>> flags_register) {
     FpisaFinite() finite;
     SpecialResult() special;
     WireOrder() swap;
+
     apply {
-        state_register.read(t.state, row);
-        t.stored_exponent = STATE_EXPONENT(t.state);
-        t.stored_mantissa = STATE_MANTISSA(t.state);
-        t.flags = STATE_FLAGS(t.state);
+        exponent_register.read(t.stored_exponent, row);
+        mantissa_register.read(t.stored_mantissa, row);
+        flags_register.read(t.flags, row);
         finite.apply(t);
         special.apply(t.flags, t.bits);
         swap.apply(t.bits, value);
