@@ -223,6 +223,8 @@ def wire_macros(f: P4Format) -> list[str]:
         f"#define WIRE_BIASED(w) ((bit<8>){wire_field(word, m, e, n, truncated=8)})",
         f"#define WIRE_FRACTION_BITS(w) {wire_field(word, 0, m, n)}",
         f"#define WIRE_SIGN_TWICE(w) (({word} >> 6) & 2)",
+        "// where value bit 0 (the fraction's lowest) lies in w",
+        f"#define WIRE_BIT0 {wire_position(0, n)}",
         "// result: IEEE bits in a bit<32> (the format's width) -> the wire word; the",
         "// sign bit of a 32-bit two's-complement register value at the format's place",
         f"#define BITS_TO_WIRE(x) {to_wire}",
@@ -563,30 +565,53 @@ def _raw_applications() -> list[str]:
 
 
 def fpisa_a_lanes() -> str:
-    """fpisa_a's lanes, as fpisa's: registers, fold variants and read-outs
-    per element, one choice per packet."""
+    """fpisa_a's lanes: registers, fold variants and read-outs per element,
+    one choice per packet, as fpisa's; but one fold (FpisaALane, with the
+    lane's shift tables) for every arrival but a first one without Inf/NaN,
+    and two passes around it for a packet with an Inf/NaN
+    (fpisa_a_registers.p4)."""
     regs = "lane_{i}_exponent, lane_{i}_mantissa"
     out = [HEADER]
     out.append(f"// fpisa_a's {N_ELEMENTS} lanes, one per payload element. Each element has its")
     out.append("// own registers (as on a Tofino-class target): the exponent register (E and")
     out.append("// the element flags) and the mantissa register per row, constructor")
     out.append("// arguments of the lane's fold variants (fpisa_a_registers.p4) and read-out")
-    out.append("// (normalize.p4); each of those has its own constant-shift tables.")
-    out += _FLOAT_CHOICE
+    out.append("// (normalize.p4); the fold and the read-out each have their constant-shift")
+    out.append("// tables. Per packet one choice, for all lanes at once (a BMv2 node, not")
+    out.append("// one per lane): no update (a retransmission): no fold; a first arrival")
+    out.append("// without Inf/NaN: FpisaAFirst; else FpisaALane, and for a packet with an")
+    out.append("// Inf/NaN FpisaANeutral before it and FpisaASpecialFlags after it. The")
+    out.append("// working fields t are shared by all lanes (lane_fields.p4); each lane")
+    out.append("// writes them before reading them, which p4c cannot see: hence @noWarn.")
     out.append("// A read-out collects the row's flags for the result header, then the raw")
     out.append("// registers if asked.")
     out.append('@noWarn("uninitialized_use")')
     out.append("control FpisaALanes(inout headers_t hdr, inout metadata_t meta) {")
     out += _lane_declarations(
         [("bit<16>", "exponent"), ("bit<32>", "mantissa")],
-        [("FpisaAFirst", "first", regs), ("FpisaANext", "next", regs),
-         ("FpisaAGeneral", "general", regs), ("FpisaAReadout", "readout", regs),
-         ("FpisaARaw", "raw", regs)])
+        [("FpisaAFirst", "first", regs), ("FpisaALane", "lane", regs),
+         ("FpisaANeutral", "neutral", regs), ("FpisaASpecialFlags", "special_flags", "lane_{i}_exponent"),
+         ("FpisaAReadout", "readout", regs), ("FpisaARaw", "raw", regs)])
     out.append("    SummarizeFlags() summarize;")
     out.append("")
     out.append("    apply {")
     out.append("        fpisa_a_lane_t t;")
-    out += _fold_applications()
+    out.append("        if (meta.update) {")
+    out.append(_any_special("            "))
+    out.append("            if (t.any_special) {")
+    out += _lane_applications("                ",
+                              "neutral_{i}.apply(hdr.elements.value_{i}, meta.row, meta.first, t);")
+    out.append("            }")
+    out.append("            if (meta.first && !t.any_special) {")
+    out += _lane_applications("                ", "first_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("            } else {")
+    out += _lane_applications("                ", "lane_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("                if (t.any_special) {")
+    out += _lane_applications("                    ",
+                              "special_flags_{i}.apply(hdr.elements.value_{i}, meta.row, t);")
+    out.append("                }")
+    out.append("            }")
+    out.append("        }")
     out.append("        if (meta.readout) {")
     out.append("            t.row_flags = 0;")
     out += _lane_applications("            ", "readout_{i}.apply(hdr.elements.value_{i}, meta.row, t);")

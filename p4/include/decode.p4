@@ -21,14 +21,20 @@
 // signed mantissa S, two's complement (the lanes keep signed values in
 // bit<W> fields and registers and cast to int<W> where the sign matters:
 // BMv2 reads a register into a field without sign-extending it).
+// The same as expressions (a lane that uses a value once takes it inline:
+// one assignment fewer, each a BMv2 primitive with a field write).
+#define DECODE_EXPONENT(w) \
+    (WIRE_BIASED(w) | (bit<8>)(bit<1>)(((w) & (bit<ELEMENT_BITS>)WIRE_EXPONENT) == 0))
+#define DECODE_MANTISSA(w) \
+    ((WIRE_FRACTION_BITS(w) | ((bit<32>)(bit<1>)(((w) & (bit<ELEMENT_BITS>)WIRE_EXPONENT) != 0) << FRACTION_BITS)) \
+     * (1 - WIRE_SIGN_TWICE(w)))
+
 control DecodeElement(in bit<ELEMENT_BITS> w, out bit<8> exponent, out bit<32> mantissa) {
     apply {
-        exponent = WIRE_BIASED(w) | (bit<8>)(bit<1>)((w & (bit<ELEMENT_BITS>)WIRE_EXPONENT) == 0);
+        exponent = DECODE_EXPONENT(w);
         // the magnitude with the implied one of a normal value, times 1 or
         // -1 (1 - 2 * sign, wrapping)
-        mantissa = (WIRE_FRACTION_BITS(w)
-                    | ((bit<32>)(bit<1>)((w & (bit<ELEMENT_BITS>)WIRE_EXPONENT) != 0) << FRACTION_BITS))
-                 * (1 - WIRE_SIGN_TWICE(w));
+        mantissa = DECODE_MANTISSA(w);
     }
 }
 

@@ -12,12 +12,24 @@
 // Per lane two registers per row: the exponent register holds E in bits 7..0
 // (0: no value yet) and the element's sticky flags (ELEMENT_*) in bits
 // 15..8, so the fold keeps the flags without a register of their own; the
-// mantissa register holds A. As in fpisa (fpisa_registers.p4) one fold
-// variant per packet, straight-line apart from the shift tables, with the
-// lanes' shared working fields (lane_fields.p4):
+// mantissa register holds A. As in fpisa (fpisa_registers.p4) one choice
+// per packet, straight-line apart from the shift tables, with the lanes'
+// shared working fields (lane_fields.p4):
 //   FpisaAFirst    first arrival of a round, no Inf/NaN in the packet
-//   FpisaANext     later arrival, no Inf/NaN in the packet
-//   FpisaAGeneral  any packet with an Inf/NaN
+//   FpisaALane     every other fold: read the registers, decode, FpisaAFold
+// A packet with an Inf/NaN goes through FpisaALane too (one copy of each
+// lane's shift tables, not one per variant: p4c's time grows with the
+// tables and actions of all 48 lanes), prepared and finished by two passes
+// that only such a packet runs:
+//   FpisaANeutral  before: every Inf/NaN element becomes a flushed value that
+//                  carries its ELEMENT_* flag in its low fraction bits
+//                  (contributes nothing, like any flushed value), a
+//                  subnormal becomes 0 (it contributes nothing either; its
+//                  fraction must not read as a flag); a first arrival resets
+//                  the registers to "no value" (E = 0, A = 0, no flags)
+//   FpisaASpecialFlags  after: ORs each element's carried flag into its
+//                  exponent register (flags are sticky; the OR's order does
+//                  not matter)
 #ifndef FPISA_FPISA_A_REGISTERS_P4
 #define FPISA_FPISA_A_REGISTERS_P4
 
@@ -78,11 +90,10 @@ control FpisaAFold(in bit<32> row, inout fpisa_a_lane_t t)
     }
 }
 
-control FpisaANext(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
+control FpisaALane(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
                   (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
     DecodeNormalElement() decode;
     FpisaAFold(exponent_register, mantissa_register) fold;
-
     apply {
         exponent_register.read(t.stored_exponent, row);
         mantissa_register.read(t.stored_mantissa, row);
@@ -91,24 +102,37 @@ control FpisaANext(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lan
     }
 }
 
-// Every case: the first arrival starts from E = 0, A = 0, no flags; an
-// Inf/NaN contributes nothing and sets its flag.
-control FpisaAGeneral(in bit<ELEMENT_BITS> value, in bit<32> row, in bool first, inout fpisa_a_lane_t t)
-                     (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
-    DecodeNormalElement() decode;
-    SpecialElement() special;
-    FpisaAFold(exponent_register, mantissa_register) fold;
+// A flushed value (exponent field 0) that carries the flag f (ELEMENT_POS_INF,
+// NEG_INF or NAN: bits 2..0) in its fraction, and that flag back.
+#define NEUTRAL_CARRYING(f) ((bit<ELEMENT_BITS>)(f) << WIRE_BIT0)
+#define CARRIED_FLAG(w) \
+    ((bit<8>)((w) >> WIRE_BIT0) & 7 & ((bit<8>)0 - (bit<8>)(bit<1>)(((w) & (bit<ELEMENT_BITS>)WIRE_EXPONENT) == 0)))
 
+// Before FpisaALane, in a packet with an Inf/NaN (see the top).
+control FpisaANeutral(inout bit<ELEMENT_BITS> value, in bit<32> row, in bool first, inout fpisa_a_lane_t t)
+                     (register<bit<16>> exponent_register, register<bit<32>> mantissa_register) {
+    SpecialElement() special;
     apply {
+        special.apply(value, t.special);
+        value = SELECT(ELEMENT_BITS, t.special != 0, NEUTRAL_CARRYING(t.special),
+                       value * (bit<ELEMENT_BITS>)(bit<1>)((value & (bit<ELEMENT_BITS>)WIRE_EXPONENT) != 0));
+        // a first arrival: no value yet (the registers' other rows untouched)
         exponent_register.read(t.stored_exponent, row);
         mantissa_register.read(t.stored_mantissa, row);
-        decode.apply(value, t.exponent, t.addend);
-        special.apply(value, t.special);
-        t.exponent = t.exponent * (bit<16>)(bit<1>)(t.special == 0);
-        t.addend = t.addend * (bit<64>)(bit<1>)(t.special == 0);
-        t.stored_exponent = (t.stored_exponent * (bit<16>)(bit<1>)!first) | ((bit<16>)t.special << 8);
+        t.stored_exponent = t.stored_exponent * (bit<16>)(bit<1>)!first;
         t.stored_mantissa = t.stored_mantissa * (bit<32>)(bit<1>)!first;
-        fold.apply(row, t);
+        exponent_register.write(row, t.stored_exponent);
+        mantissa_register.write(row, t.stored_mantissa);
+    }
+}
+
+// After FpisaALane, in a packet with an Inf/NaN: the element's flag.
+control FpisaASpecialFlags(in bit<ELEMENT_BITS> value, in bit<32> row, inout fpisa_a_lane_t t)
+                          (register<bit<16>> exponent_register) {
+    apply {
+        exponent_register.read(t.stored_exponent, row);
+        t.stored_exponent = t.stored_exponent | ((bit<16>)CARRIED_FLAG(value) << 8);
+        exponent_register.write(row, t.stored_exponent);
     }
 }
 

@@ -33,6 +33,8 @@ const bit<32> WIRE_FRACTION = 0xFF03;  // the fraction's
 #define WIRE_BIASED(w) ((bit<8>)((((bit<32>)(w)) >> 2) & 0x1F))
 #define WIRE_FRACTION_BITS(w) ((((bit<32>)(w)) >> 8) | ((((bit<32>)(w)) & 0x3) << 8))
 #define WIRE_SIGN_TWICE(w) ((((bit<32>)(w)) >> 6) & 2)
+// where value bit 0 (the fraction's lowest) lies in w
+#define WIRE_BIT0 8
 // result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
 // sign bit of a 32-bit two's-complement register value at the format's place
 #define BITS_TO_WIRE(x) ((bit<16>)(((x) << 8) | ((x) >> 8)))
@@ -61,6 +63,8 @@ const bit<32> WIRE_FRACTION = 0x7F00;  // the fraction's
 #define WIRE_BIASED(w) ((bit<8>)((((bit<32>)(w)) >> 15) | (((bit<32>)(w)) << 1)))
 #define WIRE_FRACTION_BITS(w) ((((bit<32>)(w)) >> 8) & 0x7F)
 #define WIRE_SIGN_TWICE(w) ((((bit<32>)(w)) >> 6) & 2)
+// where value bit 0 (the fraction's lowest) lies in w
+#define WIRE_BIT0 8
 // result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
 // sign bit of a 32-bit two's-complement register value at the format's place
 #define BITS_TO_WIRE(x) ((bit<16>)(((x) << 8) | ((x) >> 8)))
@@ -89,6 +93,8 @@ const bit<32> WIRE_FRACTION = 0xFFFF7F00;  // the fraction's
 #define WIRE_BIASED(w) ((bit<8>)((((w) >> 15) & 0x1) | ((w) << 1)))
 #define WIRE_FRACTION_BITS(w) (((w) >> 24) | (((w) >> 8) & 0xFF00) | (((w) & 0x7F00) << 8))
 #define WIRE_SIGN_TWICE(w) (((w) >> 6) & 2)
+// where value bit 0 (the fraction's lowest) lies in w
+#define WIRE_BIT0 24
 // result: IEEE bits in a bit<32> (the format's width) -> the wire word; the
 // sign bit of a 32-bit two's-complement register value at the format's place
 #define BITS_TO_WIRE(x) (((x) << 24) | (((x) << 8) & 0x00FF0000) | (((x) >> 8) & 0x0000FF00) | ((x) >> 24))
