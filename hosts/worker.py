@@ -735,7 +735,7 @@ class AllreduceClient:
                 if now - fs[ck.FS_LAST_PROGRESS] > stall_s:
                     raise AllreduceTimeout(f"rank {self.config.rank}: no result for {stall_s:.0f} s with "
                                            f"{num_packets - done} of {num_packets} packets outstanding")
-                wait = due - now if due < np.inf else rto.timeout
+                wait = due - now if due < np.inf else fs[ck.FS_RTO]
                 if transport.wait(wait if wait > 0.0 else 0.0):
                     if batch > 1 and num_packets - done >= 4 * batch and transport.waiting() < batch:
                         time.sleep(_COALESCE_S)
