@@ -131,6 +131,29 @@ def clean_samples(k, attempts, sent_at, send_order, scratch):
     return n, np.median(scratch[:n]), best
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _sent(k, order, pending, in_slot, copy_sent_at, send_order, now, base, window):
+    """Packet ``k``'s copy leaves now as copy number ``order``: pending, in its
+    slot ``(base + k) % window``, sent at ``now``."""
+    pending[k] = True
+    in_slot[(base + k) % window] = k
+    copy_sent_at[k] = now
+    send_order[k] = order
+
+
+@njit(cache=True, nogil=True)
+def rto_sample(srtt, rttvar, rtt, min_s, max_s):
+    """RFC 6298's update by a round-trip sample ``rtt`` (``srtt < 0``: none
+    yet): returns (srtt, rttvar, the timeout SRTT + 4 RTTVAR, clamped to
+    ``min_s`` .. ``max_s``)."""
+    if srtt < 0:
+        srtt, rttvar = rtt, rtt / 2
+    else:
+        rttvar += (abs(srtt - rtt) - rttvar) / 4
+        srtt += (rtt - srtt) / 8
+    return srtt, rttvar, min(max_s, max(min_s, srtt + 4 * rttvar))
+
+
 @njit(cache=True, nogil=True)
 def mark_sent(ks, pending, in_slot, copy_sent_at, send_order, attempts, sent_count, now, base, window):
     """Packets ``ks`` leave now (in this order): pending, each in its slot
@@ -140,10 +163,7 @@ def mark_sent(ks, pending, in_slot, copy_sent_at, send_order, attempts, sent_cou
     top = 0
     for i in range(ks.shape[0]):
         k = ks[i]
-        pending[k] = True
-        in_slot[(base + k) % window] = k
-        copy_sent_at[k] = now
-        send_order[k] = sent_count + i
+        _sent(k, sent_count + i, pending, in_slot, copy_sent_at, send_order, now, base, window)
         a = attempts[k]
         snapshot[i] = a
         if a > top:
@@ -207,10 +227,7 @@ def _mark(ks, lo, hi, pending, in_slot, copy_sent_at, send_order, attempts, time
     order = iv[IV_ORDER]
     for i in range(lo, hi):
         k = ks[i]
-        pending[k] = True
-        in_slot[(base + k) % window] = k
-        copy_sent_at[k] = now
-        send_order[k] = order
+        _sent(k, order, pending, in_slot, copy_sent_at, send_order, now, base, window)
         order += 1
         timer_at[k] = now + min(fs[FS_RTO_MAX], fs[FS_RTO] * float(np.int64(1) << min(attempts[k], 16)))
     iv[IV_ORDER] = order
@@ -308,13 +325,8 @@ def worker_step(now, start, ctrl, down_word, down_slots, down_lengths, mcast_wor
             k = np.sort(fresh[:n_fresh])
             clean, median_sent_at, q = clean_samples(k, attempts, sent_at, send_order, scratch)
             if clean:
-                rtt = now - median_sent_at  # RetransmitTimer.sample
-                if fs[FS_SRTT] < 0:
-                    fs[FS_SRTT], fs[FS_RTTVAR] = rtt, rtt / 2
-                else:
-                    fs[FS_RTTVAR] += (abs(fs[FS_SRTT] - rtt) - fs[FS_RTTVAR]) / 4
-                    fs[FS_SRTT] += (rtt - fs[FS_SRTT]) / 8
-                fs[FS_RTO] = min(fs[FS_RTO_MAX], max(fs[FS_RTO_MIN], fs[FS_SRTT] + 4 * fs[FS_RTTVAR]))
+                fs[FS_SRTT], fs[FS_RTTVAR], fs[FS_RTO] = rto_sample(fs[FS_SRTT], fs[FS_RTTVAR], now - median_sent_at,
+                                                                    fs[FS_RTO_MIN], fs[FS_RTO_MAX])
                 if send_order[q] > iv[IV_RACK_ORDER]:
                     iv[IV_RACK_ORDER] = send_order[q]
                     fs[FS_RACK_RTT] = now - copy_sent_at[q]

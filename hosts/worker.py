@@ -173,12 +173,9 @@ class RetransmitTimer:
         self.timeout = max_s
 
     def sample(self, rtt: float) -> None:
-        if self.srtt is None:
-            self.srtt, self.rttvar = rtt, rtt / 2
-        else:
-            self.rttvar += (abs(self.srtt - rtt) - self.rttvar) / 4
-            self.srtt += (rtt - self.srtt) / 8
-        self.timeout = min(self.max_s, max(self.min_s, self.srtt + 4 * self.rttvar))
+        # the formula the compiled loop uses too (fpisa/_client_kernels.py)
+        self.srtt, self.rttvar, self.timeout = ck.rto_sample(-1.0 if self.srtt is None else self.srtt,
+                                                             self.rttvar, rtt, self.min_s, self.max_s)
 
 
 class AllreduceClient:
@@ -247,6 +244,7 @@ class AllreduceClient:
         ks, ints, times = np.zeros(1, np.int64), np.zeros(2, np.int64), np.zeros(2)
         clean_samples(ks, ints, times, ints, np.zeros(2))
         mark_sent(ks, np.zeros(2, np.bool_), ints.copy(), times, ints.copy(), ints, 0, 0.0, 0, 1)
+        ck.rto_sample(-1.0, 0.0, 1e-3, 0.02, 1.0)
         overdue(ints, np.zeros(2, np.bool_), ints, 0, times, ints, 0.0, 0.0, ints.copy())
 
         if getattr(self.transport, "step_rings", None) is not None and self._direct_packets:
@@ -632,9 +630,7 @@ class AllreduceClient:
                 if due:
                     transport.send_batch(due)
             if now - last_progress > self.config.stall_s:
-                raise AllreduceTimeout(f"rank {self.config.rank}: no result for "
-                                       f"{self.config.stall_s:.0f} s with "
-                                       f"{num_packets - done} of {num_packets} packets outstanding")
+                raise self._stalled(num_packets - done, num_packets)
         if recv_arrays is not None:
             transport.release_arrays()
         # copies the emulated network still holds back stay there and leave
@@ -660,6 +656,10 @@ class AllreduceClient:
         return values, raw
 
     _progress_base = 0
+
+    def _stalled(self, outstanding: int, num_packets: int) -> AllreduceTimeout:
+        return AllreduceTimeout(f"rank {self.config.rank}: no result for {self.config.stall_s:.0f} s with "
+                                f"{outstanding} of {num_packets} packets outstanding")
 
     def _loop_on_rings(self, rings, mode, base, heads, payloads, tail, result, result_tail, raw_len,
                        raw_mantissa_bytes, raw_exponent_bytes, pending, attempts, sent_at, send_order,
@@ -733,8 +733,7 @@ class AllreduceClient:
                     break
                 now = clock()
                 if now - fs[ck.FS_LAST_PROGRESS] > stall_s:
-                    raise AllreduceTimeout(f"rank {self.config.rank}: no result for {stall_s:.0f} s with "
-                                           f"{num_packets - done} of {num_packets} packets outstanding")
+                    raise self._stalled(num_packets - done, num_packets)
                 wait = due - now if due < np.inf else fs[ck.FS_RTO]
                 if transport.wait(wait if wait > 0.0 else 0.0):
                     if batch > 1 and num_packets - done >= 4 * batch and transport.waiting() < batch:
