@@ -61,6 +61,15 @@ _COALESCE_PACKETS, _COALESCE_S = 32, 0.5e-3
 _REORDER_MIN_S = 1e-3
 #: ... in units of the smoothed round trip: RACK's quarter at first, up to two
 _REORDER_MIN_FRACTION, _REORDER_MAX_FRACTION = 0.25, 2.0
+#: the same on shared memory (the compiled loop), where the window stays at
+#: RACK's quarter round trip, at least this: the rings are FIFO and that
+#: loop runs only with loss and duplication faults, so no copy is ever
+#: overtaken on the way. A result that arrives twice there is a re-send of a
+#: slot that waited for another worker's loss; the worker that lost it and
+#: the K - 1 that wait see the same results and find it late at the same
+#: moment whatever the window, so a wider window only delays the recovery
+#: (docs/protocol.md, "When a worker re-sends")
+_RING_REORDER_MIN_S = 1e-4
 #: the tail loss probe's timeout (RFC 8985's PTO): this many smoothed round
 #: trips without a result, at least _PROBE_MIN_S, doubled per probe in a row
 _PROBE_RTTS, _PROBE_MIN_S = 2.0, 2e-3
@@ -686,7 +695,7 @@ class AllreduceClient:
         fs[ck.FS_RTTVAR], fs[ck.FS_RTO] = rto.rttvar, rto.timeout
         fs[ck.FS_RTO_MIN], fs[ck.FS_RTO_MAX] = rto.min_s, rto.max_s
         fs[ck.FS_REORDER_MIN_S], fs[ck.FS_REORDER_MIN_F], fs[ck.FS_REORDER_MAX_F] = \
-            _REORDER_MIN_S, _REORDER_MIN_FRACTION, _REORDER_MAX_FRACTION
+            _RING_REORDER_MIN_S, _REORDER_MIN_FRACTION, _REORDER_MIN_FRACTION
         fs[ck.FS_PROBE_RTTS], fs[ck.FS_PROBE_MIN_S] = _PROBE_RTTS, _PROBE_MIN_S
         fs[ck.FS_LAST_PROBE] = -np.inf
         faults = injector.faults if injector is not None else None
