@@ -442,7 +442,7 @@ _ASM_SCRIPT = textwrap.dedent("""
         disp = getattr(HK, name)
         for sig in disp.signatures:
             asm = disp.inspect_asm(sig)
-            found[name + str(sig[0].dtype)] = sorted(set(re.findall(r"^\\s+(v[a-z0-9]+)\\s[^\\n]*ymm", asm, re.M)))
+            found[name + str(sig[0].dtype)] = sorted(set(re.findall(r"^\\s+(v[a-z0-9]+)\\s[^\\n]*[yz]mm", asm, re.M)))
     print(json.dumps(found))
 """)
 
@@ -457,7 +457,8 @@ def _has_avx2():
 
 @pytest.mark.skipif(not _has_avx2(), reason="the instruction check is for AVX2 machines")
 def test_kernels_are_vectorized(tmp_path):
-    """The loops compile to 256-bit vector code: vpshufb for the byte swaps,
+    """The loops compile to 256-bit vector code (or 512-bit: on an AVX-512
+    machine LLVM puts some loops in zmm registers): vpshufb for the byte swaps,
     vmulpd/vcvtps2pd for quantize, vdivpd for dequantize. Compiled afresh in
     a subprocess (numba does not disassemble code loaded from its cache)."""
     import json
