@@ -235,8 +235,9 @@ _ASM_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(not _has_avx2(), reason="the instruction check is for AVX2 machines")
 def test_sum_workers_is_vectorized(tmp_path):
-    """256-bit (or, where LLVM picks AVX-512, 512-bit) code for every step of the fused kernel (vpmaxud: the block
-    max; vcvtps2pd / vmulpd / vcvtpd2dq: quantize; vpaddd: the int32 sum;
+    """256-bit (or, where LLVM picks AVX-512, 512-bit) code for every step
+    of the fused kernel (vpmaxud: the block max; vcvtps2pd / vmulpd /
+    vcvtpd2dq: quantize; vpaddd: the int32 sum;
     vdivpd / vcvtpd2ps: dequantize), and no element-wise gathers or scatters
     in any of SwitchML's kernels (what a loop whose signed index numba
     cannot prove non-negative turns into). Compiled afresh in a subprocess:
