@@ -58,6 +58,15 @@ def simulate(mode: str, arrival: str, seed: int, workers: int) -> torch.Tensor:
     return flat_parameters(model)
 
 
+def _quiesce() -> None:
+    """Every rank done before any tears gloo down. Twice in CI a rank of
+    this test aborted ("terminate called without an active exception",
+    SIGABRT) while the others had finished; a barrier before
+    destroy_process_group is the guard against teardown races, not a
+    proven cure."""
+    dist.barrier()
+
+
 def run_rank(rank: int, world: int, port: int, cases: list, seed: int, out_dir: str) -> None:
     """torch.multiprocessing.spawn target: every case with DDP + the fpisa hook."""
     torch.set_num_threads(1)
@@ -81,6 +90,7 @@ def run_rank(rank: int, world: int, port: int, cases: list, seed: int, out_dir: 
                 optimizer.step()
             torch.save({"params": flat_parameters(module), "calls": state.stats.calls},
                        os.path.join(out_dir, f"{mode}-{arrival}-{bucket_cap_mb}-rank{rank}.pt"))
+        _quiesce()
     finally:
         dist.destroy_process_group()
 
@@ -117,5 +127,6 @@ def run_network_rank(rank: int, world: int, port: int, jobs: list, seed: int, ou
             torch.save({"params": flat_parameters(module), "hook": state.as_dict()},
                        os.path.join(out_dir, f"net-{mode}-rank{rank}.pt"))
             client.transport.close()
+        _quiesce()
     finally:
         dist.destroy_process_group()
