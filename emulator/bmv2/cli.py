@@ -77,11 +77,14 @@ def _build(args) -> int:
             status = "ok" if result.ok else "FAILED"
             print(f"{name:10s} {status:6s} {result.seconds:6.1f} s ({result.cpu_seconds:.1f} s CPU)  "
                   f"{result.json_path}")
+            if result.optimized:
+                print(f"{'':10s} {result.optimized}")
             if not result.ok or result.output:
                 print(result.output)
     if args.json:
         print(json.dumps([{"program": r.program, "ok": r.ok, "seconds": round(r.seconds, 2),
-                           "cpu_seconds": round(r.cpu_seconds, 2), "json": str(r.json_path), "output": r.output} for r in results], indent=1))
+                           "cpu_seconds": round(r.cpu_seconds, 2), "json": str(r.json_path),
+                           "optimized": r.optimized, "output": r.output} for r in results], indent=1))
     return 0 if all(r.ok for r in results) else 1
 
 
