@@ -11,6 +11,12 @@ much as any other (docs/p4.md, "Speed on BMv2").
 
 :func:`optimize` rewrites only what is equal for every input:
 
+0. Action-local temporaries (:func:`inline_temporaries`): a metadata field
+   that only actions use, each writing it before reading it, never carries
+   a value out of an action. Its ``assign`` is folded into the one
+   primitive that reads it, as the expression masked to its width, when
+   nothing in between writes what the expression reads; an ``assign`` that
+   nothing reads is dropped. One primitive and one field write fewer each.
 1. Bottom up, an interval that contains every value an expression can take
    (fields by their declared width and signedness, constants exactly, each
    operator by BMv2's semantics on unbounded integers: floor shifts,
@@ -66,12 +72,15 @@ class OptStats:
     mods_removed: int = 0
     selects: int = 0
     mods_rewritten: int = 0
+    temporaries_inlined: int = 0
+    dead_assigns: int = 0
 
     def __str__(self) -> str:
         return (f"expression operations {self.ops_before} -> {self.ops_after}: "
                 f"{self.masks_removed} masks removed, {self.masks_merged} merged, "
                 f"{self.mods_removed} two_comp_mod removed, {self.selects} selects made ternary, "
-                f"{self.mods_rewritten} two_comp_mod as xor and subtraction")
+                f"{self.mods_rewritten} two_comp_mod as xor and subtraction; "
+                f"{self.temporaries_inlined} temporaries inlined, {self.dead_assigns} dead assigns dropped")
 
 
 def _op_value(node) -> dict | None:
@@ -401,12 +410,175 @@ class _Optimizer:
         return out
 
 
-def optimize(spec: dict) -> tuple[dict, OptStats]:
+# -- action-local temporaries -----------------------------------------------------
+
+def _fields_in(obj, out: set) -> set:
+    """Every (header, field) obj refers to: typed field nodes, and the
+    [header, field] pairs of table keys, field lists and the like."""
+    if isinstance(obj, dict):
+        if obj.get("type") == "field" and isinstance(obj.get("value"), list):
+            out.add(tuple(obj["value"]))
+        for v in obj.values():
+            _fields_in(v, out)
+    elif isinstance(obj, list):
+        if len(obj) == 2 and all(isinstance(x, str) for x in obj):
+            out.add(tuple(obj))
+        for v in obj:
+            _fields_in(v, out)
+    return out
+
+
+def _field_key(node) -> tuple | None:
+    if isinstance(node, dict) and node.get("type") == "field":
+        return tuple(node["value"])
+    return None
+
+
+#: primitive -> (index of the parameter it writes, indexes of the parameters it reads
+#: as values); any other primitive counts as reading every field it names
+_DEFS_USES = {"assign": (0, (1,)), "register_read": (0, (2,)), "register_write": (None, (1, 2))}
+
+
+def _defs_uses(prim: dict) -> tuple[tuple | None, set, bool]:
+    """(field the primitive writes, fields it reads, whether every read is a value
+    parameter that may become an expression)."""
+    params = prim.get("parameters", [])
+    shape = _DEFS_USES.get(prim.get("op"))
+    if shape is None or len(params) <= max((shape[0] or 0), *shape[1]):
+        return None, _fields_in(params, set()), False
+    d, uses = shape
+    return (_field_key(params[d]) if d is not None else None,
+            set().union(*(_fields_in(params[i], set()) for i in uses)), True)
+
+
+def _local_temporaries(spec: dict) -> set:
+    """Metadata fields that only actions use, and that every action writes
+    before it reads them: their value never outlives the action that set it
+    (no table key, condition, parser, deparser, checksum or other action sees it)."""
+    metadata = {h["name"] for h in spec.get("headers", []) if h.get("metadata")} - {"standard_metadata"}
+    outside = _fields_in({k: v for k, v in spec.items() if k != "actions"}, set())
+    candidates = None
+    live_in = set()
+    for action in spec.get("actions", []):
+        defined = set()
+        for prim in action.get("primitives", []):
+            d, uses, _ = _defs_uses(prim)
+            live_in |= uses - defined
+            if d is not None:
+                defined.add(d)
+    types = {t["name"]: t for t in spec.get("header_types", [])}
+    candidates = {(h["name"], f[0]) for h in spec.get("headers", []) if h["name"] in metadata
+                  for f in types[h["header_type"]]["fields"]}
+    return candidates - outside - live_in
+
+
+def _substitute(node, key: tuple, replacement: dict):
+    """node with every field node ``key`` replaced (a copy)."""
+    if isinstance(node, dict):
+        if _field_key(node) == key:
+            return replacement
+        return {k: _substitute(v, key, replacement) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, key, replacement) for v in node]
+    return node
+
+
+def _count_refs(node, key: tuple) -> int:
+    if isinstance(node, dict):
+        return int(_field_key(node) == key) + sum(_count_refs(v, key) for v in node.values())
+    if isinstance(node, list):
+        return sum(_count_refs(v, key) for v in node)
+    return 0
+
+
+def _read_before_write(prims: list, key: tuple) -> bool:
+    """Whether a primitive of prims reads key before one writes it."""
+    for prim in prims:
+        d, uses, _ = _defs_uses(prim)
+        if key in uses:
+            return True
+        if d == key:
+            return False
+    return False
+
+
+def inline_temporaries(spec: dict, stats: OptStats) -> dict:
+    """Fold ``assign(t, E)`` into the one later primitive of the same action
+    that reads t, as ``E & mask(t)`` (what t would have held), when t is an
+    action-local temporary (:func:`_local_temporaries`) and nothing in
+    between writes a field E reads; drop an ``assign`` to such a t that no
+    primitive reads before t is written again. BMv2 pays for every primitive
+    and every field write (callgrind: ~770 instructions per assign besides its
+    expression); the expression is evaluated once either way."""
+    temps = _local_temporaries(spec)
+    widths = {}
+    types = {t["name"]: t for t in spec.get("header_types", [])}
+    for h in spec.get("headers", []):
+        for f in types[h["header_type"]]["fields"]:
+            widths[(h["name"], f[0])] = f[1]
+    actions = []
+    for action in spec.get("actions", []):
+        prims = list(action.get("primitives", []))
+        i = 0
+        while i < len(prims):
+            prim = prims[i]
+            target, reads, _ = _defs_uses(prim)
+            if prim.get("op") != "assign" or target not in temps or target in reads \
+                    or not isinstance(widths.get(target), int):
+                i += 1
+                continue
+            source = prim["parameters"][1]
+            value = source["value"] if source.get("type") == "expression" else source
+            # the first later primitive that reads t, writes t, or writes a field of E
+            j, action_taken = i + 1, None
+            while j < len(prims):
+                d, uses, simple = _defs_uses(prims[j])
+                if not simple:
+                    break  # another primitive: it may write fields it does not name (mark_to_drop)
+                if target in uses:
+                    refs = _count_refs(prims[j]["parameters"], target)
+                    if simple and refs == 1 and (d == target or not _read_before_write(prims[j + 1:], target)):
+                        action_taken = "inline"
+                    break
+                if d == target:
+                    action_taken = "dead"
+                    break
+                if d in reads:
+                    break
+                j += 1
+            else:
+                action_taken = "dead"  # never read again in this action, and not after it
+            if action_taken is None:
+                i += 1
+                continue
+            if action_taken == "inline":
+                masked = {"type": "expression", "value": {
+                    "op": "&", "left": value, "right": _hexstr((1 << widths[target]) - 1)}}
+                use = prims[j]
+                params = []
+                for k, param in enumerate(use["parameters"]):
+                    if _field_key(param) == target:
+                        param = {"type": "expression", "value": masked}
+                    elif _count_refs(param, target):
+                        param = _substitute(param, target, masked)
+                    params.append(param)
+                prims[j] = {**use, "parameters": params}
+                stats.temporaries_inlined += 1
+            else:
+                stats.dead_assigns += 1
+            del prims[i]
+        actions.append({**action, "primitives": prims})
+    return {**spec, "actions": actions}
+
+
+def optimize(spec: dict, inline: bool = True) -> tuple[dict, OptStats]:
     """A copy of the compiled program with the redundant operations removed."""
+    stats = OptStats()
     opt = _Optimizer(spec)
-    out = opt.program(spec)
-    opt.stats.ops_before, opt.stats.ops_after = count_ops(spec), count_ops(out)
-    return out, opt.stats
+    opt.stats = stats
+    out = opt.program(inline_temporaries(spec, stats) if inline else spec)
+    stats.ops_before, stats.ops_after = count_ops(spec), count_ops(out)
+    return out, stats
 
 
 def optimize_file(src: Path, dst: Path | None = None) -> OptStats:

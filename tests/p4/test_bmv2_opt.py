@@ -255,11 +255,158 @@ def test_compiled_programs_keep_their_values(name):
     raw = build_program(name, out_dir=p4.BUILD_DIR / "raw", optimize=False)
     assert raw.ok, raw.output
     spec = json.loads(raw.json_path.read_text())
-    out, stats = optimize(spec)
-    assert stats.ops_after < 0.8 * stats.ops_before, stats
     rng = random.Random(name)
-    # the actions with the most expressions first; every action a few times
+    # every expression, primitive by primitive (without the inlining, which
+    # changes the primitives)
+    out, stats = optimize(spec, inline=False)
+    assert stats.ops_after < 0.8 * stats.ops_before, stats
     _check_same(spec, out, rng, trials=3)
+    # with it: each action's effect on everything but its temporaries
+    from p4.bmv2_opt import _local_temporaries
+    out, stats = optimize(spec)
+    assert stats.temporaries_inlined > 0, stats
+    temps = _local_temporaries(spec)
+    widths = _widths(spec)
+    checked = 0
+    for action, new_action in zip(spec["actions"], out["actions"]):
+        if {p["op"] for p in action["primitives"]} - {"assign", "register_read", "register_write"} \
+                or action["runtime_data"] or action["primitives"] == new_action["primitives"]:
+            continue
+        for _ in range(3):
+            env = {k: rng.randrange(1 << w) for k, w in widths.items()}
+            env |= {(k[0], "$valid$"): 1 for k in widths}
+            before = run_action(spec, action, env, {})
+            after = run_action(out, new_action, env, {})
+            assert {k: v for k, v in after[0].items() if k not in temps} == \
+                   {k: v for k, v in before[0].items() if k not in temps}, action["name"]
+            assert after[1] == before[1], action["name"]
+        checked += 1
+    assert checked > 0
+
+
+# -- action-local temporaries ------------------------------------------------------
+
+TEMPS = {"t8": 8, "t32": 32, "t1": 1}
+
+
+def _temp(name):
+    return {"type": "field", "value": ["m", name]}
+
+
+def random_temp_action(rng, n=30):
+    """An action whose metadata temporaries are always written before they are read."""
+    defined, prims = [], []
+
+    def operand():
+        if defined and rng.random() < 0.5:
+            return _temp(rng.choice(defined))
+        return random_data(rng, 2)
+
+    def expr():
+        return {"type": "expression", "value": _op(rng.choice(["+", "-", "|", "^", "&", ">>"]), operand(),
+                                                     operand() if rng.random() < 0.6 else _hex(3))}
+
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.45:
+            name = rng.choice(sorted(TEMPS))
+            prims.append({"op": "assign", "parameters": [_temp(name), expr()]})
+            defined.append(name)
+        elif kind < 0.7:
+            prims.append({"op": "assign", "parameters": [_field(rng.choice([k for k in WIDTHS if k != "s"])), expr()]})
+        elif kind < 0.85:
+            src = _temp(rng.choice(defined)) if defined and rng.random() < 0.7 else expr()
+            prims.append({"op": "register_write", "parameters": [
+                {"type": "register_array", "value": "r"}, _field("s"), src]})
+        else:
+            dst = _temp(rng.choice(sorted(TEMPS))) if rng.random() < 0.6 else _field("a")
+            prims.append({"op": "register_read", "parameters": [
+                dst, {"type": "register_array", "value": "r"}, _field("s")]})
+            if dst["value"][0] == "m":
+                defined.append(dst["value"][1])
+    spec = random_spec(rng, n=0)
+    spec["header_types"].append({"name": "m_t", "id": 1, "fields": [[k, w, False] for k, w in sorted(TEMPS.items())]})
+    spec["headers"].append({"name": "m", "id": 1, "header_type": "m_t", "metadata": True})
+    spec["actions"][0]["primitives"] = prims
+    spec["pipelines"][0]["conditionals"][0]["expression"] = _op(">", _field("a"), _hex(3))
+    return spec
+
+
+def _widths(spec) -> dict:
+    types = {t["name"]: t for t in spec["header_types"]}
+    return {(h["name"], f[0]): f[1] for h in spec["headers"] for f in types[h["header_type"]]["fields"]
+            if isinstance(f[1], int)}
+
+
+def run_action(spec, action, env, registers):
+    """Execute assign / register_read / register_write as BMv2 does (writes keep
+    their destination's width; registers: a list for the one array of the
+    random specs, else {(array, index): value}, unset cells read as their index
+    mixed with the array's name); returns the new state."""
+    env = dict(env)
+    registers = list(registers) if isinstance(registers, list) else dict(registers)
+    widths = _widths(spec) | {(k[0], "$valid$"): 1 for k in _widths(spec)}
+    reg_bits = {r["name"]: r["bitwidth"] for r in spec["register_arrays"]}
+
+    def cell(name, index):
+        if isinstance(registers, list):
+            return index
+        return (name, index)
+
+    for prim in action["primitives"]:
+        p = prim["parameters"]
+        if prim["op"] == "assign":
+            key = tuple(p[0]["value"])
+            env[key] = evaluate(p[1], env) & ((1 << widths[key]) - 1)
+        elif prim["op"] == "register_read":
+            key = tuple(p[0]["value"])
+            where = cell(p[1]["value"], evaluate(p[2], env))
+            stored = registers[where] if isinstance(registers, list) else registers.get(
+                where, hash(where) & ((1 << reg_bits[p[1]["value"]]) - 1))
+            env[key] = stored & ((1 << widths[key]) - 1)
+        else:
+            registers[cell(p[0]["value"], evaluate(p[1], env))] = \
+                evaluate(p[2], env) & ((1 << reg_bits[p[0]["value"]]) - 1)
+    return env, registers
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_inlined_temporaries_leave_the_same_state(seed):
+    rng = random.Random(seed)
+    spec = random_temp_action(rng)
+    out, stats = optimize(spec)
+    fields = {("h", k): w for k, w in WIDTHS.items()}
+    for _ in range(60):
+        env = random_env(rng, fields) | {("m", k): rng.randrange(1 << w) for k, w in TEMPS.items()}
+        registers = [rng.randrange(1 << 24) for _ in range(32)]
+        try:
+            before = run_action(spec, spec["actions"][0], env, registers)
+        except (ValueError, OverflowError, MemoryError):
+            continue
+        after = run_action(out, out["actions"][0], env, registers)
+        # everything but the temporaries, whose values never leave the action
+        assert {k: v for k, v in after[0].items() if k[0] == "h"} == \
+               {k: v for k, v in before[0].items() if k[0] == "h"}
+        assert after[1] == before[1]
+
+
+def test_temporaries_are_inlined_only_when_nothing_else_sees_them():
+    rng = random.Random(3)
+    spec = random_temp_action(rng, n=60)
+    _, stats = optimize(spec)
+    assert stats.temporaries_inlined + stats.dead_assigns > 0
+    # a condition that reads t8, and an action that reads t32 before writing it
+    seen = copy.deepcopy(spec)
+    seen["pipelines"][0]["conditionals"][0]["expression"] = _op(">", _temp("t8"), _hex(3))
+    seen["actions"].append({"name": "other", "id": 1, "runtime_data": [], "primitives": [
+        {"op": "assign", "parameters": [_field("a"), {"type": "expression", "value": _op("+", _temp("t32"), _hex(1))}]}]})
+    from p4.bmv2_opt import _local_temporaries
+    assert _local_temporaries(seen) == {("m", "t1")}
+    assert _local_temporaries(spec) == {("m", k) for k in TEMPS}
+    out, _ = optimize(seen)
+    writes = lambda s, name: sum(1 for p in s["actions"][0]["primitives"]  # noqa: E731
+                                 if p["op"] in ("assign", "register_read") and p["parameters"][0] == _temp(name))
+    assert writes(out, "t8") == writes(seen, "t8") and writes(out, "t32") == writes(seen, "t32")
 
 
 def test_selects_become_ternaries_and_nothing_else_does():
