@@ -241,7 +241,8 @@ class _Optimizer:
                 result = _corners(lambda x, s: x << s, a, b)
         elif op == ">>":
             if b is not None and b[0] >= 0:
-                hi_shift = min(b[1], _MAX_SHIFT)  # x >> s for s > _MAX_SHIFT equals x >> _MAX_SHIFT here
+                # shifting further only moves x >> s toward 0 (x >= 0) or -1, which the range then takes in
+                hi_shift = min(b[1], _MAX_SHIFT)
                 result = _corners(lambda x, s: x >> s, a, (b[0], hi_shift)) if a is not None else None
                 if result is not None and b[1] > _MAX_SHIFT:
                     lo, hi = result
@@ -457,7 +458,6 @@ def _local_temporaries(spec: dict) -> set:
     (no table key, condition, parser, deparser, checksum or other action sees it)."""
     metadata = {h["name"] for h in spec.get("headers", []) if h.get("metadata")} - {"standard_metadata"}
     outside = _fields_in({k: v for k, v in spec.items() if k != "actions"}, set())
-    candidates = None
     live_in = set()
     for action in spec.get("actions", []):
         defined = set()
@@ -489,6 +489,16 @@ def _count_refs(node, key: tuple) -> int:
     if isinstance(node, list):
         return sum(_count_refs(v, key) for v in node)
     return 0
+
+
+_BOOLEAN_OPS = {"==", "!=", "<", ">", "<=", ">=", "and", "or", "not", "d2b", "valid", "valid_union"}
+
+
+def _is_boolean(node) -> bool:
+    if isinstance(node, dict) and node.get("type") == "bool":
+        return True
+    value = _op_value(node)
+    return value is not None and value.get("op") in _BOOLEAN_OPS
 
 
 def _read_before_write(prims: list, key: tuple) -> bool:
@@ -529,6 +539,9 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
                 continue
             source = prim["parameters"][1]
             value = source["value"] if source.get("type") == "expression" else source
+            if _is_boolean(value):
+                i += 1  # a mask needs a number
+                continue
             # the first later primitive that reads t, writes t, or writes a field of E
             j, action_taken = i + 1, None
             while j < len(prims):

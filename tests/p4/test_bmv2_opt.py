@@ -437,3 +437,14 @@ def test_two_comp_mod_of_every_field_width(width):
     out, stats = optimize(spec)
     assert stats.mods_rewritten + stats.mods_removed == len(spec["actions"][0]["primitives"])
     _check_same(spec, out, random.Random(width), trials=300)
+
+
+def test_a_boolean_temporary_is_not_inlined():
+    # BMv2 masks numbers only: a temporary holding a comparison stays an assign
+    spec = random_temp_action(random.Random(0), n=0)
+    spec["actions"][0]["primitives"] = [
+        {"op": "assign", "parameters": [_temp("t1"), {"type": "expression", "value": _op(">", _field("a"), _field("b"))}]},
+        {"op": "assign", "parameters": [_field("c"), {"type": "expression", "value": _op("+", _temp("t1"), _hex(1))}]},
+    ]
+    out, stats = optimize(spec)
+    assert stats.temporaries_inlined == 0 and len(out["actions"][0]["primitives"]) == 2
