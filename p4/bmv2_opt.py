@@ -83,6 +83,17 @@ class OptStats:
                 f"{self.temporaries_inlined} temporaries inlined, {self.dead_assigns} dead assigns dropped")
 
 
+def _field_widths(spec: dict) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(header, field) -> (width, signed) of every fixed-width field."""
+    types = {t["name"]: t for t in spec.get("header_types", [])}
+    widths = {}
+    for header in spec.get("headers", []):
+        for name, width, *rest in types[header["header_type"]]["fields"]:
+            if isinstance(width, int):  # not "*", a variable-length field
+                widths[(header["name"], name)] = (width, bool(rest[0]) if rest else False)
+    return widths
+
+
 def _op_value(node) -> dict | None:
     """The operation inside an expression node, else None."""
     if isinstance(node, dict) and node.get("type") == "expression":
@@ -95,8 +106,8 @@ def _op_value(node) -> dict | None:
 def _bit_of(node) -> dict | None:
     """c for a node ``c ? 1 : 0`` (a bool made a number), else None."""
     value = _op_value(node)
-    if value is not None and value.get("op") == "?" and _const(value.get("left") or {}) == 1 \
-            and _const(value.get("right") or {}) == 0:
+    if value is not None and value.get("op") == "?" and _const(value.get("left")) == 1 \
+            and _const(value.get("right")) == 0:
         return value["cond"]
     return None
 
@@ -105,7 +116,7 @@ def _product_with_bit(node) -> tuple[dict, dict] | None:
     """(x, c) for a node ``x * (c ? 1 : 0)`` (either order) or ``c ? x : 0``
     (what :meth:`_Optimizer.select` makes of the first), else None."""
     value = _op_value(node)
-    if value is not None and value.get("op") == "?" and _const(value.get("right") or {}) == 0:
+    if value is not None and value.get("op") == "?" and _const(value.get("right")) == 0:
         return value["left"], value["cond"]
     if value is None or value.get("op") != "*":
         return None
@@ -120,8 +131,9 @@ def _ternary(cond: dict, left: dict, right: dict) -> dict:
     return {"type": "expression", "value": {"op": "?", "left": left, "right": right, "cond": cond}}
 
 
-def _const(node: dict) -> int | None:
-    if node.get("type") == "hexstr":
+def _const(node) -> int | None:
+    """The value of a constant node, else None (also for None and non-nodes)."""
+    if isinstance(node, dict) and node.get("type") == "hexstr":
         return int(node["value"], 16)
     return None
 
@@ -143,18 +155,13 @@ def _corners(f, a: Range, b: Range) -> Range:
 
 
 class _Optimizer:
-    def __init__(self, spec: dict):
-        self.stats = OptStats()
-        types = {t["name"]: t for t in spec.get("header_types", [])}
-        self.fields: dict[tuple[str, str], Range] = {}
-        for header in spec.get("headers", []):
-            for name, width, *rest in types[header["header_type"]]["fields"]:
-                signed = bool(rest[0]) if rest else False
-                if not isinstance(width, int):  # "*": variable-length field
-                    continue
-                self.fields[(header["name"], name)] = (
-                    (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed and width > 0
-                    else (0, (1 << width) - 1))
+    def __init__(self, spec: dict, stats: OptStats):
+        self.stats = stats
+        self.widths = _field_widths(spec)
+        self.fields: dict[tuple[str, str], Range] = {
+            key: (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed and width > 0
+            else (0, (1 << width) - 1)
+            for key, (width, signed) in self.widths.items()}
         self.runtime_widths: list[int] = []
         self.register_widths = {r["name"]: r["bitwidth"] for r in spec.get("register_arrays", [])}
 
@@ -198,18 +205,18 @@ class _Optimizer:
 
         if op == "&":
             for this, other, r_this, r_other in ((left, right, a, b), (right, left, b, a)):
-                m = _const(other) if isinstance(other, dict) else None
+                m = _const(other)
                 if m is not None and m >= 0 and r_this is not None and r_this[0] >= 0 \
                         and _ones_cover(r_this[1]) & m == _ones_cover(r_this[1]):
                     self.stats.masks_removed += 1
                     return this, r_this
             # (x & m1) & m2 -> x & (m1 & m2)
             for this, other in ((left, right), (right, left)):
-                m2 = _const(other) if isinstance(other, dict) else None
-                inner = this.get("value") if isinstance(this, dict) and this.get("type") == "expression" else None
-                if m2 is not None and m2 >= 0 and isinstance(inner, dict) and inner.get("op") == "&":
+                m2 = _const(other)
+                inner = _op_value(this)
+                if m2 is not None and m2 >= 0 and inner is not None and inner.get("op") == "&":
                     for x, c in ((inner["left"], inner["right"]), (inner["right"], inner["left"])):
-                        m1 = _const(c) if isinstance(c, dict) else None
+                        m1 = _const(c)
                         if m1 is not None and m1 >= 0:
                             self.stats.masks_merged += 1
                             merged = {"type": "expression",
@@ -251,7 +258,7 @@ class _Optimizer:
             if b is not None:
                 result = (-b[1] - 1, -b[0] - 1)
         elif op == "two_comp_mod":
-            width = _const(right) if isinstance(right, dict) else None
+            width = _const(right)
             if width is not None and width > 0:
                 lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
                 if a is not None and lo <= a[0] and a[1] <= hi:
@@ -284,13 +291,13 @@ class _Optimizer:
         left, right = expr.get("left"), expr.get("right")
         if k is not None and op == "&":
             for this, other in ((left, right), (right, left)):
-                m = _const(other) if isinstance(other, dict) else None
+                m = _const(other)
                 low = (1 << k) - 1
                 if m is not None and m & low == low:
                     self.stats.masks_removed += 1
                     return self.demand(this, k)
         if k is not None and op == "two_comp_mod":
-            width = _const(right) if isinstance(right, dict) else None
+            width = _const(right)
             if width is not None and width >= k:
                 self.stats.mods_removed += 1
                 return self.demand(left, k)
@@ -301,7 +308,7 @@ class _Optimizer:
         elif op == "?":
             sides = {"left": k, "right": k, "cond": None}
         elif op == "two_comp_mod":
-            width = _const(right) if isinstance(right, dict) else None
+            width = _const(right)
             sides = {"left": width if width is not None and (k is None or width < k) else k,
                      "right": None}
         else:
@@ -321,7 +328,7 @@ class _Optimizer:
         field no wider than w. BMv2's two_comp_mod builds three numbers on the
         heap per call (bm_sim/data.h), about as costly as five operations."""
         expr = node["value"]
-        width = _const(expr["right"]) if isinstance(expr.get("right"), dict) else None
+        width = _const(expr.get("right"))
         if width is None or width <= 0:
             return node
         x = expr["left"]
@@ -364,8 +371,8 @@ class _Optimizer:
     def width_of(self, target: dict) -> int | None:
         """Bits a primitive's destination keeps (BMv2 masks what it stores)."""
         if target.get("type") == "field":
-            rng = self.fields.get(tuple(target["value"]))
-            return rng[1].bit_length() if rng is not None and rng[0] == 0 else None
+            width, signed = self.widths.get(tuple(target["value"]), (None, True))
+            return None if signed else width
         if target.get("type") == "register_array":
             return self.register_widths.get(target["value"])
         return None
@@ -466,9 +473,7 @@ def _local_temporaries(spec: dict) -> set:
             live_in |= uses - defined
             if d is not None:
                 defined.add(d)
-    types = {t["name"]: t for t in spec.get("header_types", [])}
-    candidates = {(h["name"], f[0]) for h in spec.get("headers", []) if h["name"] in metadata
-                  for f in types[h["header_type"]]["fields"]}
+    candidates = {key for key in _field_widths(spec) if key[0] in metadata}
     return candidates - outside - live_in
 
 
@@ -521,11 +526,7 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
     and every field write (callgrind: ~770 instructions per assign besides its
     expression); the expression is evaluated once either way."""
     temps = _local_temporaries(spec)
-    widths = {}
-    types = {t["name"]: t for t in spec.get("header_types", [])}
-    for h in spec.get("headers", []):
-        for f in types[h["header_type"]]["fields"]:
-            widths[(h["name"], f[0])] = f[1]
+    widths = {key: width for key, (width, _) in _field_widths(spec).items()}
     actions = []
     for action in spec.get("actions", []):
         prims = list(action.get("primitives", []))
@@ -533,8 +534,7 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
         while i < len(prims):
             prim = prims[i]
             target, reads, _ = _defs_uses(prim)
-            if prim.get("op") != "assign" or target not in temps or target in reads \
-                    or not isinstance(widths.get(target), int):
+            if prim.get("op") != "assign" or target not in temps or target in reads:
                 i += 1
                 continue
             source = prim["parameters"][1]
@@ -550,7 +550,8 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
                     break  # another primitive: it may write fields it does not name (mark_to_drop)
                 if target in uses:
                     refs = _count_refs(prims[j]["parameters"], target)
-                    if simple and refs == 1 and (d == target or not _read_before_write(prims[j + 1:], target)):
+                    # (a primitive that also writes t names it twice: refs > 1)
+                    if refs == 1 and not _read_before_write(prims[j + 1:], target):
                         action_taken = "inline"
                     break
                 if d == target:
@@ -569,7 +570,7 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
                     "op": "&", "left": value, "right": _hexstr((1 << widths[target]) - 1)}}
                 use = prims[j]
                 params = []
-                for k, param in enumerate(use["parameters"]):
+                for param in use["parameters"]:
                     if _field_key(param) == target:
                         param = {"type": "expression", "value": masked}
                     elif _count_refs(param, target):
@@ -587,9 +588,7 @@ def inline_temporaries(spec: dict, stats: OptStats) -> dict:
 def optimize(spec: dict, inline: bool = True) -> tuple[dict, OptStats]:
     """A copy of the compiled program with the redundant operations removed."""
     stats = OptStats()
-    opt = _Optimizer(spec)
-    opt.stats = stats
-    out = opt.program(inline_temporaries(spec, stats) if inline else spec)
+    out = _Optimizer(spec, stats).program(inline_temporaries(spec, stats) if inline else spec)
     stats.ops_before, stats.ops_after = count_ops(spec), count_ops(out)
     return out, stats
 

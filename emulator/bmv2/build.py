@@ -14,7 +14,6 @@ from pathlib import Path
 
 from p4 import BASELINE, BUILD_DIR, INCLUDE_DIR, PROGRAMS, Program, get_program
 from p4 import bmv2_opt
-from p4.bmv2_opt import optimize_file
 from p4.generate import stale_files
 
 from .tools import P4C, require_tools, tool_path
@@ -69,7 +68,7 @@ def build_program(program: str | Program, out_dir: Path = BUILD_DIR, optimize: b
     optimized = ""
     if ok and optimize:
         own_before = time.process_time()
-        optimized = str(optimize_file(json_path))
+        optimized = str(bmv2_opt.optimize_file(json_path))
         cpu += time.process_time() - own_before
     seconds = time.perf_counter() - start
     return BuildResult(program.name, json_path, seconds, ok, (proc.stdout + proc.stderr).strip(), cpu,

@@ -140,15 +140,22 @@ def random_spec(rng, n=40):
     }
 
 
+def _widths(spec) -> dict:
+    """(header, field) -> width of every fixed-width field, and BMv2's own
+    one-bit $valid$ field of every header."""
+    types = {t["name"]: t for t in spec["header_types"]}
+    widths = {(h["name"], f[0]): f[1] for h in spec["headers"] for f in types[h["header_type"]]["fields"]
+              if isinstance(f[1], int)}
+    return widths | {(h["name"], "$valid$"): 1 for h in spec["headers"]}
+
+
 def _destination_bits(spec, prim) -> int | None:
     params = prim["parameters"]
     if prim["op"] == "register_write":
         name = params[0]["value"]
         return next(r["bitwidth"] for r in spec["register_arrays"] if r["name"] == name)
     if prim["op"] == "assign" and params[0]["type"] == "field":
-        header = next(h for h in spec["headers"] if h["name"] == params[0]["value"][0])
-        fields = next(t for t in spec["header_types"] if t["name"] == header["header_type"])["fields"]
-        return next(f[1] for f in fields if f[0] == params[0]["value"][1])
+        return _widths(spec)[tuple(params[0]["value"])]
     return None
 
 
@@ -177,13 +184,7 @@ def random_env(rng, fields):
 
 
 def _check_same(spec, out, rng, trials):
-    fields = {}
-    for header in spec["headers"]:
-        t = next(t for t in spec["header_types"] if t["name"] == header["header_type"])
-        for f in t["fields"]:
-            if isinstance(f[1], int):
-                fields[(header["name"], f[0])] = f[1]
-        fields[(header["name"], "$valid$")] = 1  # BMv2's own field of every header
+    fields = _widths(spec)
     for action, new_action in zip(spec["actions"], out["actions"]):
         assert len(action["primitives"]) == len(new_action["primitives"])
         widths = [d.get("bitwidth", 32) for d in action.get("runtime_data", [])]
@@ -274,7 +275,7 @@ def test_compiled_programs_keep_their_values(name):
             continue
         for _ in range(3):
             env = {k: rng.randrange(1 << w) for k, w in widths.items()}
-            env |= {(k[0], "$valid$"): 1 for k in widths}
+            env |= {k: 1 for k in widths if k[1] == "$valid$"}  # every header valid
             before = run_action(spec, action, env, {})
             after = run_action(out, new_action, env, {})
             assert {k: v for k, v in after[0].items() if k not in temps} == \
@@ -332,12 +333,6 @@ def random_temp_action(rng, n=30):
     return spec
 
 
-def _widths(spec) -> dict:
-    types = {t["name"]: t for t in spec["header_types"]}
-    return {(h["name"], f[0]): f[1] for h in spec["headers"] for f in types[h["header_type"]]["fields"]
-            if isinstance(f[1], int)}
-
-
 def run_action(spec, action, env, registers):
     """Execute assign / register_read / register_write as BMv2 does (writes keep
     their destination's width; registers: a list for the one array of the
@@ -345,7 +340,7 @@ def run_action(spec, action, env, registers):
     mixed with the array's name); returns the new state."""
     env = dict(env)
     registers = list(registers) if isinstance(registers, list) else dict(registers)
-    widths = _widths(spec) | {(k[0], "$valid$"): 1 for k in _widths(spec)}
+    widths = _widths(spec)
     reg_bits = {r["name"]: r["bitwidth"] for r in spec["register_arrays"]}
 
     def cell(name, index):
